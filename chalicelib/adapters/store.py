@@ -1,0 +1,361 @@
+"""DynamoDB adapter: every authenticated request commits in one transaction.
+
+A request's authentication facts (key not revoked, pharmacy active, nonce unused), its audit
+event and its change (a new result, its pharmacy reference, the daily quota) are written in a
+single ``TransactWriteItems``: either all of it holds or nothing is stored. Errors of the SDK are
+translated into domain errors here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pynamodb.connection import Connection
+from pynamodb.exceptions import GetError, PutError, PynamoDBConnectionError, TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.adapters.tables import (
+    AuditItem,
+    FinessItem,
+    KeyItem,
+    PharmacyItem,
+    ResultItem,
+    StateItem,
+)
+from chalicelib.domain.records import AuditEvent, AuthGrant, Pharmacy, PharmacyKey, ResultRecord
+from chalicelib.errors import (
+    AuthenticationError,
+    ConflictError,
+    DependencyUnavailableError,
+    DuplicateReferenceError,
+    NotFoundError,
+    RateLimitedError,
+)
+
+
+def _state_key(kind: str, *parts: str) -> str:
+    return "#".join((kind, *parts))
+
+
+def nonce_key(key_id: str, nonce: str) -> str:
+    """Nonces are hashed: bounded key length, and nothing of the header verbatim in a key."""
+    return _state_key("nonce", key_id, hashlib.sha256(nonce.encode()).hexdigest()[:40])
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _cancel_codes(exc: TransactWriteError) -> list[str | None]:
+    return [reason.code if reason else None for reason in (exc.cancellation_reasons or [])]
+
+
+@contextmanager
+def _dynamodb_errors() -> Iterator[None]:
+    """Translate transport and service failures of DynamoDB into a 503-worthy error."""
+    try:
+        yield
+    except (PynamoDBConnectionError, GetError, PutError, UpdateError) as exc:
+        raise DependencyUnavailableError("dynamodb") from exc
+
+
+def _audit_item(event: AuditEvent, retention_days: int) -> AuditItem:
+    at = event.at.astimezone(UTC)
+    iso = at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return AuditItem(
+        subject=f"result#{event.record}" if event.record else f"actor#{event.actor}",
+        sk=f"{iso}#{event.event_id}",
+        day=at.strftime("%Y-%m-%d"),
+        event_id=event.event_id,
+        at=iso,
+        actor=event.actor,
+        action=event.action,
+        outcome=event.outcome,
+        record=event.record,
+        pharmacy_id=event.pharmacy_id,
+        reason=event.reason,
+        request_id=event.request_id,
+        expires_at=_epoch(at + timedelta(days=retention_days)),
+    )
+
+
+def _to_record(item: ResultItem) -> ResultRecord:
+    return ResultRecord(
+        id=item.id,
+        pharmacy_id=item.pharmacy_id,
+        pharmacy_reference=item.pharmacy_reference,
+        key_id=item.key_id,
+        received_at=datetime.fromisoformat(item.received_at.replace("Z", "+00:00")),
+        expires_at=int(item.expires_at),
+        ciphertext=bytes(item.payload),
+        channels=tuple(item.channels or ()),
+        national_status=item.national_status,
+        national_reported_at=item.national_reported_at,
+        patient_status=item.patient_status,
+        patient_sent_at=item.patient_sent_at,
+        link_expires_at=item.link_expires_at,
+    )
+
+
+class DynamoStore:
+    """Results, pharmacy references, quotas, nonces and audit events in DynamoDB."""
+
+    # Order of the authentication items in every transaction; cancellation reasons are read by index.
+    _AUTH_REASONS = ("revoked_key", "suspended_pharmacy", "replayed_nonce")
+
+    def __init__(self, *, region: str, audit_retention_days: int, clock: Callable[[], datetime]) -> None:
+        self._connection = Connection(region=region, max_retry_attempts=2)
+        self._audit_retention_days = audit_retention_days
+        self._clock = clock
+
+    # -- transactions -------------------------------------------------------------------------
+    def _add_auth(self, tx: TransactWrite, grant: AuthGrant) -> None:
+        tx.condition_check(
+            KeyItem, f"key#{grant.key_id}", condition=KeyItem.pk.exists() & KeyItem.revoked_at.does_not_exist()
+        )
+        tx.condition_check(
+            PharmacyItem, f"pharmacy#{grant.pharmacy_id}", condition=PharmacyItem.status == "active"
+        )
+        tx.save(
+            StateItem(pk=nonce_key(grant.key_id, grant.nonce), expires_at=grant.nonce_expires_at),
+            condition=StateItem.pk.does_not_exist(),
+        )
+
+    def _run(self, build: Callable[[TransactWrite], None], grant: AuthGrant) -> list[str | None]:
+        """Run one transaction; return [] on success, else the cancellation codes (auth ones raised)."""
+        for attempt in range(3):
+            try:
+                with TransactWrite(connection=self._connection) as tx:
+                    build(tx)
+                return []
+            except TransactWriteError as exc:
+                codes = _cancel_codes(exc)
+                if not codes:
+                    if exc.cause_response_code in ("TransactionConflictException", "ThrottlingException") and (
+                        attempt < 2
+                    ):
+                        time.sleep(0.02 * (attempt + 1))
+                        continue
+                    raise DependencyUnavailableError("dynamodb") from exc
+                if "TransactionConflict" in codes and attempt < 2:
+                    time.sleep(0.02 * (attempt + 1))
+                    continue
+                for index, reason in enumerate(self._AUTH_REASONS):
+                    if len(codes) > index and codes[index] == "ConditionalCheckFailed":
+                        raise AuthenticationError(reason, grant.key_id) from exc
+                if "ConditionalCheckFailed" not in codes:
+                    raise DependencyUnavailableError("dynamodb") from exc
+                return codes
+            except PynamoDBConnectionError as exc:
+                raise DependencyUnavailableError("dynamodb") from exc
+        raise DependencyUnavailableError("dynamodb")
+
+    def commit_auth(self, grant: AuthGrant, audit: AuditEvent) -> None:
+        """Re-check the key and pharmacy, consume the nonce and record ``audit``, atomically."""
+
+        def build(tx: TransactWrite) -> None:
+            self._add_auth(tx, grant)
+            tx.save(_audit_item(audit, self._audit_retention_days))
+
+        self._run(build, grant)
+
+    def commit_new_result(
+        self, grant: AuthGrant, audit: AuditEvent, record: ResultRecord, *, quota_day: str, quota_limit: int
+    ) -> None:
+        """Store a new result with its reference, quota count, nonce and audit event, or nothing.
+
+        Raises DuplicateReferenceError when the pharmacy reference is taken, RateLimitedError past
+        the daily quota, AuthenticationError when the key, pharmacy or nonce no longer hold.
+        """
+        received = record.received_at.astimezone(UTC)
+        item = ResultItem(
+            id=record.id,
+            pharmacy_id=record.pharmacy_id,
+            pharmacy_reference=record.pharmacy_reference,
+            key_id=record.key_id,
+            received_at=received.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            expires_at=record.expires_at,
+            payload=record.ciphertext,
+            channels=list(record.channels),
+            national_status=record.national_status,
+            pending_national="pending",
+            patient_status=record.patient_status,
+        )
+        ref = StateItem(
+            pk=_state_key("ref", record.pharmacy_id, record.pharmacy_reference),
+            expires_at=record.expires_at,
+            result_id=record.id,
+        )
+        quota = StateItem(pk=_state_key("quota", record.pharmacy_id, quota_day))
+
+        def build(tx: TransactWrite) -> None:
+            self._add_auth(tx, grant)
+            tx.save(_audit_item(audit, self._audit_retention_days))
+            tx.save(ref, condition=StateItem.pk.does_not_exist())  # index 4
+            tx.update(  # index 5
+                quota,
+                actions=[
+                    StateItem.n.add(1),
+                    StateItem.expires_at.set(_epoch(received + timedelta(days=2))),
+                ],
+                condition=StateItem.n.does_not_exist() | (StateItem.n < quota_limit),
+            )
+            tx.save(item, condition=ResultItem.id.does_not_exist())  # index 6
+
+        codes = self._run(build, grant)
+        if not codes:
+            return
+        if codes[4] == "ConditionalCheckFailed":
+            raise DuplicateReferenceError("pharmacy_reference already used")
+        if codes[5] == "ConditionalCheckFailed":
+            raise RateLimitedError("daily submission quota reached", retry_after=_seconds_to_midnight(received))
+        raise DependencyUnavailableError("dynamodb")
+
+    # -- reads ----------------------------------------------------------------------------------
+    def find_reference(self, pharmacy_id: str, reference: str) -> str | None:
+        with _dynamodb_errors():
+            try:
+                item = StateItem.get(_state_key("ref", pharmacy_id, reference), consistent_read=True)
+            except StateItem.DoesNotExist:
+                return None
+        return item.result_id
+
+    def get_result(self, result_id: str) -> ResultRecord | None:
+        with _dynamodb_errors():
+            try:
+                item = ResultItem.get(result_id, consistent_read=True)
+            except ResultItem.DoesNotExist:
+                return None
+        return _to_record(item)
+
+    def record_audit(self, event: AuditEvent) -> None:
+        """Write one audit event on its own (failures that have no transaction to join)."""
+        with _dynamodb_errors():
+            _audit_item(event, self._audit_retention_days).save()
+
+    def audit_events(self, result_id: str) -> list[dict[str, Any]]:
+        """Audit events of one result, oldest first (operator queries and tests)."""
+        with _dynamodb_errors():
+            return [
+                {k: getattr(item, k) for k in ("at", "actor", "action", "outcome", "record", "reason", "event_id")}
+                for item in AuditItem.query(f"result#{result_id}")
+            ]
+
+
+def _seconds_to_midnight(moment: datetime) -> int:
+    tomorrow = (moment.astimezone(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, int((tomorrow - moment).total_seconds()))
+
+
+class Registry:
+    """Pharmacies and their public keys (operators write; the API reads through :class:`KeyCache`)."""
+
+    def __init__(self, *, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+
+    def add_pharmacy(self, pharmacy: Pharmacy, key: PharmacyKey) -> None:
+        """Register a pharmacy with its first key; FINESS numbers are unique (ConflictError)."""
+        connection = Connection(region=PharmacyItem.Meta.region)
+        try:
+            with TransactWrite(connection=connection) as tx:
+                tx.save(FinessItem(pk=f"finess#{pharmacy.finess}", pharmacy_id=pharmacy.pharmacy_id),
+                        condition=FinessItem.pk.does_not_exist())
+                tx.save(
+                    PharmacyItem(
+                        pk=f"pharmacy#{pharmacy.pharmacy_id}",
+                        pharmacy_id=pharmacy.pharmacy_id,
+                        finess=pharmacy.finess,
+                        name=pharmacy.name,
+                        status=pharmacy.status,
+                        daily_quota=pharmacy.daily_quota,
+                        created_at=pharmacy.created_at or self._clock(),
+                    ),
+                    condition=PharmacyItem.pk.does_not_exist(),
+                )
+                tx.save(self._key_item(key), condition=KeyItem.pk.does_not_exist())
+        except TransactWriteError as exc:
+            if "ConditionalCheckFailed" in _cancel_codes(exc):
+                raise ConflictError("a pharmacy with this FINESS is already registered") from exc
+            raise DependencyUnavailableError("dynamodb") from exc
+
+    @staticmethod
+    def _key_item(key: PharmacyKey) -> KeyItem:
+        return KeyItem(
+            pk=f"key#{key.key_id}",
+            key_id=key.key_id,
+            pharmacy_id=key.pharmacy_id,
+            public_key_pem=key.public_key_pem,
+            created_at=key.created_at,
+        )
+
+    def add_key(self, key: PharmacyKey) -> None:
+        """Add a key to an existing pharmacy (key rotation: add the new one, then revoke the old)."""
+        self.get_pharmacy(key.pharmacy_id)
+        with _dynamodb_errors():
+            self._key_item(key).save(condition=KeyItem.pk.does_not_exist())
+
+    def revoke_key(self, key_id: str) -> datetime:
+        """Revoke a key at once; revoking twice keeps the first time. Unknown key: NotFoundError."""
+        now = self._clock()
+        item = KeyItem(pk=f"key#{key_id}")
+        try:
+            item.update(actions=[KeyItem.revoked_at.set(now)],
+                        condition=KeyItem.pk.exists() & KeyItem.revoked_at.does_not_exist())
+        except UpdateError as exc:
+            if exc.cause_response_code != "ConditionalCheckFailedException":
+                raise DependencyUnavailableError("dynamodb") from exc
+            existing = self.get_key(key_id)
+            if existing is None:
+                raise NotFoundError("unknown key") from exc
+            assert existing.revoked_at is not None
+            return existing.revoked_at
+        return now
+
+    def set_status(self, pharmacy_id: str, status: str) -> Pharmacy:
+        item = PharmacyItem(pk=f"pharmacy#{pharmacy_id}")
+        try:
+            item.update(actions=[PharmacyItem.status.set(status)], condition=PharmacyItem.pk.exists())
+        except UpdateError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                raise NotFoundError("unknown pharmacy") from exc
+            raise DependencyUnavailableError("dynamodb") from exc
+        return self.get_pharmacy(pharmacy_id)
+
+    def get_pharmacy(self, pharmacy_id: str) -> Pharmacy:
+        with _dynamodb_errors():
+            try:
+                item = PharmacyItem.get(f"pharmacy#{pharmacy_id}", consistent_read=True)
+            except PharmacyItem.DoesNotExist as exc:
+                raise NotFoundError("unknown pharmacy") from exc
+        return Pharmacy(
+            pharmacy_id=item.pharmacy_id,
+            finess=item.finess,
+            name=item.name,
+            status=item.status,
+            daily_quota=int(item.daily_quota) if item.daily_quota is not None else None,
+            created_at=item.created_at,
+        )
+
+    def get_key(self, key_id: str) -> PharmacyKey | None:
+        with _dynamodb_errors():
+            try:
+                item = KeyItem.get(f"key#{key_id}", consistent_read=True)
+            except KeyItem.DoesNotExist:
+                return None
+        return PharmacyKey(
+            key_id=item.key_id,
+            pharmacy_id=item.pharmacy_id,
+            public_key_pem=item.public_key_pem,
+            created_at=item.created_at,
+            revoked_at=item.revoked_at,
+        )
+
+    def list_pharmacies(self) -> list[Pharmacy]:
+        with _dynamodb_errors():
+            items = PharmacyItem.scan(PharmacyItem.pk.startswith("pharmacy#"))
+            return [self.get_pharmacy(item.pharmacy_id) for item in items]

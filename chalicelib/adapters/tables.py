@@ -1,0 +1,138 @@
+"""PynamoDB models of the Relais tables (declared in ``infra/resources.json``).
+
+Table names come from settings: :func:`bind_tables` points every model at its table, once,
+from ``bootstrap``. Keys hold opaque ids only; personal data lives in ``payload`` ciphertext.
+"""
+
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.models import Model
+
+from chalicelib.config import Settings
+
+
+class _Meta:
+    table_name = "unbound"
+    region: str | None = None
+    max_retry_attempts = 2
+    connect_timeout_seconds = 2
+    read_timeout_seconds = 4
+
+
+class PharmacyItem(Model):
+    """Registry table, ``pk = "pharmacy#<id>"``."""
+
+    class Meta(_Meta):
+        pass
+
+    pk = UnicodeAttribute(hash_key=True)
+    pharmacy_id = UnicodeAttribute()
+    finess = UnicodeAttribute()
+    name = UnicodeAttribute()
+    status = UnicodeAttribute()
+    daily_quota = NumberAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+
+
+class KeyItem(Model):
+    """Registry table, ``pk = "key#<key id>"``: a pharmacy's Ed25519 public key (never a private key)."""
+
+    class Meta(_Meta):
+        pass
+
+    pk = UnicodeAttribute(hash_key=True)
+    key_id = UnicodeAttribute()
+    pharmacy_id = UnicodeAttribute()
+    public_key_pem = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    revoked_at = UTCDateTimeAttribute(null=True)
+
+
+class FinessItem(Model):
+    """Registry table, ``pk = "finess#<FINESS>"``: one pharmacy per FINESS number."""
+
+    class Meta(_Meta):
+        pass
+
+    pk = UnicodeAttribute(hash_key=True)
+    pharmacy_id = UnicodeAttribute()
+
+
+class StateItem(Model):
+    """State table: nonces, quota counters, pharmacy references, rate counters; all with a TTL."""
+
+    class Meta(_Meta):
+        pass
+
+    pk = UnicodeAttribute(hash_key=True)
+    expires_at = NumberAttribute()
+    n = NumberAttribute(null=True)
+    result_id = UnicodeAttribute(null=True)
+
+
+class ResultItem(Model):
+    """Results table, ``id`` = the opaque result id. The stream (keys only) feeds the queues."""
+
+    class Meta(_Meta):
+        pass
+
+    id = UnicodeAttribute(hash_key=True)
+    pharmacy_id = UnicodeAttribute()
+    pharmacy_reference = UnicodeAttribute()
+    key_id = UnicodeAttribute()
+    received_at = UnicodeAttribute()  # ISO UTC, sortable
+    expires_at = NumberAttribute()
+    payload = BinaryAttribute(legacy_encoding=False)
+    channels = ListAttribute(of=UnicodeAttribute, default=list)
+    national_status = UnicodeAttribute(default="pending")
+    pending_national = UnicodeAttribute(null=True)  # sparse index key while pending: "pending"
+    national_reported_at = UTCDateTimeAttribute(null=True)
+    national_attempts = NumberAttribute(default=0)
+    patient_status = UnicodeAttribute(default="not_requested")
+    patient_sent_at = UTCDateTimeAttribute(null=True)
+    link_expires_at = UTCDateTimeAttribute(null=True)
+
+
+class AuditItem(Model):
+    """Audit table: ``subject`` (the record, or the actor when there is none), ``sk`` = time#event id."""
+
+    class Meta(_Meta):
+        pass
+
+    subject = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    day = UnicodeAttribute()
+    event_id = UnicodeAttribute()
+    at = UnicodeAttribute()
+    actor = UnicodeAttribute()
+    action = UnicodeAttribute()
+    outcome = UnicodeAttribute()
+    record = UnicodeAttribute(null=True)
+    pharmacy_id = UnicodeAttribute(null=True)
+    reason = UnicodeAttribute(null=True)
+    request_id = UnicodeAttribute(null=True)
+    expires_at = NumberAttribute()
+
+
+def bind_tables(settings: Settings) -> None:
+    """Point every model at the table the settings name (idempotent)."""
+    tables: dict[type[Model], str] = {
+        PharmacyItem: settings.registry_table,
+        KeyItem: settings.registry_table,
+        FinessItem: settings.registry_table,
+        StateItem: settings.state_table,
+        ResultItem: settings.results_table,
+        AuditItem: settings.audit_table,
+    }
+    for model, table in tables.items():
+        if model.Meta.table_name != table or model.Meta.region != settings.region:
+            model.Meta.table_name = table
+            model.Meta.region = settings.region
+            model._connection = None

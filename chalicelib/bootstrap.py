@@ -1,0 +1,126 @@
+"""The one wiring point: builds settings, clients, the encryption envelope and services lazily.
+
+Everything is cached for warm Lambda starts. Tests call :func:`reset` (after starting moto, so
+that no client or cache outlives its mock) or :func:`override` to inject fakes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from chalicelib.config import Settings, get_settings
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+_overrides: dict[str, Any] = {}
+
+
+def override(**components: Any) -> None:
+    """Replace components (``results_service``, ``clock``…) for tests."""
+    _overrides.update(components)
+
+
+def reset() -> None:
+    """Forget every cached component, setting and override."""
+    _overrides.clear()
+    get_settings.cache_clear()
+    for fn in (botocore_session, boto3_session, _client, envelope, registry, store, results_service):
+        fn.cache_clear()
+
+
+def settings() -> Settings:
+    return _overrides.get("settings") or get_settings()
+
+
+def clock() -> datetime:
+    fn = _overrides.get("clock", utc_now)
+    result: datetime = fn()
+    return result
+
+
+@cache
+def botocore_session() -> Any:
+    """One botocore session for our own clients and the encryption SDK (shares credentials, hooks)."""
+    import botocore.session
+
+    return botocore.session.get_session()
+
+
+@cache
+def boto3_session() -> Any:
+    import boto3
+
+    return boto3.session.Session(botocore_session=botocore_session(), region_name=settings().region)
+
+
+def client(service: str) -> Any:
+    """A boto3 client of our session, cached per service."""
+    return _client(service)
+
+
+@cache
+def _client(service: str) -> Any:
+    return boto3_session().client(service)
+
+
+@cache
+def envelope() -> Any:
+    from chalicelib.adapters.crypto import Envelope
+
+    s = settings()
+    return Envelope(
+        key_arn=s.kms_key_arn,
+        stage=s.stage,
+        botocore_session=botocore_session(),
+        max_age_seconds=s.data_key_max_age_seconds,
+        max_messages=s.data_key_max_messages,
+    )
+
+
+def _bind() -> None:
+    from chalicelib.adapters.tables import bind_tables
+
+    bind_tables(settings())
+
+
+@cache
+def registry() -> Any:
+    from chalicelib.adapters.store import Registry
+
+    _bind()
+    return Registry(clock=clock)
+
+
+@cache
+def store() -> Any:
+    from chalicelib.adapters.store import DynamoStore
+
+    _bind()
+    s = settings()
+    return DynamoStore(region=s.region, audit_retention_days=s.audit_retention_days, clock=clock)
+
+
+@cache
+def results_service() -> Any:
+    if "results_service" in _overrides:
+        return _overrides["results_service"]
+    from chalicelib.adapters.key_cache import CachedKeyDirectory, CachedPharmacies
+    from chalicelib.services.results import ResultsService
+
+    s = settings()
+    return ResultsService(
+        store=store(),
+        keys=CachedKeyDirectory(registry()),
+        pharmacies=CachedPharmacies(registry()),
+        envelope=envelope(),
+        clock=clock,
+        stage=s.stage,
+        daily_quota_default=s.daily_quota_default,
+        signature_window_seconds=s.signature_window_seconds,
+        retention_days=s.result_retention_days,
+    )

@@ -1,0 +1,77 @@
+"""Settings, read from the environment once, at first use (never at import).
+
+In AWS the Lambda environment carries them (set from the CloudFormation outputs of
+``infra/resources.json``); in the local stack ``infra/local/stack.py`` sets them from the
+same outputs, as provisioned in moto.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields
+from functools import cache
+
+
+class SettingsError(RuntimeError):
+    """A required setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    region: str
+    kms_key_arn: str
+    registry_table: str
+    results_table: str
+    state_table: str
+    audit_table: str
+    national_queue_url: str
+    notify_queue_url: str
+    national_dlq_url: str = ""
+    notify_dlq_url: str = ""
+    daily_quota_default: int = 2000
+    signature_window_seconds: int = 300
+    max_body_bytes: int = 16 * 1024
+    result_retention_days: int = 90
+    audit_retention_days: int = 366
+    data_key_max_age_seconds: int = 300
+    data_key_max_messages: int = 10_000
+    public_base_url: str = "http://127.0.0.1:8000"
+    allowed_authorities: str = ""  # comma-separated Host values accepted for "@authority"; empty: any
+
+    @property
+    def authorities(self) -> frozenset[str]:
+        return frozenset(a.strip().lower() for a in self.allowed_authorities.split(",") if a.strip())
+
+
+_ENV_PREFIX = "RELAIS_"
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """Build :class:`Settings` from ``RELAIS_*`` variables; missing required ones raise SettingsError."""
+    values: dict[str, object] = {}
+    missing: list[str] = []
+    for f in fields(Settings):
+        name = _ENV_PREFIX + f.name.upper()
+        if f.name == "region":
+            raw = env.get(name) or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        else:
+            raw = env.get(name)
+        if raw is None or raw == "":
+            if f.default is MISSING:  # no default: required
+                missing.append(name)
+            continue
+        try:
+            values[f.name] = int(raw) if f.type in ("int", int) else raw
+        except ValueError as exc:
+            raise SettingsError(f"{name} must be an integer") from exc
+    if missing:
+        raise SettingsError("missing settings: " + ", ".join(sorted(missing)))
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached for warm starts; ``get_settings.cache_clear()`` in tests)."""
+    return settings_from_env(os.environ)

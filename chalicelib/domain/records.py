@@ -1,0 +1,104 @@
+"""What Relais stores and records, in domain terms (no personal data in clear here)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+NATIONAL_STATUSES = ("pending", "reported", "failed")
+PATIENT_STATUSES = ("not_requested", "pending", "sent", "failed")
+
+
+def new_id(nbytes: int = 18) -> str:
+    """An opaque, unguessable id: ``nbytes`` random bytes (≥ 16, i.e. ≥ 128 bits), base64url."""
+    if nbytes < 16:
+        raise ValueError("ids carry at least 128 random bits")
+    return secrets.token_urlsafe(nbytes)
+
+
+def utc_iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``, to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """Who did what to which record, when, and how it ended. Opaque ids only."""
+
+    actor: str  # "key:<key id>", "link:<link id>", "operator:<name>", "system:<component>"
+    action: str  # e.g. "result.create", "result.read", "auth.failure"
+    outcome: str  # "success", "duplicate", "conflict", "denied", "not_found", "rejected", …
+    at: datetime
+    record: str | None = None  # result id
+    pharmacy_id: str | None = None
+    reason: str | None = None  # machine reason, never a submitted value
+    request_id: str | None = None
+    event_id: str = field(default_factory=lambda: new_id(16))
+
+
+@dataclass(frozen=True)
+class AuthGrant:
+    """The facts of a verified signature that the commit re-checks atomically."""
+
+    key_id: str
+    pharmacy_id: str
+    nonce: str
+    nonce_expires_at: int  # epoch seconds (TTL)
+
+
+@dataclass
+class ResultRecord:
+    """A stored result: ciphertext plus only what must be queried in clear."""
+
+    id: str
+    pharmacy_id: str
+    pharmacy_reference: str
+    key_id: str
+    received_at: datetime
+    expires_at: int  # epoch seconds, retention limit (TTL and code check)
+    ciphertext: bytes
+    channels: tuple[str, ...] = ()
+    national_status: str = "pending"
+    national_reported_at: datetime | None = None
+    patient_status: str = "not_requested"
+    patient_sent_at: datetime | None = None
+    link_expires_at: datetime | None = None
+
+    def public_view(self) -> dict[str, object]:
+        """``GET /v1/results/{id}`` body: statuses only, no identity, no result."""
+
+        def iso(moment: datetime | None) -> str | None:
+            return utc_iso(moment) if moment else None
+
+        return {
+            "id": self.id,
+            "pharmacy_reference": self.pharmacy_reference,
+            "received_at": utc_iso(self.received_at),
+            "national": {"status": self.national_status, "reported_at": iso(self.national_reported_at)},
+            "patient": {
+                "status": self.patient_status,
+                "channels": list(self.channels),
+                "sent_at": iso(self.patient_sent_at),
+                "link_expires_at": iso(self.link_expires_at),
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Pharmacy:
+    pharmacy_id: str
+    finess: str
+    name: str
+    status: str  # "active" | "suspended"
+    daily_quota: int | None = None  # None: the default quota
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PharmacyKey:
+    key_id: str
+    pharmacy_id: str
+    public_key_pem: str
+    created_at: datetime
+    revoked_at: datetime | None = None

@@ -1,0 +1,80 @@
+"""Domain errors, mapped to HTTP problem documents at the edge (``routes/problems.py``).
+
+No error message may carry a submitted value: messages name the field and the rule only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class RelaisError(Exception):
+    """Base of every error Relais raises on purpose."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one field; ``field`` is a dotted path such as ``patient.nir``."""
+
+    field: str
+    message: str
+
+
+@dataclass
+class ValidationError(RelaisError):
+    """The submission breaks one or more contract rules (HTTP 400)."""
+
+    errors: list[FieldError] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "; ".join(f"{e.field}: {e.message}" for e in self.errors)
+
+
+class AuthenticationError(RelaisError):
+    """The request's signature could not be verified (HTTP 401); the reason is for audit only."""
+
+    def __init__(self, reason: str, key_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.key_id = key_id
+
+
+class NotFoundError(RelaisError):
+    """Unknown, or not the caller's (HTTP 404, identical in both cases)."""
+
+
+class ConflictError(RelaisError):
+    """Same ``pharmacy_reference`` with a different body, or an existing entity (HTTP 409)."""
+
+
+class PayloadTooLargeError(RelaisError):
+    """Body over the size limit (HTTP 413)."""
+
+
+class UnsupportedMediaTypeError(RelaisError):
+    """Body is not ``application/json`` (HTTP 415)."""
+
+
+class RateLimitedError(RelaisError):
+    """A quota or rate limit is reached (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DependencyUnavailableError(RelaisError):
+    """KMS, DynamoDB or another dependency failed; nothing was accepted (HTTP 503)."""
+
+    def __init__(self, dependency: str, retry_after: int = 5) -> None:
+        super().__init__(f"{dependency} unavailable")
+        self.dependency = dependency
+        self.retry_after = retry_after
+
+
+class DecryptionError(RelaisError):
+    """A ciphertext failed to decrypt or was bound to another record."""
+
+
+class DuplicateReferenceError(ConflictError):
+    """The pharmacy already submitted a result under this ``pharmacy_reference``."""

@@ -1,0 +1,63 @@
+"""The outbox relay: every result written to the results table is queued for delivery.
+
+The results table's stream (keys only) is the transactional outbox: DynamoDB records a stream
+entry for every committed insert, atomically with it, so an accepted result cannot be left
+un-queued. This handler turns each insert into one message (the result id, nothing else) on the
+national-delivery queue and, when the patient asked for a message, on the notification queue.
+A failed send raises: Lambda (or the local poller) retries the stream batch; the queue consumers
+are idempotent, so a message sent twice is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from chalice import Blueprint
+
+from chalicelib import bootstrap
+from chalicelib.observability import logger
+
+dispatch_events = Blueprint(__name__)
+
+#: Replaced by the results table's stream ARN when packaging (``infra/``); the local poller
+#: reads the stream named in the stack outputs and calls :func:`dispatch_results` directly.
+RESULTS_STREAM_ARN = "arn:aws:dynamodb:eu-west-3:000000000000:table/relais-results/stream/packaged"
+
+
+def inserted_result_ids(records: Iterable[dict[str, Any]]) -> list[str]:
+    """Result ids of the INSERT records of a DynamoDB stream batch (keys-only view)."""
+    ids = []
+    for record in records:
+        if record.get("eventName") == "INSERT":
+            ids.append(record["dynamodb"]["Keys"]["id"]["S"])
+    return ids
+
+
+def _send(queue_url: str, result_ids: Sequence[str]) -> None:
+    sqs = bootstrap.client("sqs")
+    for start in range(0, len(result_ids), 10):
+        chunk = result_ids[start : start + 10]
+        answer = sqs.send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(i), "MessageBody": json.dumps({"result_id": rid})} for i, rid in enumerate(chunk)],
+        )
+        if answer.get("Failed"):
+            raise RuntimeError(f"{len(answer['Failed'])} messages not queued")
+
+
+def dispatch_results(event: dict[str, Any]) -> dict[str, Any]:
+    """Queue every inserted result for national delivery and patient notification."""
+    ids = inserted_result_ids(event.get("Records", []))
+    if ids:
+        settings = bootstrap.settings()
+        _send(settings.national_queue_url, ids)
+        _send(settings.notify_queue_url, ids)
+        logger().info("results queued", extra={"count": len(ids)})
+    return {"queued": len(ids)}
+
+
+@dispatch_events.on_dynamodb_record(stream_arn=RESULTS_STREAM_ARN, batch_size=100)
+def on_results_stream(event: Any) -> dict[str, Any]:
+    return dispatch_results(event.to_dict())

@@ -1,0 +1,51 @@
+"""Pharmacy API routes: ``POST /v1/results``, ``GET /v1/results/{id}``, ``GET /v1/health``."""
+
+from __future__ import annotations
+
+import json
+
+from chalice import Blueprint, Response
+
+from chalicelib import bootstrap
+from chalicelib.routes.edge import request_id, signed_request
+from chalicelib.routes.problems import problem_boundary
+
+pharmacy_api = Blueprint(__name__)
+
+# Every media type reaches the view, which answers 415 itself as problem+json (after authentication).
+_ANY = ["*/*"]
+
+
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        body=json.dumps(body),
+        status_code=status,
+        headers={"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+@pharmacy_api.route("/v1/results", methods=["POST"], content_types=_ANY)
+@problem_boundary
+def submit_result() -> Response:
+    request = pharmacy_api.current_request
+    settings = bootstrap.settings()
+    signed = signed_request(request, max_body_bytes=settings.max_body_bytes)
+    status, body = bootstrap.results_service().submit(
+        signed, content_type=request.headers.get("content-type"), request_id=request_id(request)
+    )
+    return _json(status, body, {"Location": f"/v1/results/{body['id']}"})
+
+
+@pharmacy_api.route("/v1/results/{result_id}", methods=["GET"])
+@problem_boundary
+def follow_result(result_id: str) -> Response:
+    request = pharmacy_api.current_request
+    signed = signed_request(request, max_body_bytes=bootstrap.settings().max_body_bytes)
+    return _json(200, bootstrap.results_service().follow(signed, result_id, request_id=request_id(request)))
+
+
+@pharmacy_api.route("/v1/health", methods=["GET"])
+@problem_boundary
+def health() -> Response:
+    bootstrap.settings()  # fails (500) when the stage is not configured
+    return _json(200, {"status": "ok"})

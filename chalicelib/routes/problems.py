@@ -1,0 +1,104 @@
+"""RFC 9457 problem documents: the only shape of an error Relais sends. Never echoes input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from chalice import Response
+
+from chalicelib.errors import (
+    AuthenticationError,
+    ConflictError,
+    DependencyUnavailableError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    RelaisError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+)
+from chalicelib.observability import logger
+
+PROBLEM_JSON = "application/problem+json"
+
+_TITLES = {
+    400: ("invalid-request", "The request is invalid"),
+    401: ("not-authenticated", "Not authenticated"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    409: ("conflict", "Conflict"),
+    413: ("payload-too-large", "The body is too large"),
+    415: ("unsupported-media-type", "The body must be application/json"),
+    429: ("rate-limited", "Too many requests"),
+    500: ("internal-error", "Internal error"),
+    503: ("unavailable", "A dependency is unavailable; nothing was accepted, retry later"),
+}
+
+
+def problem(status: int, *, errors: list[dict[str, str]] | None = None, detail: str | None = None,
+            headers: dict[str, str] | None = None) -> Response:
+    """A problem+json response with a fixed title per status (and field errors for 400)."""
+    slug, title = _TITLES.get(status, ("error", "Error"))
+    body: dict[str, Any] = {"type": f"urn:relais:problem:{slug}", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if errors is not None:
+        body["errors"] = errors
+    return Response(
+        body=json.dumps(body),
+        status_code=status,
+        headers={"Content-Type": PROBLEM_JSON, "Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+def to_problem(exc: RelaisError) -> Response:
+    """Map a domain error to its HTTP problem (details are fixed strings, never the error's text)."""
+    if isinstance(exc, ValidationError):
+        return problem(400, errors=[{"field": e.field, "message": e.message} for e in exc.errors])
+    if isinstance(exc, AuthenticationError):
+        return problem(401, headers={"WWW-Authenticate": 'Signature realm="relais"'})
+    if isinstance(exc, NotFoundError):
+        return problem(404)
+    if isinstance(exc, ConflictError):
+        return problem(409, detail="this pharmacy_reference was already used for a different result")
+    if isinstance(exc, PayloadTooLargeError):
+        return problem(413)
+    if isinstance(exc, UnsupportedMediaTypeError):
+        return problem(415)
+    if isinstance(exc, RateLimitedError):
+        return problem(429, headers={"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, DependencyUnavailableError):
+        return problem(503, headers={"Retry-After": str(exc.retry_after)})
+    return problem(500)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def problem_boundary(view: F) -> F:
+    """Turn any error raised by a view into a problem response; log its type, never its text."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except RelaisError as exc:
+            reason = getattr(exc, "reason", None) or getattr(exc, "dependency", None)
+            logger().info("request refused", extra={"error": type(exc).__name__, "reason": reason})
+            return to_problem(exc)
+        except Exception as exc:  # noqa: BLE001 - the edge: nothing unexpected leaves as a stack trace
+            logger().error("unexpected error", extra={"error": type(exc).__name__, "where": _where(exc)})
+            return problem(500)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _where(exc: BaseException) -> str:
+    """File and line where an unexpected error was raised (code location only, never its message)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}" if tb else "?"

@@ -1,0 +1,44 @@
+"""Shared fixtures: moto in-process, provisioned from infra/resources.json like production."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+# No test may reach real AWS, whatever the developer's environment holds.
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL"):
+    os.environ.pop(_name, None)
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto's dummy credentials
+    AWS_DEFAULT_REGION="eu-west-3",
+    AWS_REGION="eu-west-3",
+    AWS_ACCOUNT_ID_ENDPOINT_MODE="disabled",
+)
+
+
+@pytest.fixture
+def aws() -> Iterator[dict[str, str]]:
+    """moto started first, then the stack from the production template; settings in os.environ."""
+    import boto3
+    from moto import mock_aws
+
+    from chalicelib import bootstrap
+    from infra.provision import provision
+
+    with mock_aws():
+        env = provision(boto3.client("cloudformation", region_name="eu-west-3"), "test")
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        bootstrap.reset()
+        try:
+            yield env
+        finally:
+            bootstrap.reset()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
