@@ -39,6 +39,21 @@ class Settings:
     data_key_max_messages: int = 10_000
     public_base_url: str = "http://127.0.0.1:8000"
     allowed_authorities: str = ""  # comma-separated Host values accepted for "@authority"; empty: any
+    # national delivery
+    national_url: str = ""  # FHIR endpoint receiving Bundles (POST)
+    national_token_parameter: str = ""  # SSM SecureString parameter name holding the bearer token
+    national_timeout_seconds: int = 5
+    national_max_attempts: int = 8
+    # patient notification and result page
+    link_ttl_hours: int = 72
+    sms_sender_id: str = "Relais"
+    email_sender: str = "resultats@relais.example"
+    ses_configuration_set: str = ""
+    patient_lock_attempts: int = 5
+    patient_ip_failures: int = 20
+    patient_ip_window_seconds: int = 600
+    resend_per_day: int = 3
+    sms_per_second: int = 20
 
     @property
     def authorities(self) -> frozenset[str]:

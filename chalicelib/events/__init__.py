@@ -1,1 +1,17 @@
-"""events layer."""
+"""Event handlers (queue consumers, stream relay, schedules) and the table the local poller reads.
+
+In AWS, Chalice wires each handler to its event source. In the local stack, ``infra/local/poller.py``
+drives the same functions with Lambda-shaped events, from these tables.
+"""
+
+from __future__ import annotations
+
+#: Settings attribute naming a queue URL → "module:function" taking a Lambda SQS event and a
+#: context, returning ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``.
+QUEUE_HANDLERS: dict[str, str] = {}
+
+#: Name → (period in seconds, "module:function" taking a scheduled event and a context).
+SCHEDULES: dict[str, tuple[int, str]] = {}
+
+#: The results-table stream relay: "module:function" taking a Lambda DynamoDB stream event.
+STREAM_HANDLER = "chalicelib.events.dispatch:dispatch_results"
