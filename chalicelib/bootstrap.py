@@ -29,7 +29,8 @@ def reset() -> None:
     """Forget every cached component, setting and override."""
     _overrides.clear()
     get_settings.cache_clear()
-    for fn in (botocore_session, boto3_session, _client, envelope, registry, store, results_service):
+    for fn in (botocore_session, boto3_session, _client, envelope, registry, store, results_service,
+               metrics, national_queue, national_statuses, national_client, national_delivery):
         fn.cache_clear()
 
 
@@ -123,4 +124,68 @@ def results_service() -> Any:
         daily_quota_default=s.daily_quota_default,
         signature_window_seconds=s.signature_window_seconds,
         retention_days=s.result_retention_days,
+    )
+
+
+# -- national delivery -----------------------------------------------------------------------------
+@cache
+def metrics() -> Any:
+    from chalicelib.adapters.metrics import EmfMetrics
+
+    return EmfMetrics()
+
+
+@cache
+def national_queue() -> Any:
+    from chalicelib.adapters.queues import WorkQueue
+
+    s = settings()
+    return WorkQueue(client("sqs"), queue_url=s.national_queue_url, dlq_url=s.national_dlq_url)
+
+
+@cache
+def national_statuses() -> Any:
+    from chalicelib.adapters.store import NationalStatusStore
+
+    _bind()
+    return NationalStatusStore()
+
+
+@cache
+def national_client() -> Any:
+    if "national_client" in _overrides:
+        return _overrides["national_client"]
+    from chalicelib.adapters.national_client import NationalClient
+
+    s = settings()
+    return NationalClient(
+        url=s.national_url,
+        timeout_seconds=s.national_timeout_seconds,
+        ssm=client("ssm") if s.national_token_parameter else None,
+        token_parameter=s.national_token_parameter,
+        secrets=client("secretsmanager") if s.national_client_cert_secret else None,
+        client_cert_secret=s.national_client_cert_secret,
+    )
+
+
+@cache
+def national_delivery() -> Any:
+    from chalicelib.adapters.key_cache import CachedPharmacies
+    from chalicelib.services.national import NationalDelivery
+
+    s = settings()
+    results = results_service()
+    return NationalDelivery(
+        get_result=store().get_result,
+        decrypt=results.decrypt_submission,
+        get_pharmacy=CachedPharmacies(registry(), ttl_seconds=300).get_pharmacy,
+        national=national_client(),
+        statuses=national_statuses(),
+        queue=national_queue(),
+        audit=store().record_audit,
+        metrics=metrics(),
+        clock=clock,
+        max_attempts=s.national_max_attempts,
+        backoff_base=s.national_backoff_base_seconds,
+        backoff_cap=s.national_backoff_cap_seconds,
     )

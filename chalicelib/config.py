@@ -44,6 +44,10 @@ class Settings:
     national_token_parameter: str = ""  # SSM SecureString parameter name holding the bearer token
     national_timeout_seconds: int = 5
     national_max_attempts: int = 8
+    national_client_cert_secret: str = ""  # Secrets Manager secret {"cert_pem", "key_pem"} for mutual TLS
+    national_backoff_base_seconds: int = 2
+    national_backoff_cap_seconds: int = 900
+    reconcile_after_seconds: int = 1800  # a result still pending this long is queued again
     # patient notification and result page
     link_ttl_hours: int = 72
     sms_sender_id: str = "Relais"

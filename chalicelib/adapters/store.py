@@ -359,3 +359,36 @@ class Registry:
         with _dynamodb_errors():
             items = PharmacyItem.scan(PharmacyItem.pk.startswith("pharmacy#"))
             return [self.get_pharmacy(item.pharmacy_id) for item in items]
+
+
+class NationalStatusStore:
+    """National delivery status of results (``national_status``; the sparse ``pending_national`` index)."""
+
+    def mark_reported(self, result_id: str, at: datetime) -> None:
+        self._update(result_id, [ResultItem.national_status.set("reported"), ResultItem.national_reported_at.set(at),
+                                 ResultItem.pending_national.remove(), ResultItem.national_attempts.add(1)])
+
+    def mark_failed(self, result_id: str, reason: str) -> None:
+        self._update(result_id, [ResultItem.national_status.set("failed"), ResultItem.national_failure.set(reason),
+                                 ResultItem.pending_national.remove()])
+
+    def mark_pending(self, result_id: str) -> None:
+        self._update(result_id, [ResultItem.national_status.set("pending"), ResultItem.pending_national.set("pending"),
+                                 ResultItem.national_failure.remove()])
+
+    @staticmethod
+    def _update(result_id: str, actions: list[Any]) -> None:
+        try:
+            ResultItem(id=result_id).update(actions=actions, condition=ResultItem.id.exists())
+        except UpdateError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                raise NotFoundError("no such result") from exc
+            raise DependencyUnavailableError("dynamodb") from exc
+
+    @staticmethod
+    def pending_before(cutoff: datetime, limit: int = 1000) -> list[str]:
+        """Ids of results still pending national delivery that were received before ``cutoff``."""
+        bound = cutoff.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with _dynamodb_errors():
+            items = ResultItem.pending_index.query("pending", ResultItem.received_at < bound, limit=limit)
+            return [item.id for item in items]

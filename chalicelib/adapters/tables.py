@@ -13,6 +13,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
+from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 from chalicelib.config import Settings
@@ -77,6 +78,17 @@ class StateItem(Model):
     result_id = UnicodeAttribute(null=True)
 
 
+class PendingNationalIndex(GlobalSecondaryIndex["ResultItem"]):
+    """Sparse index of results still pending national delivery (reconciliation)."""
+
+    class Meta:
+        index_name = "pending-national"
+        projection = KeysOnlyProjection()
+
+    pending_national = UnicodeAttribute(hash_key=True)
+    received_at = UnicodeAttribute(range_key=True)
+
+
 class ResultItem(Model):
     """Results table, ``id`` = the opaque result id. The stream (keys only) feeds the queues."""
 
@@ -95,6 +107,8 @@ class ResultItem(Model):
     pending_national = UnicodeAttribute(null=True)  # sparse index key while pending: "pending"
     national_reported_at = UTCDateTimeAttribute(null=True)
     national_attempts = NumberAttribute(default=0)
+    national_failure = UnicodeAttribute(null=True)  # e.g. "http-400:invalid" — codes only, never free text
+    pending_index = PendingNationalIndex()
     patient_status = UnicodeAttribute(default="not_requested")
     patient_sent_at = UTCDateTimeAttribute(null=True)
     link_expires_at = UTCDateTimeAttribute(null=True)

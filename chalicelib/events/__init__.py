@@ -8,10 +8,14 @@ from __future__ import annotations
 
 #: Settings attribute naming a queue URL → "module:function" taking a Lambda SQS event and a
 #: context, returning ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``.
-QUEUE_HANDLERS: dict[str, str] = {}
+QUEUE_HANDLERS: dict[str, str] = {
+    "national_queue_url": "chalicelib.events.national:handle_national_batch",
+}
 
 #: Name → (period in seconds, "module:function" taking a scheduled event and a context).
-SCHEDULES: dict[str, tuple[int, str]] = {}
+SCHEDULES: dict[str, tuple[int, str]] = {
+    "reconcile": (60, "chalicelib.events.national:reconcile_pending"),
+}
 
 #: The results-table stream relay: "module:function" taking a Lambda DynamoDB stream event.
 STREAM_HANDLER = "chalicelib.events.dispatch:dispatch_results"

@@ -1,0 +1,26 @@
+"""CloudWatch metrics in embedded metric format (Powertools Metrics): names and numbers only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EmfMetrics:
+    def __init__(self, namespace: str = "Relais", service: str = "relais") -> None:
+        from aws_lambda_powertools import Metrics
+
+        self._metrics: Any = Metrics(namespace=namespace, service=service)
+
+    def count(self, name: str, value: float = 1) -> None:
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+    def latency(self, name: str, seconds: float) -> None:
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        self._metrics.add_metric(name=name, unit=MetricUnit.Seconds, value=round(seconds, 3))
+
+    def flush(self) -> None:
+        """Write the metrics of this invocation (one EMF line on stdout, picked up by CloudWatch)."""
+        self._metrics.flush_metrics(raise_on_empty_metrics=False)

@@ -1,0 +1,103 @@
+"""SQS operations of the workers and operators: retry later, dead-letter, list and redrive.
+
+Messages carry opaque result ids only; reasons are codes (``http-400:invalid``), never free text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+
+class WorkQueue:
+    def __init__(self, sqs: Any, *, queue_url: str, dlq_url: str) -> None:
+        self._sqs = sqs
+        self._queue_url = queue_url
+        self._dlq_url = dlq_url
+
+    def retry_later(self, receipt_handle: str, seconds: int) -> None:
+        self._sqs.change_message_visibility(QueueUrl=self._queue_url, ReceiptHandle=receipt_handle,
+                                            VisibilityTimeout=seconds)
+
+    def dead_letter(self, result_id: str, reason: str, attempts: int) -> None:
+        self._sqs.send_message(
+            QueueUrl=self._dlq_url,
+            MessageBody=json.dumps({"result_id": result_id}),
+            MessageAttributes={
+                "reason": {"DataType": "String", "StringValue": reason[:256]},
+                "attempts": {"DataType": "Number", "StringValue": str(attempts)},
+                "dead_lettered_at": {"DataType": "String",
+                                     "StringValue": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+            },
+        )
+
+    def enqueue(self, result_ids: Sequence[str]) -> None:
+        for start in range(0, len(result_ids), 10):
+            chunk = result_ids[start : start + 10]
+            answer = self._sqs.send_message_batch(
+                QueueUrl=self._queue_url,
+                Entries=[{"Id": str(i), "MessageBody": json.dumps({"result_id": rid})} for i, rid in enumerate(chunk)],
+            )
+            if answer.get("Failed"):
+                raise RuntimeError(f"{len(answer['Failed'])} messages not queued")
+
+    def dead_letters(self, *, max_messages: int = 1000, hold_seconds: int = 30) -> list[dict[str, Any]]:
+        """Read the dead-letter queue without consuming it: each message is held while listing, then released."""
+        seen: dict[str, dict[str, Any]] = {}
+        held: list[str] = []
+        while len(seen) < max_messages:
+            answer = self._sqs.receive_message(
+                QueueUrl=self._dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=hold_seconds,
+                MessageAttributeNames=["All"], AttributeNames=["All"], WaitTimeSeconds=0,
+            )
+            messages = answer.get("Messages", [])
+            if not messages:
+                break
+            for message in messages:
+                seen[message["MessageId"]] = _describe(message)
+                held.append(message["ReceiptHandle"])
+        for handle in held:
+            self._sqs.change_message_visibility(QueueUrl=self._dlq_url, ReceiptHandle=handle, VisibilityTimeout=0)
+        return sorted(seen.values(), key=lambda m: m["dead_lettered_at"] or "")
+
+    def redrive(self, *, result_id: str | None = None, on_redrive: Any = None) -> list[str]:
+        """Move dead letters (all, or one result's) back to the work queue; returns the result ids."""
+        moved: list[str] = []
+        while True:
+            answer = self._sqs.receive_message(QueueUrl=self._dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=30,
+                                               MessageAttributeNames=["All"], AttributeNames=["All"])
+            messages = answer.get("Messages", [])
+            if not messages:
+                break
+            for message in messages:
+                rid = _describe(message)["result_id"]
+                if result_id is not None and rid != result_id:
+                    continue
+                if on_redrive is not None:
+                    on_redrive(rid)
+                self.enqueue([rid])
+                self._sqs.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=message["ReceiptHandle"])
+                moved.append(rid)
+            if result_id is not None and moved:
+                break
+        return moved
+
+
+def _describe(message: dict[str, Any]) -> dict[str, Any]:
+    attrs = message.get("MessageAttributes", {})
+    try:
+        result_id = json.loads(message["Body"]).get("result_id")
+    except ValueError:
+        result_id = None
+    sent = int(message.get("Attributes", {}).get("SentTimestamp", "0")) / 1000
+    dead_at = attrs.get("dead_lettered_at", {}).get("StringValue")
+    return {
+        "result_id": result_id,
+        "reason": attrs.get("reason", {}).get("StringValue", "redriven-by-sqs"),
+        "attempts": int(attrs.get("attempts", {}).get("StringValue") or
+                        message.get("Attributes", {}).get("ApproximateReceiveCount", "0")),
+        "dead_lettered_at": dead_at,
+        "age_seconds": int(datetime.now(UTC).timestamp() - sent) if sent else None,
+    }

@@ -1,0 +1,135 @@
+"""National delivery: one queued result id in, one FHIR Bundle out, status recorded.
+
+Each message is handled on its own; the batch reports its failures per message, so one bad result
+never holds back or re-sends the others. Crash-safety: the status is updated only after the
+receiver answered, so a crash in between re-sends the bundle (the receiver drops it by its
+identifier) but never loses it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from chalicelib.domain.delivery import Answer, Verdict, backoff_seconds, classify, outcome_reason
+from chalicelib.domain.devices import device_name
+from chalicelib.domain.fhir import build_bundle
+from chalicelib.domain.model import PharmacyInfo, Submission
+from chalicelib.domain.records import AuditEvent, ResultRecord
+from chalicelib.errors import NotFoundError
+
+
+class NationalPort(Protocol):
+    def post_bundle(self, bundle: dict[str, Any]) -> Answer: ...
+
+
+class StatusPort(Protocol):
+    def mark_reported(self, result_id: str, at: datetime) -> None: ...
+
+    def mark_failed(self, result_id: str, reason: str) -> None: ...
+
+
+class QueuePort(Protocol):
+    def retry_later(self, receipt_handle: str, seconds: int) -> None: ...
+
+    def dead_letter(self, result_id: str, reason: str, attempts: int) -> None: ...
+
+
+class Metrics(Protocol):
+    def count(self, name: str, value: float = 1) -> None: ...
+
+    def latency(self, name: str, seconds: float) -> None: ...
+
+
+class RetryLater(Exception):  # noqa: N818 - a signal to the batch processor, not an error
+    """The message stays in the queue and comes back after its (new) visibility timeout."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    result_id: str
+    receipt_handle: str
+    attempt: int  # SQS ApproximateReceiveCount
+
+
+@dataclass
+class NationalDelivery:
+    get_result: Callable[[str], ResultRecord | None]
+    decrypt: Callable[[ResultRecord], Submission]
+    get_pharmacy: Callable[[str], Any]
+    national: NationalPort
+    statuses: StatusPort
+    queue: QueuePort
+    audit: Callable[[AuditEvent], None]
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    max_attempts: int = 8
+    backoff_base: float = 2.0
+    backoff_cap: float = 900.0
+
+    def deliver(self, delivery: Delivery) -> str:
+        """Deliver one result; returns the outcome, raises RetryLater to keep the message."""
+        record = self.get_result(delivery.result_id)
+        if record is None:
+            return "gone"  # erased or past retention: nothing left to deliver
+        if record.national_status == "reported":
+            return "already-reported"
+        submission = self.decrypt(record)  # KMS trouble raises: the message is retried
+        pharmacy = self.get_pharmacy(record.pharmacy_id)
+        bundle = build_bundle(
+            result_id=record.id,
+            submission=submission,
+            pharmacy=PharmacyInfo(pharmacy.pharmacy_id, pharmacy.finess, pharmacy.name),
+            device_name=device_name(submission.test.device_id) if submission.test.device_id else None,
+            timestamp=record.received_at,
+        )
+        answer = self.national.post_bundle(bundle)
+        verdict = classify(answer)
+        if verdict is Verdict.REPORTED:
+            now = self.clock()
+            self.statuses.mark_reported(record.id, now)
+            self._audit(record, "success", None)
+            self.metrics.count("NationalReported")
+            self.metrics.latency("NationalDeliveryLatency", (now - record.received_at).total_seconds())
+            return "reported"
+        reason = outcome_reason(answer.status, answer.body)
+        if verdict is Verdict.PERMANENT or delivery.attempt >= self.max_attempts:
+            final = reason if verdict is Verdict.PERMANENT else f"retries-exhausted:{reason}"
+            self.queue.dead_letter(record.id, final, delivery.attempt)
+            self.statuses.mark_failed(record.id, final)
+            self._audit(record, "failed", final)
+            self.metrics.count("NationalDeadLettered")
+            return "dead-lettered"
+        delay = backoff_seconds(delivery.attempt, base=self.backoff_base, cap=self.backoff_cap,
+                                retry_after=answer.retry_after)
+        self.queue.retry_later(delivery.receipt_handle, delay)
+        self.metrics.count("NationalRetried")
+        raise RetryLater(reason)
+
+    def _audit(self, record: ResultRecord, outcome: str, reason: str | None) -> None:
+        self.audit(AuditEvent(actor="system:national", action="result.report", outcome=outcome, record=record.id,
+                              pharmacy_id=record.pharmacy_id, reason=reason, at=self.clock()))
+
+
+def parse_message(body: str) -> str:
+    """The result id of a national-queue message (``{"result_id": "..."}``); anything else: NotFoundError."""
+    try:
+        data = json.loads(body)
+        result_id = data["result_id"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise NotFoundError("not a delivery message") from exc
+    if not isinstance(result_id, str) or not 16 <= len(result_id) <= 64:
+        raise NotFoundError("not a delivery message")
+    return result_id
+
+
+def reconcile(pending_before: Callable[[datetime], list[str]], enqueue: Callable[[list[str]], None],
+              cutoff: datetime) -> int:
+    """Queue again every result still pending since before ``cutoff`` (a lost message strands nothing)."""
+    ids = pending_before(cutoff)
+    if ids:
+        enqueue(ids)
+    return len(ids)

@@ -1,0 +1,291 @@
+"""``relais demo``: one signed submission through the local stack, explained step by step, in about a minute.
+
+1. an Ed25519 key pair for a demo pharmacy in ``<state dir>/demo/`` (private key mode 0600, never printed);
+2. "Pharmacie de démonstration" registered with a valid FINESS, or reused (ids kept in ``demo/demo.json``);
+3. a fictitious sample result POSTed to the local API over real HTTP, signed with ``requests-http-signature``
+   exactly as pharmacy software does (RFC 9421, Ed25519, nonce, Content-Digest);
+4. ``GET /v1/results/{id}`` followed for up to 15 s, showing the national and patient status changes;
+5. hints: ``relais local national``, ``relais local outbox``.
+
+Only ids, statuses and header *names* are shown: never the sample's personal data, a header value or a key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from chalicelib.domain.records import Pharmacy, PharmacyKey, new_id
+from chalicelib.errors import ConflictError, NotFoundError
+from relais_cli.context import Context
+from relais_cli.errors import CliError
+from relais_cli.identifiers import with_finess_key
+from relais_cli.output import Output
+from relais_cli.sample import sample_body
+
+DEMO_NAME = "Pharmacie de démonstration"
+DEMO_FINESS = with_finess_key("75099999")
+PRIVATE_KEY_FILE = "pharmacy-private-key.pem"
+PUBLIC_KEY_FILE = "pharmacy-public-key.pem"
+IDS_FILE = "demo.json"
+POLL_SECONDS = 15.0
+POLL_INTERVAL = 1.0
+HTTP_TIMEOUT = 10.0
+#: Covered components, as the contract's client example (with a body) and for body-less GETs.
+BODY_COMPONENTS = ("@method", "@authority", "@path", "content-digest", "content-type")
+BODYLESS_COMPONENTS = ("@method", "@authority", "@path")
+_FINAL_NATIONAL = {"reported", "failed"}
+_FINAL_PATIENT = {"sent", "failed", "not_requested"}
+
+
+@dataclass(frozen=True)
+class DemoKeys:
+    """The demo pharmacy's key pair: private PEM bytes (for signing only) and public SPKI PEM text."""
+
+    private_pem: bytes
+    public_pem: str
+    private_path: Path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 from the start (never world-readable, even briefly)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def demo_keys(directory: Path) -> DemoKeys:
+    """Load the demo key pair from ``directory``, or create it there."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_path = directory / PRIVATE_KEY_FILE
+    if private_path.exists():
+        private_pem = private_path.read_bytes()
+        key = serialization.load_pem_private_key(private_pem, password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise CliError(f"{private_path} is not an Ed25519 private key: delete it to let the demo make a new one")
+        os.chmod(private_path, 0o600)
+    else:
+        key = Ed25519PrivateKey.generate()
+        private_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        _write_private(private_path, private_pem)
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode("ascii")
+    )
+    (directory / PUBLIC_KEY_FILE).write_text(public_pem, encoding="ascii")
+    return DemoKeys(private_pem=private_pem, public_pem=public_pem, private_path=private_path)
+
+
+def _load_ids(path: Path) -> dict[str, str]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+
+def _register(registry: Any, keys: DemoKeys, now: datetime, out: Output) -> dict[str, str]:
+    """Register the demo pharmacy (another valid FINESS if the usual one is taken without our ids)."""
+    finess = DEMO_FINESS
+    for _attempt in range(5):
+        pharmacy = Pharmacy(pharmacy_id=new_id(), finess=finess, name=DEMO_NAME, status="active", created_at=now)
+        key = PharmacyKey(
+            key_id=new_id(), pharmacy_id=pharmacy.pharmacy_id, public_key_pem=keys.public_pem, created_at=now
+        )
+        try:
+            registry.add_pharmacy(pharmacy, key)
+        except ConflictError:
+            finess = with_finess_key("75" + f"{secrets.randbelow(10**6):06d}")
+            continue
+        out.info(f"   registered {DEMO_NAME!r} (FINESS {finess}) with its public key")
+        return {"pharmacy_id": pharmacy.pharmacy_id, "key_id": key.key_id, "finess": finess}
+    raise CliError("could not find a free FINESS number for the demo pharmacy")  # pragma: no cover
+
+
+def ensure_demo_pharmacy(registry: Any, keys: DemoKeys, ids_path: Path, now: datetime, out: Output) -> dict[str, str]:
+    """The demo pharmacy's ids: reused when it is still registered, active and with our key; fixed or made."""
+    ids = _load_ids(ids_path)
+    try:
+        pharmacy = registry.get_pharmacy(ids["pharmacy_id"]) if ids.get("pharmacy_id") else None
+    except NotFoundError:
+        pharmacy = None
+    if pharmacy is None:
+        ids = _register(registry, keys, now, out)
+    else:
+        out.info(f"   reusing {DEMO_NAME!r} (FINESS {pharmacy.finess}) registered earlier")
+        if pharmacy.status != "active":
+            registry.set_status(pharmacy.pharmacy_id, "active")
+            out.info("   it was suspended: resumed it")
+        key = registry.get_key(ids.get("key_id", "")) if ids.get("key_id") else None
+        if key is None or key.revoked_at is not None or key.public_key_pem.strip() != keys.public_pem.strip():
+            new_key = PharmacyKey(
+                key_id=new_id(), pharmacy_id=pharmacy.pharmacy_id, public_key_pem=keys.public_pem, created_at=now
+            )
+            registry.add_key(new_key)
+            out.info("   its demo key was revoked or replaced: added the demo public key again")
+            ids = {"pharmacy_id": pharmacy.pharmacy_id, "key_id": new_key.key_id, "finess": pharmacy.finess}
+    ids_path.write_text(json.dumps(ids, indent=2) + "\n", encoding="utf-8")
+    return ids
+
+
+@dataclass(frozen=True)
+class SignedClient:
+    """The pharmacy side of the demo: requests signed with ``requests-http-signature``, as the contract shows."""
+
+    http: Any
+    api_url: str
+    keys: DemoKeys
+    key_id: str
+
+    def _auth(self, components: tuple[str, ...]) -> Any:
+        from requests_http_signature import HTTPSignatureAuth, algorithms
+
+        return HTTPSignatureAuth(
+            signature_algorithm=algorithms.ED25519,
+            key=self.keys.private_pem,
+            key_id=self.key_id,
+            use_nonce=True,
+            covered_component_ids=components,
+        )
+
+    def submit(self, body: bytes) -> Any:
+        """``POST /v1/results`` with the JSON ``body``."""
+        return self.http.post(
+            f"{self.api_url}/v1/results",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            auth=self._auth(BODY_COMPONENTS),
+            timeout=HTTP_TIMEOUT,
+        )
+
+    def follow(self, result_id: str) -> Any:
+        """``GET /v1/results/{id}`` (no body: ``content-type`` and ``content-digest`` are not in the list)."""
+        return self.http.get(
+            f"{self.api_url}/v1/results/{result_id}", auth=self._auth(BODYLESS_COMPONENTS), timeout=HTTP_TIMEOUT
+        )
+
+
+def _problem(response: Any) -> str:
+    """Status, title and field names of an error answer (problem bodies never echo submitted values)."""
+    try:
+        problem = response.json()
+    except ValueError:
+        return str(response.status_code)
+    if not isinstance(problem, dict):
+        return str(response.status_code)
+    text = f"{response.status_code} {problem.get('title', '')}".strip()
+    errors = problem.get("errors")
+    if isinstance(errors, list) and errors:
+        text += " (" + "; ".join(f"{e.get('field')}: {e.get('message')}" for e in errors if isinstance(e, dict)) + ")"
+    return text
+
+
+def _statuses(view: dict[str, Any]) -> tuple[str, str]:
+    return str(view.get("national", {}).get("status")), str(view.get("patient", {}).get("status"))
+
+
+def run(
+    ctx: Context,
+    out: Output,
+    *,
+    api_url: str | None = None,
+    session: Any = None,
+    poll_seconds: float = POLL_SECONDS,
+    poll_interval: float = POLL_INTERVAL,
+) -> dict[str, Any]:
+    """Run the demo; print and return ``{"pharmacy_id", "key_id", "result_id", "status_code", "national", "patient"}``.
+
+    ``api_url`` and ``session`` default to the local stack's API and a fresh ``requests.Session`` (tests pass a
+    session whose transport is the Chalice test client).
+    """
+    import requests
+
+    if api_url is None:
+        api_url = ctx.local("demo").api_url
+    api_url = api_url.rstrip("/")
+    http = session if session is not None else requests.Session()
+    from chalicelib import bootstrap
+
+    out.info(f"Relais demo on {ctx.target} (API {api_url})")
+    out.info("1. the demo pharmacy and its Ed25519 key pair")
+    keys = demo_keys(ctx.state_dir / "demo")
+    registry = ctx.registry()
+    ids = ensure_demo_pharmacy(registry, keys, ctx.state_dir / "demo" / IDS_FILE, bootstrap.clock(), out)
+    out.info(f"   pharmacy_id {ids['pharmacy_id']}, key_id {ids['key_id']}")
+    out.info(
+        f"   private key: {keys.private_path} (mode 0600; it stays with the pharmacy, Relais only has the public key)"
+    )
+
+    body = json.dumps(sample_body(datetime.now(UTC)), ensure_ascii=False).encode("utf-8")
+    out.info("2. a sample result: fictitious patient, antigen test sampled 10 minutes ago, notify by SMS and e-mail")
+    out.info("3. POST /v1/results, signed like pharmacy software does (RFC 9421 HTTP Message Signatures, Ed25519)")
+    client = SignedClient(http=http, api_url=api_url, keys=keys, key_id=ids["key_id"])
+    try:
+        response = client.submit(body)
+    except requests.RequestException:
+        raise CliError(f"the local API does not answer at {api_url}: is the local stack running?") from None
+    names = ", ".join(sorted(response.request.headers))
+    out.info(f"   headers sent (names only): {names}")
+    if response.status_code not in (200, 201):
+        raise CliError(f"the API refused the sample: {_problem(response)}")
+    result_id = str(response.json()["id"])
+    out.info(f"   → {response.status_code} {'Created' if response.status_code == 201 else 'OK'}, result id {result_id}")
+
+    out.info(f"4. following GET /v1/results/{{id}} (signed, no body) for up to {poll_seconds:g} s")
+    view = _follow(client, result_id, out, poll_seconds=poll_seconds, poll_interval=poll_interval)
+    summary = {
+        "pharmacy_id": ids["pharmacy_id"],
+        "key_id": ids["key_id"],
+        "result_id": result_id,
+        "status_code": response.status_code,
+        "national": view.get("national", {}),
+        "patient": view.get("patient", {}),
+    }
+    out.info("Next:")
+    out.info("   relais local national   # the FHIR Bundle the stand-in national system received")
+    out.info("   relais local outbox     # the SMS and e-mail sent to the patient, with the result link")
+    out.info(f"   relais pharmacy revoke-key --key-id {ids['key_id']}   # then run the demo again: it adds a new key")
+    out.result(summary, "")
+    return summary
+
+
+def _follow(
+    client: SignedClient, result_id: str, out: Output, *, poll_seconds: float, poll_interval: float
+) -> dict[str, Any]:
+    """Poll the result's status until both sides settle or time runs out; print each change."""
+    import requests
+
+    started = time.monotonic()
+    last: tuple[str, str] | None = None
+    view: dict[str, Any] = {}
+    while True:
+        try:
+            response = client.follow(result_id)
+        except requests.RequestException:
+            raise CliError(f"the local API stopped answering at {client.api_url}") from None
+        if response.status_code != 200:
+            raise CliError(f"following the result failed: {_problem(response)}")
+        view = response.json()
+        current = _statuses(view)
+        elapsed = time.monotonic() - started
+        if current != last:
+            out.info(f"   +{elapsed:4.1f} s  national: {current[0]:<9} patient: {current[1]}")
+            last = current
+        if (current[0] in _FINAL_NATIONAL and current[1] in _FINAL_PATIENT) or elapsed + poll_interval > poll_seconds:
+            break
+        time.sleep(poll_interval)
+    if last is not None and not (last[0] in _FINAL_NATIONAL and last[1] in _FINAL_PATIENT):
+        out.info("   (still in progress: follow it with the same GET, or look at `relais local national`)")
+    return view

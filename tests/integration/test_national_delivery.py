@@ -1,0 +1,211 @@
+"""National delivery against moto (SQS, DynamoDB, KMS) and the real stand-in receiver over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+
+from chalicelib import bootstrap
+from chalicelib.domain.records import Pharmacy, PharmacyKey, new_id
+from infra.local.national import serve
+from tests.factories import valid_body
+from tests.signing import new_keypair, sign, to_signed_request
+
+TOKEN = secrets.token_urlsafe(24)
+
+
+@pytest.fixture
+def national(aws) -> Iterator[object]:
+    server, _thread = serve(0, TOKEN)
+    port = server.server_address[1]
+    ssm = boto3.client("ssm")
+    ssm.put_parameter(Name="/relais/test/national-token", Value=TOKEN, Type="SecureString")
+    os.environ.update(
+        RELAIS_NATIONAL_URL=f"http://127.0.0.1:{port}/fhir",
+        RELAIS_NATIONAL_TOKEN_PARAMETER="/relais/test/national-token",
+        RELAIS_NATIONAL_TIMEOUT_SECONDS="1",
+        RELAIS_NATIONAL_BACKOFF_BASE_SECONDS="1",
+        RELAIS_NATIONAL_BACKOFF_CAP_SECONDS="1",
+    )
+    bootstrap.reset()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        for name in ("RELAIS_NATIONAL_URL", "RELAIS_NATIONAL_TOKEN_PARAMETER", "RELAIS_NATIONAL_TIMEOUT_SECONDS",
+                     "RELAIS_NATIONAL_BACKOFF_BASE_SECONDS", "RELAIS_NATIONAL_BACKOFF_CAP_SECONDS",
+                     "RELAIS_NATIONAL_MAX_ATTEMPTS"):
+            os.environ.pop(name, None)
+
+
+def _pharmacy() -> tuple[str, str, object]:
+    private_key, pem = new_keypair()
+    pharmacy_id, key_id = new_id(16), new_id(16)
+    bootstrap.registry().add_pharmacy(
+        Pharmacy(pharmacy_id, "750000001", "Pharmacie du Test", "active", daily_quota=5000),
+        PharmacyKey(key_id, pharmacy_id, pem, datetime.now(UTC)),
+    )
+    return pharmacy_id, key_id, private_key
+
+
+def _submit(key_id: str, private_key: object, reference: str) -> str:
+    body = valid_body(datetime.now(UTC))
+    body["pharmacy_reference"] = reference
+    raw = json.dumps(body).encode()
+    url = "https://api.relais.example/v1/results"
+    headers = sign("POST", url, key_id=key_id, private_key=private_key, body=raw)
+    status, answer = bootstrap.results_service().submit(to_signed_request("POST", url, headers, raw),
+                                                        content_type="application/json")
+    assert status == 201
+    return str(answer["id"])
+
+
+def _seed_results(count: int) -> list[str]:
+    """Many stored results, encrypted exactly as ingest stores them (without ingest's per-request cost)."""
+    from chalicelib.adapters.tables import ResultItem
+    from chalicelib.domain.validation import parse_submission
+
+    pharmacy_id, _key_id, _ = _pharmacy()
+    envelope = bootstrap.envelope()
+    now = datetime.now(UTC)
+    submission = parse_submission(valid_body(now), now=now)
+    ids = []
+    for i in range(count):
+        rid = new_id()
+        payload = json.dumps({"submission": submission.to_record(), "body_sha256": "x"}).encode()
+        ResultItem(id=rid, pharmacy_id=pharmacy_id, pharmacy_reference=f"S-{i}", key_id="k" * 16,
+                   received_at=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), expires_at=int(now.timestamp()) + 3600,
+                   payload=envelope.encrypt(payload, {"purpose": "result", "result_id": rid,
+                                                      "pharmacy_id": pharmacy_id}),
+                   pending_national="pending").save()
+        ids.append(rid)
+    return ids
+
+
+def _drain(deadline_s: float) -> None:
+    """Drive the national queue like Lambda: receive, call the handler, delete what succeeded."""
+    from chalicelib.events.national import handle_national_batch
+
+    sqs = boto3.client("sqs")
+    url = os.environ["RELAIS_NATIONAL_QUEUE_URL"]
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"], WaitTimeSeconds=0)
+        messages = answer.get("Messages", [])
+        if not messages:
+            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            if attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0":
+                return
+            time.sleep(0.2)
+            continue
+        event = {"Records": [{
+            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+            "attributes": m["Attributes"], "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
+            "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:eu-west-3:123456789012:q",
+            "awsRegion": "eu-west-3"} for m in messages]}
+        failed = {f["itemIdentifier"] for f in handle_national_batch(event)["batchItemFailures"]}
+        for m in messages:
+            if m["MessageId"] not in failed:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    raise AssertionError("the national queue did not drain in time")
+
+
+def test_a_submitted_result_reaches_the_receiver_as_fhir_and_becomes_reported(national):
+    from chalicelib.events.dispatch import dispatch_results
+
+    _, key_id, private_key = _pharmacy()
+    rid = _submit(key_id, private_key, "E2E-1")
+    dispatch_results({"Records": [{"eventName": "INSERT", "dynamodb": {"Keys": {"id": {"S": rid}}}}]})
+    _drain(20)
+    received = national.state.records
+    assert [r["bundle"]["identifier"]["value"] for r in received] == [rid]
+    record = bootstrap.store().get_result(rid)
+    assert record.national_status == "reported" and record.national_reported_at is not None
+    events = [(e["action"], e["outcome"]) for e in bootstrap.store().audit_events(rid)]
+    assert ("result.report", "success") in events
+
+
+def test_a_permanent_refusal_dead_letters_one_result_without_holding_back_the_others(national, monkeypatch):
+    ids = _seed_results(5)
+    bad = ids[2]
+    original = bootstrap.national_client().post_bundle
+
+    def refuse_one(bundle):
+        if bundle["identifier"]["value"] == bad:
+            bundle = {**bundle, "type": "not-a-bundle-type"}  # the receiver answers 4xx + OperationOutcome
+        return original(bundle)
+
+    monkeypatch.setattr(bootstrap.national_client(), "post_bundle", refuse_one)
+    bootstrap.national_queue().enqueue(ids)
+    _drain(20)
+    statuses = {rid: bootstrap.store().get_result(rid).national_status for rid in ids}
+    assert statuses.pop(bad) == "failed"
+    assert set(statuses.values()) == {"reported"}
+    letters = bootstrap.national_queue().dead_letters()
+    assert [(d["result_id"], d["reason"].split(":")[0]) for d in letters] == [(bad, "http-422")]
+
+
+def test_reconciliation_queues_again_results_left_pending(national):
+    from chalicelib.events.national import reconcile_pending
+
+    ids = _seed_results(3)
+    os.environ["RELAIS_RECONCILE_AFTER_SECONDS"] = "0"
+    try:
+        bootstrap.reset()
+        time.sleep(0.01)
+        assert reconcile_pending() == {"requeued": 3}
+        _drain(20)
+        assert reconcile_pending() == {"requeued": 0}
+    finally:
+        os.environ.pop("RELAIS_RECONCILE_AFTER_SECONDS")
+    assert {r["bundle"]["identifier"]["value"] for r in national.state.records} == set(ids)
+
+
+def test_dead_letters_can_be_redriven_and_then_delivered(national):
+    ids = _seed_results(2)
+    national.state.up = False
+    os.environ["RELAIS_NATIONAL_MAX_ATTEMPTS"] = "1"
+    bootstrap.reset()
+    bootstrap.national_queue().enqueue(ids)
+    _drain(20)
+    assert {d["result_id"] for d in bootstrap.national_queue().dead_letters()} == set(ids)
+    national.state.up = True
+    moved = bootstrap.national_queue().redrive(on_redrive=bootstrap.national_statuses().mark_pending)
+    assert set(moved) == set(ids)
+    _drain(20)
+    assert {bootstrap.store().get_result(rid).national_status for rid in ids} == {"reported"}
+    assert bootstrap.national_queue().dead_letters() == []
+
+
+def test_nothing_is_lost_when_the_receiver_fails_randomly(national):
+    """1,000 results, receiver failing at random (500s, stalls past the client timeout).
+
+    accepted = reported + dead-lettered; no duplicate at the receiver; every dead letter has a reason.
+    """
+    count = int(os.environ.get("RELAIS_NOTHING_LOST_COUNT", "1000"))
+    os.environ["RELAIS_NATIONAL_MAX_ATTEMPTS"] = "3"
+    bootstrap.reset()
+    ids = _seed_results(count)
+    from infra.local.national import parse_faults
+
+    national.state.set_faults(parse_faults({"error_rate": 0.3, "timeout_rate": 0.02, "timeout_seconds": 1.5,
+                                            "seed": 20221010}))
+    bootstrap.national_queue().enqueue(ids)
+    _drain(600)
+    statuses = {rid: bootstrap.store().get_result(rid).national_status for rid in ids}
+    reported = {rid for rid, s in statuses.items() if s == "reported"}
+    letters = bootstrap.national_queue().dead_letters(max_messages=count)
+    dead = {d["result_id"] for d in letters}
+    assert reported | dead == set(ids) and not reported & dead
+    assert all(d["reason"] for d in letters)
+    identifiers = [r["bundle"]["identifier"]["value"] for r in national.state.records]
+    assert len(identifiers) == len(set(identifiers))  # the receiver kept each bundle once
+    assert reported <= set(identifiers)
+    assert national.state.injected_errors > 0

@@ -1,0 +1,146 @@
+"""Contract §5: no personal value, signature or nonce in any log line, nor in any error body.
+
+All log output is captured three ways: the Powertools logger's own JSON stream (redirected to a buffer,
+since its handler holds the ``sys.stdout`` of the moment it was built), file descriptors 1 and 2
+(``capfd``), and every record of the ``logging`` module down to DEBUG (``caplog``, libraries included).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from chalicelib.observability import logger
+from tests.integration.helpers import (
+    NIR,
+    PERSONAL_VALUES,
+    RESULTS_PATH,
+    count_results,
+    distinctive_body,
+    encode,
+    get_result,
+    signed_headers,
+)
+
+
+@pytest.fixture
+def powertools_stream() -> Iterator[io.StringIO]:
+    """Everything the Relais logger writes, whatever stream its handlers were built with."""
+    buffer = io.StringIO()
+    handlers = [h for h in logger().handlers if isinstance(h, logging.StreamHandler)]
+    assert handlers, "the Relais logger writes through a stream handler"
+    previous = [h.setStream(buffer) for h in handlers]
+    try:
+        yield buffer
+    finally:
+        for handler, stream in zip(handlers, previous, strict=True):
+            handler.setStream(stream)
+
+
+def _secrets_of(headers: dict[str, str]) -> list[str]:
+    """The nonce and the signature bytes (base64) of a signed request."""
+    nonce = headers["Signature-Input"].split('nonce="')[1].split('"')[0]
+    signature = headers["Signature"].split(":")[1]
+    return [nonce, signature]
+
+
+def test_no_log_line_holds_personal_data_signatures_or_nonces(client, pharmacy, powertools_stream, capfd, caplog):
+    caplog.set_level(logging.DEBUG)
+    body = distinctive_body()
+    raw = encode(body)
+    sent_secrets: list[str] = []
+    statuses = []
+
+    def send(payload: bytes, **sign_kwargs) -> object:
+        headers = signed_headers(pharmacy, "POST", RESULTS_PATH, payload, **sign_kwargs)
+        sent_secrets.extend(_secrets_of(headers))
+        response = client.http.post(RESULTS_PATH, body=payload, headers=headers)
+        statuses.append(response.status_code)
+        return response
+
+    created = send(raw)  # 201
+    send(raw)  # identical retry: 200
+    invalid = json.loads(raw)
+    invalid["patient"]["nir"] = NIR[:-2] + "00"
+    send(encode(invalid))  # 400
+    send(raw, created=int(time.time()) - 3600)  # 401 (stale)
+    changed = json.loads(raw)
+    changed["test"]["result"] = "positive"
+    send(encode(changed))  # 409
+    send(raw, content_type="text/plain")  # 415
+    result_id = json.loads(created.body)["id"]
+    follow_headers = signed_headers(pharmacy, "GET", f"{RESULTS_PATH}/{result_id}")
+    sent_secrets.extend(_secrets_of(follow_headers))
+    statuses.append(client.http.get(f"{RESULTS_PATH}/{result_id}", headers=follow_headers).status_code)
+
+    assert statuses == [201, 200, 400, 401, 409, 415, 200]
+    import sys; print("DBG", file=sys.__stderr__)
+    assert count_results() == 1
+    out, err = capfd.readouterr()
+    records = "\n".join(f"{r.name} {r.getMessage()} {r.__dict__}" for r in caplog.records)
+    logs = {"powertools": powertools_stream.getvalue(), "stdout": out, "stderr": err, "logging": records}
+    print({k: len(v) for k, v in logs.items()}, sorted({r.name for r in caplog.records}), file=sys.__stderr__)
+    assert '"status":201' in logs["powertools"].replace(" ", ""), "the capture sees the access log"
+    for where, text in logs.items():
+        for value in (*PERSONAL_VALUES, NIR[:-2] + "00", *sent_secrets):
+            assert value not in text, (where, value)
+        assert '"result":"negative"' not in text.replace(" ", "")
+        assert '"result":"positive"' not in text.replace(" ", "")
+
+
+def test_no_error_body_echoes_a_submitted_value(client, pharmacy):
+    body = distinctive_body("ECHO-REF-42")
+    raw = encode(body)
+    assert client.http.post(RESULTS_PATH, body=raw, headers=signed_headers(pharmacy, "POST", RESULTS_PATH, raw))
+
+    cases: dict[str, tuple[bytes, dict]] = {}
+    invalid = json.loads(raw)
+    for name in ("family_name", "given_name"):
+        invalid["patient"][name] += "\u0007"
+    invalid["patient"]["birth_date"] = "1984-13-03"
+    invalid["patient"]["email"] = "ysoline@exa mple.org"
+    invalid["patient"]["phone"] = "+3379876543"
+    invalid["patient"]["address"]["postal_code"] = "8364O"
+    invalid["patient"]["extra_private_note"] = "Vergeronnettes"
+    cases["400"] = (encode(invalid), {})
+    cases["401"] = (raw, {"created": int(time.time()) + 3600})
+    changed = json.loads(raw)
+    changed["patient"]["given_name"] = "Ysolinette"
+    cases["409"] = (encode(changed), {})
+    oversized = json.loads(raw)
+    oversized["patient"]["address"]["line"] = "Vergeronnettes " * 1200
+    cases["413"] = (encode(oversized), {})
+    cases["415"] = (raw, {"content_type": "text/plain"})
+
+    for expected, (payload, sign_kwargs) in cases.items():
+        headers = signed_headers(pharmacy, "POST", RESULTS_PATH, payload, **sign_kwargs)
+        response = client.http.post(RESULTS_PATH, body=payload, headers=headers)
+        assert str(response.status_code) == expected, (expected, response.body)
+        text = response.body.decode()
+        for value in (
+            *PERSONAL_VALUES,
+            "ECHO-REF-42",
+            "Ysolinette",
+            "1984-13-03",
+            "exa mple",
+            "+3379876543",
+            "8364O",
+            "Vergeronnettes",
+            pharmacy.key_id,
+            *_secrets_of(headers),
+        ):
+            assert value not in text, (expected, value)
+    assert count_results() == 1
+
+
+def test_a_404_echoes_neither_the_requested_id_nor_the_caller(client, pharmacy):
+    response = get_result(client, pharmacy, "AskedForThisIdentifier123")
+
+    assert response.status_code == 404
+    assert "AskedForThisIdentifier123" not in response.body.decode()
+    assert pharmacy.key_id not in response.body.decode()

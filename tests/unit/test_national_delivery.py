@@ -1,0 +1,170 @@
+"""National delivery service with fakes: verdicts, retries, dead letters, crash safety."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+
+from chalicelib.domain.delivery import Answer, Verdict, backoff_seconds, classify, outcome_reason
+from chalicelib.domain.model import Submission
+from chalicelib.domain.records import Pharmacy, ResultRecord
+from chalicelib.domain.validation import parse_submission
+from chalicelib.errors import DependencyUnavailableError
+from chalicelib.services.national import Delivery, NationalDelivery, RetryLater, parse_message
+from tests.factories import FIXED_NOW, VALID_NIR, valid_body
+
+RID = "r" * 24
+
+
+class FakeNational:
+    def __init__(self, *answers: Answer) -> None:
+        self.answers = list(answers)
+        self.received: list[dict] = []
+
+    def post_bundle(self, bundle):
+        self.received.append(bundle)
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self.calls.append((name, *args))
+
+
+def make_service(national, *, record: ResultRecord | None = None, decrypt=None, statuses=None, queue=None,
+                 max_attempts=8):
+    submission = parse_submission(valid_body(FIXED_NOW), now=FIXED_NOW)
+    record = record or ResultRecord(id=RID, pharmacy_id="p" * 16, pharmacy_reference="A-1", key_id="k" * 16,
+                                    received_at=FIXED_NOW, expires_at=0, ciphertext=b"x")
+    return NationalDelivery(
+        get_result=lambda rid: record if rid == record.id else None,
+        decrypt=decrypt or (lambda rec: submission),
+        get_pharmacy=lambda pid: Pharmacy(pid, "750000001", "Pharmacie", "active"),
+        national=national,
+        statuses=statuses or Recorder(),
+        queue=queue or Recorder(),
+        audit=lambda event: None,
+        metrics=Recorder(),
+        clock=lambda: FIXED_NOW + timedelta(seconds=3),
+        max_attempts=max_attempts,
+        backoff_base=2,
+        backoff_cap=60,
+    )
+
+
+def test_a_2xx_answer_marks_the_result_reported_and_sends_its_bundle():
+    national, statuses = FakeNational(Answer(201)), Recorder()
+    assert make_service(national, statuses=statuses).deliver(Delivery(RID, "rh", 1)) == "reported"
+    assert statuses.calls[0][:2] == ("mark_reported", RID)
+    bundle = national.received[0]
+    assert bundle["identifier"]["value"] == RID
+    assert VALID_NIR in str(bundle)  # the national system is the one place the NIR goes
+
+
+def test_a_409_or_duplicate_outcome_counts_as_reported():
+    dup = {"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "duplicate"}]}
+    assert classify(Answer(409)) is Verdict.REPORTED
+    assert classify(Answer(400, body=dup)) is Verdict.REPORTED
+
+
+def test_a_permanent_4xx_dead_letters_with_a_reason_free_of_personal_data():
+    outcome = {"resourceType": "OperationOutcome",
+               "issue": [{"severity": "error", "code": "invalid", "diagnostics": f"bad NIR {VALID_NIR}"}]}
+    queue, statuses = Recorder(), Recorder()
+    service = make_service(FakeNational(Answer(400, body=outcome)), queue=queue, statuses=statuses)
+    assert service.deliver(Delivery(RID, "rh", 1)) == "dead-lettered"
+    assert queue.calls == [("dead_letter", RID, "http-400:invalid", 1)]
+    assert statuses.calls == [("mark_failed", RID, "http-400:invalid")]
+    assert VALID_NIR not in str(queue.calls)
+
+
+@pytest.mark.parametrize("answer", [Answer(500), Answer(503, retry_after=5), Answer(None), Answer(429)])
+def test_server_errors_timeouts_and_throttling_are_retried_later_with_backoff(answer):
+    queue = Recorder()
+    with pytest.raises(RetryLater):
+        make_service(FakeNational(answer), queue=queue).deliver(Delivery(RID, "rh", 3))
+    (name, receipt, seconds), = queue.calls
+    assert (name, receipt) == ("retry_later", "rh")
+    assert 1 <= seconds <= 60
+    if answer.retry_after:
+        assert seconds >= 5
+
+
+def test_retries_end_in_the_dead_letter_queue_after_the_last_attempt():
+    queue = Recorder()
+    service = make_service(FakeNational(Answer(500)), queue=queue, max_attempts=4)
+    assert service.deliver(Delivery(RID, "rh", 4)) == "dead-lettered"
+    assert queue.calls[0][0] == "dead_letter" and queue.calls[0][2].startswith("retries-exhausted:http-500")
+
+
+def test_a_crash_after_the_post_resends_the_same_bundle_and_never_loses_it():
+    national = FakeNational(Answer(201), Answer(200))
+
+    class CrashingStatuses(Recorder):
+        crashed = False
+
+        def mark_reported(self, rid, at):
+            if not self.crashed:
+                self.crashed = True
+                raise RuntimeError("process died")
+            self.calls.append(("mark_reported", rid))
+
+    statuses = CrashingStatuses()
+    service = make_service(national, statuses=statuses)
+    with pytest.raises(RuntimeError):
+        service.deliver(Delivery(RID, "rh", 1))
+    assert service.deliver(Delivery(RID, "rh", 2)) == "reported"
+    assert national.received[0] == national.received[1]  # same identifier: the receiver drops the second
+    assert statuses.calls == [("mark_reported", RID)]
+
+
+def test_kms_failure_while_decrypting_leaves_the_message_for_a_retry():
+    def fail(record):
+        raise DependencyUnavailableError("kms")
+
+    national = FakeNational(Answer(201))
+    with pytest.raises(DependencyUnavailableError):
+        make_service(national, decrypt=fail).deliver(Delivery(RID, "rh", 1))
+    assert national.received == []
+
+
+def test_an_already_reported_or_erased_result_is_acknowledged_without_sending():
+    national = FakeNational(Answer(201))
+    reported = ResultRecord(id=RID, pharmacy_id="p" * 16, pharmacy_reference="A", key_id="k" * 16,
+                            received_at=FIXED_NOW, expires_at=0, ciphertext=b"", national_status="reported")
+    assert make_service(national, record=reported).deliver(Delivery(RID, "rh", 1)) == "already-reported"
+    assert make_service(national).deliver(Delivery("x" * 24, "rh", 1)) == "gone"
+    assert national.received == []
+
+
+def test_backoff_grows_exponentially_with_jitter_and_respects_the_cap():
+    rng = random.Random(7)
+    delays = [backoff_seconds(n, base=2, cap=60, rng=rng) for n in range(1, 9)]
+    assert delays[0] <= 2 and max(delays) <= 60
+    assert all(backoff_seconds(6, base=2, cap=60, rng=random.Random(s)) >= 30 for s in range(20))
+
+
+def test_outcome_reasons_keep_codes_and_drop_free_text():
+    body = {"resourceType": "OperationOutcome", "issue": [
+        {"code": "invalid", "details": {"coding": [{"code": "MSG_BAD_FORMAT"}], "text": "Claire Martin"},
+         "diagnostics": "Claire Martin"},
+        {"code": "not a code with spaces"}]}
+    assert outcome_reason(422, body) == "http-422:invalid,MSG_BAD_FORMAT"
+    assert outcome_reason(None, None) == "no-answer"
+
+
+def test_queue_messages_must_carry_a_plausible_result_id():
+    assert parse_message('{"result_id": "%s"}' % RID) == RID
+    for body in ("", "{}", '{"result_id": 3}', '{"result_id": "short"}', "not json"):
+        with pytest.raises(Exception, match="not a delivery message"):
+            parse_message(body)
+
+
+def test_record_round_trip_keeps_the_submission():
+    submission = parse_submission(valid_body(FIXED_NOW), now=FIXED_NOW)
+    assert Submission.from_record(submission.to_record()) == submission
