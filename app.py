@@ -1,6 +1,6 @@
 """Relais Chalice application: registers blueprints and middleware; nothing else."""
 
-from chalice import Chalice
+from chalice.app import Chalice
 
 from chalicelib.events.dispatch import dispatch_events
 from chalicelib.events.national import national_events

@@ -47,4 +47,7 @@ def by_service(counts: Counter[str]) -> dict[str, int]:
 
 def seconds_in(counts: Counter[str], service: str | None = None) -> float:
     """Seconds spent inside AWS calls (of one service, or all)."""
-    return sum(n for k, n in counts.items() if k.startswith("seconds:") and (service is None or k == f"seconds:{service}")) / 1e6
+    return (
+        sum(n for k, n in counts.items() if k.startswith("seconds:") and (service is None or k == f"seconds:{service}"))
+        / 1e6
+    )

@@ -24,8 +24,11 @@ N = int(os.environ.get("BENCH_N", "1000"))
 
 def _env() -> None:
     os.environ.update(
-        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="eu-west-3",
-        AWS_REGION="eu-west-3", AWS_ACCOUNT_ID_ENDPOINT_MODE="disabled",
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="eu-west-3",
+        AWS_REGION="eu-west-3",
+        AWS_ACCOUNT_ID_ENDPOINT_MODE="disabled",
     )
     os.environ.pop("AWS_ENDPOINT_URL", None)
 
@@ -70,9 +73,7 @@ def ingest_figures() -> dict[str, Any]:
             for req in requests[20:]:
                 status, answer = service.submit(req, content_type="application/json")
                 assert status == 201, status
-                stream_records.append(
-                    {"eventName": "INSERT", "dynamodb": {"Keys": {"id": {"S": answer["id"]}}}}
-                )
+                stream_records.append({"eventName": "INSERT", "dynamodb": {"Keys": {"id": {"S": answer["id"]}}}})
             for start in range(0, len(stream_records), 100):  # the relay, in Lambda-sized batches
                 dispatch_results({"Records": stream_records[start : start + 100]})
             ingest_s = time.perf_counter() - started
@@ -84,8 +85,9 @@ def ingest_figures() -> dict[str, Any]:
         table = os.environ["RELAIS_STATE_TABLE"]
         started = time.perf_counter()
         for i in range(N):
-            client.put_item(TableName=table, Item={"pk": {"S": f"bare#{i}"}, "expires_at": {"N": "1"},
-                                                   "blob": {"S": "x" * size}})
+            client.put_item(
+                TableName=table, Item={"pk": {"S": f"bare#{i}"}, "expires_at": {"N": "1"}, "blob": {"S": "x" * size}}
+            )
         bare_s = time.perf_counter() - started
     per_result_ms = ingest_s / N * 1000
     bare_ms = bare_s / N * 1000
@@ -109,16 +111,24 @@ def ingest_figures() -> dict[str, Any]:
 
 def _import_ms(module: str) -> float:
     code = f"import time; t=time.perf_counter(); import {module}; print((time.perf_counter()-t)*1000)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     return float(out.stdout.strip())
 
 
 def cold_import_figures(runs: int = 7) -> dict[str, Any]:
     app_ms = statistics.median(_import_ms("app") for _ in range(runs))
     boto_ms = statistics.median(_import_ms("boto3") for _ in range(runs))
-    return {"import_app_ms": round(app_ms, 1), "import_boto3_ms": round(boto_ms, 1),
-            "app_to_boto3_ratio": round(app_ms / boto_ms, 2)}
+    return {
+        "import_app_ms": round(app_ms, 1),
+        "import_boto3_ms": round(boto_ms, 1),
+        "app_to_boto3_ratio": round(app_ms / boto_ms, 2),
+    }
 
 
 def main() -> int:

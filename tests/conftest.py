@@ -12,7 +12,7 @@ for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_END
     os.environ.pop(_name, None)
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
-    AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto's dummy credentials
+    AWS_SECRET_ACCESS_KEY="testing",
     AWS_DEFAULT_REGION="eu-west-3",
     AWS_REGION="eu-west-3",
     AWS_ACCOUNT_ID_ENDPOINT_MODE="disabled",

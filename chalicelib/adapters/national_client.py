@@ -21,8 +21,16 @@ TOKEN_TTL_SECONDS = 300.0
 
 
 class NationalClient:
-    def __init__(self, *, url: str, timeout_seconds: float, ssm: Any = None, token_parameter: str = "",
-                 secrets: Any = None, client_cert_secret: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        timeout_seconds: float,
+        ssm: Any = None,
+        token_parameter: str = "",
+        secrets: Any = None,
+        client_cert_secret: str = "",
+    ) -> None:
         if not url:
             raise ValueError("RELAIS_NATIONAL_URL is not configured")
         self._url = url

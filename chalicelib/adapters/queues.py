@@ -18,8 +18,9 @@ class WorkQueue:
         self._dlq_url = dlq_url
 
     def retry_later(self, receipt_handle: str, seconds: int) -> None:
-        self._sqs.change_message_visibility(QueueUrl=self._queue_url, ReceiptHandle=receipt_handle,
-                                            VisibilityTimeout=seconds)
+        self._sqs.change_message_visibility(
+            QueueUrl=self._queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
+        )
 
     def dead_letter(self, result_id: str, reason: str, attempts: int) -> None:
         self._sqs.send_message(
@@ -28,8 +29,10 @@ class WorkQueue:
             MessageAttributes={
                 "reason": {"DataType": "String", "StringValue": reason[:256]},
                 "attempts": {"DataType": "Number", "StringValue": str(attempts)},
-                "dead_lettered_at": {"DataType": "String",
-                                     "StringValue": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+                "dead_lettered_at": {
+                    "DataType": "String",
+                    "StringValue": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                },
             },
         )
 
@@ -49,8 +52,12 @@ class WorkQueue:
         held: list[str] = []
         while len(seen) < max_messages:
             answer = self._sqs.receive_message(
-                QueueUrl=self._dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=hold_seconds,
-                MessageAttributeNames=["All"], AttributeNames=["All"], WaitTimeSeconds=0,
+                QueueUrl=self._dlq_url,
+                MaxNumberOfMessages=10,
+                VisibilityTimeout=hold_seconds,
+                MessageAttributeNames=["All"],
+                AttributeNames=["All"],
+                WaitTimeSeconds=0,
             )
             messages = answer.get("Messages", [])
             if not messages:
@@ -66,8 +73,13 @@ class WorkQueue:
         """Move dead letters (all, or one result's) back to the work queue; returns the result ids."""
         moved: list[str] = []
         while True:
-            answer = self._sqs.receive_message(QueueUrl=self._dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=30,
-                                               MessageAttributeNames=["All"], AttributeNames=["All"])
+            answer = self._sqs.receive_message(
+                QueueUrl=self._dlq_url,
+                MaxNumberOfMessages=10,
+                VisibilityTimeout=30,
+                MessageAttributeNames=["All"],
+                AttributeNames=["All"],
+            )
             messages = answer.get("Messages", [])
             if not messages:
                 break
@@ -96,8 +108,10 @@ def _describe(message: dict[str, Any]) -> dict[str, Any]:
     return {
         "result_id": result_id,
         "reason": attrs.get("reason", {}).get("StringValue", "redriven-by-sqs"),
-        "attempts": int(attrs.get("attempts", {}).get("StringValue") or
-                        message.get("Attributes", {}).get("ApproximateReceiveCount", "0")),
+        "attempts": int(
+            attrs.get("attempts", {}).get("StringValue")
+            or message.get("Attributes", {}).get("ApproximateReceiveCount", "0")
+        ),
         "dead_lettered_at": dead_at,
         "age_seconds": int(datetime.now(UTC).timestamp() - sent) if sent else None,
     }

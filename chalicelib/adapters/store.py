@@ -93,7 +93,7 @@ def _to_record(item: ResultItem) -> ResultRecord:
         received_at=datetime.fromisoformat(item.received_at.replace("Z", "+00:00")),
         expires_at=int(item.expires_at),
         ciphertext=bytes(item.payload),
-        channels=tuple(item.channels or ()),
+        channels=tuple(str(c) for c in (item.channels or ())),
         national_status=item.national_status,
         national_reported_at=item.national_reported_at,
         patient_status=item.patient_status,
@@ -118,9 +118,7 @@ class DynamoStore:
         tx.condition_check(
             KeyItem, f"key#{grant.key_id}", condition=KeyItem.pk.exists() & KeyItem.revoked_at.does_not_exist()
         )
-        tx.condition_check(
-            PharmacyItem, f"pharmacy#{grant.pharmacy_id}", condition=PharmacyItem.status == "active"
-        )
+        tx.condition_check(PharmacyItem, f"pharmacy#{grant.pharmacy_id}", condition=PharmacyItem.status == "active")
         tx.save(
             StateItem(pk=nonce_key(grant.key_id, grant.nonce), expires_at=grant.nonce_expires_at),
             condition=StateItem.pk.does_not_exist(),
@@ -263,8 +261,10 @@ class Registry:
         connection = Connection(region=PharmacyItem.Meta.region)
         try:
             with TransactWrite(connection=connection) as tx:
-                tx.save(FinessItem(pk=f"finess#{pharmacy.finess}", pharmacy_id=pharmacy.pharmacy_id),
-                        condition=FinessItem.pk.does_not_exist())
+                tx.save(
+                    FinessItem(pk=f"finess#{pharmacy.finess}", pharmacy_id=pharmacy.pharmacy_id),
+                    condition=FinessItem.pk.does_not_exist(),
+                )
                 tx.save(
                     PharmacyItem(
                         pk=f"pharmacy#{pharmacy.pharmacy_id}",
@@ -304,8 +304,10 @@ class Registry:
         now = self._clock()
         item = KeyItem(pk=f"key#{key_id}")
         try:
-            item.update(actions=[KeyItem.revoked_at.set(now)],
-                        condition=KeyItem.pk.exists() & KeyItem.revoked_at.does_not_exist())
+            item.update(
+                actions=[KeyItem.revoked_at.set(now)],
+                condition=KeyItem.pk.exists() & KeyItem.revoked_at.does_not_exist(),
+            )
         except UpdateError as exc:
             if exc.cause_response_code != "ConditionalCheckFailedException":
                 raise DependencyUnavailableError("dynamodb") from exc
@@ -365,16 +367,35 @@ class NationalStatusStore:
     """National delivery status of results (``national_status``; the sparse ``pending_national`` index)."""
 
     def mark_reported(self, result_id: str, at: datetime) -> None:
-        self._update(result_id, [ResultItem.national_status.set("reported"), ResultItem.national_reported_at.set(at),
-                                 ResultItem.pending_national.remove(), ResultItem.national_attempts.add(1)])
+        self._update(
+            result_id,
+            [
+                ResultItem.national_status.set("reported"),
+                ResultItem.national_reported_at.set(at),
+                ResultItem.pending_national.remove(),
+                ResultItem.national_attempts.add(1),
+            ],
+        )
 
     def mark_failed(self, result_id: str, reason: str) -> None:
-        self._update(result_id, [ResultItem.national_status.set("failed"), ResultItem.national_failure.set(reason),
-                                 ResultItem.pending_national.remove()])
+        self._update(
+            result_id,
+            [
+                ResultItem.national_status.set("failed"),
+                ResultItem.national_failure.set(reason),
+                ResultItem.pending_national.remove(),
+            ],
+        )
 
     def mark_pending(self, result_id: str) -> None:
-        self._update(result_id, [ResultItem.national_status.set("pending"), ResultItem.pending_national.set("pending"),
-                                 ResultItem.national_failure.remove()])
+        self._update(
+            result_id,
+            [
+                ResultItem.national_status.set("pending"),
+                ResultItem.pending_national.set("pending"),
+                ResultItem.national_failure.remove(),
+            ],
+        )
 
     @staticmethod
     def _update(result_id: str, actions: list[Any]) -> None:

@@ -78,7 +78,7 @@ class StateItem(Model):
     result_id = UnicodeAttribute(null=True)
 
 
-class PendingNationalIndex(GlobalSecondaryIndex["ResultItem"]):
+class PendingNationalIndex(GlobalSecondaryIndex["ResultItem"]):  # type: ignore[no-untyped-call]
     """Sparse index of results still pending national delivery (reconciliation)."""
 
     class Meta:

@@ -70,11 +70,12 @@ def outcome_reason(status: int | None, body: Any) -> str:
     return f"http-{status}" + (":" + ",".join(codes) if codes else "")
 
 
-def backoff_seconds(attempt: int, *, base: float, cap: float, retry_after: float | None = None,
-                    rng: random.Random | None = None) -> int:
+def backoff_seconds(
+    attempt: int, *, base: float, cap: float, retry_after: float | None = None, rng: random.Random | None = None
+) -> int:
     """Exponential backoff with full jitter for ``attempt`` (1 = first failure), at least Retry-After."""
     ceiling = min(cap, base * 2 ** max(0, attempt - 1))
     delay = (rng or random.SystemRandom()).uniform(ceiling / 2, ceiling)
     if retry_after is not None:
         delay = max(delay, min(retry_after, cap))
-    return max(1, min(int(round(delay)), 43_200))  # SQS visibility timeout limit: 12 h
+    return max(1, min(round(delay), 43_200))  # SQS visibility timeout limit: 12 h

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import Blueprint, Rate
+from chalice.app import Blueprint, Rate
 
 from chalicelib import bootstrap
 from chalicelib.errors import NotFoundError
@@ -32,17 +32,19 @@ def handle_national_batch(event: dict[str, Any], context: Any = None) -> dict[st
             outcomes["malformed"] = outcomes.get("malformed", 0) + 1
             return "malformed"  # no result id in it: nothing to deliver, nothing to retry
         try:
-            outcome = service.deliver(Delivery(result_id, record.receipt_handle,
-                                               int(record.attributes.approximate_receive_count)))
+            outcome = service.deliver(
+                Delivery(result_id, record.receipt_handle, int(record.attributes.approximate_receive_count))
+            )
         except RetryLater:
             outcomes["retry"] = outcomes.get("retry", 0) + 1
             raise
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        return outcome
+        return str(outcome)
 
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     try:
-        return process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
+        response = process_partial_response(event=event, record_handler=handle, processor=processor, context=context)
+        return dict(response)
     finally:
         bootstrap.metrics().flush()
         logger().info("national batch", extra={"outcomes": outcomes})

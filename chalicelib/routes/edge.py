@@ -12,7 +12,8 @@ from chalicelib.services.authn import SignedRequest
 
 def signed_request(request: Request, *, max_body_bytes: int) -> SignedRequest:
     """The request as the signature covers it. Bodies over ``max_body_bytes`` raise 413 first."""
-    body = request.raw_body or b""
+    raw = request.raw_body or b""
+    body = raw.encode() if isinstance(raw, str) else raw
     if len(body) > max_body_bytes:
         raise PayloadTooLargeError("body too large")
     context = request.context or {}

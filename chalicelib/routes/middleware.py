@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -23,7 +22,7 @@ def http_middleware(event: Request, get_response: Any) -> Response:
     try:
         response: Response = get_response(event)
         if response.status_code in (405, 415) and response.headers.get("Content-Type") != PROBLEM_JSON:
-            allow = response.headers.get("Allow")
+            allow = str(response.headers.get("Allow") or "")
             response = problem(response.status_code, headers={"Allow": allow} if allow else None)
         response.headers["X-Request-Id"] = str(rid)
         log.info(
@@ -38,5 +37,3 @@ def http_middleware(event: Request, get_response: Any) -> Response:
         return response
     finally:
         log.remove_keys(["request_id"])
-
-

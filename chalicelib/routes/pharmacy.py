@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from chalice import Blueprint, Response
+from chalice.app import Blueprint, Response
 
 from chalicelib import bootstrap
 from chalicelib.routes.edge import request_id, signed_request

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from chalice import Response
+from chalice.app import Response
 
 from chalicelib.errors import (
     AuthenticationError,
@@ -38,8 +38,13 @@ _TITLES = {
 }
 
 
-def problem(status: int, *, errors: list[dict[str, str]] | None = None, detail: str | None = None,
-            headers: dict[str, str] | None = None) -> Response:
+def problem(
+    status: int,
+    *,
+    errors: list[dict[str, str]] | None = None,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """A problem+json response with a fixed title per status (and field errors for 400)."""
     slug, title = _TITLES.get(status, ("error", "Error"))
     body: dict[str, Any] = {"type": f"urn:relais:problem:{slug}", "title": title, "status": status}
@@ -89,7 +94,7 @@ def problem_boundary(view: F) -> F:
             reason = getattr(exc, "reason", None) or getattr(exc, "dependency", None)
             logger().info("request refused", extra={"error": type(exc).__name__, "reason": reason})
             return to_problem(exc)
-        except Exception as exc:  # noqa: BLE001 - the edge: nothing unexpected leaves as a stack trace
+        except Exception as exc:
             logger().error("unexpected error", extra={"error": type(exc).__name__, "where": _where(exc)})
             return problem(500)
 

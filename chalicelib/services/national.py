@@ -44,7 +44,7 @@ class Metrics(Protocol):
     def latency(self, name: str, seconds: float) -> None: ...
 
 
-class RetryLater(Exception):  # noqa: N818 - a signal to the batch processor, not an error
+class RetryLater(Exception):
     """The message stays in the queue and comes back after its (new) visibility timeout."""
 
 
@@ -103,15 +103,25 @@ class NationalDelivery:
             self._audit(record, "failed", final)
             self.metrics.count("NationalDeadLettered")
             return "dead-lettered"
-        delay = backoff_seconds(delivery.attempt, base=self.backoff_base, cap=self.backoff_cap,
-                                retry_after=answer.retry_after)
+        delay = backoff_seconds(
+            delivery.attempt, base=self.backoff_base, cap=self.backoff_cap, retry_after=answer.retry_after
+        )
         self.queue.retry_later(delivery.receipt_handle, delay)
         self.metrics.count("NationalRetried")
         raise RetryLater(reason)
 
     def _audit(self, record: ResultRecord, outcome: str, reason: str | None) -> None:
-        self.audit(AuditEvent(actor="system:national", action="result.report", outcome=outcome, record=record.id,
-                              pharmacy_id=record.pharmacy_id, reason=reason, at=self.clock()))
+        self.audit(
+            AuditEvent(
+                actor="system:national",
+                action="result.report",
+                outcome=outcome,
+                record=record.id,
+                pharmacy_id=record.pharmacy_id,
+                reason=reason,
+                at=self.clock(),
+            )
+        )
 
 
 def parse_message(body: str) -> str:
@@ -126,8 +136,9 @@ def parse_message(body: str) -> str:
     return result_id
 
 
-def reconcile(pending_before: Callable[[datetime], list[str]], enqueue: Callable[[list[str]], None],
-              cutoff: datetime) -> int:
+def reconcile(
+    pending_before: Callable[[datetime], list[str]], enqueue: Callable[[list[str]], None], cutoff: datetime
+) -> int:
     """Queue again every result still pending since before ``cutoff`` (a lost message strands nothing)."""
     ids = pending_before(cutoff)
     if ids:

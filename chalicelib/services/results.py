@@ -70,11 +70,24 @@ class ResultsService:
             )
         )
 
-    def _event(self, grant: AuthGrant, action: str, outcome: str, record: str | None, request_id: str | None,
-               reason: str | None = None) -> AuditEvent:
+    def _event(
+        self,
+        grant: AuthGrant,
+        action: str,
+        outcome: str,
+        record: str | None,
+        request_id: str | None,
+        reason: str | None = None,
+    ) -> AuditEvent:
         return AuditEvent(
-            actor=f"key:{grant.key_id}", action=action, outcome=outcome, record=record,
-            pharmacy_id=grant.pharmacy_id, reason=reason, at=self.clock(), request_id=request_id,
+            actor=f"key:{grant.key_id}",
+            action=action,
+            outcome=outcome,
+            record=record,
+            pharmacy_id=grant.pharmacy_id,
+            reason=reason,
+            at=self.clock(),
+            request_id=request_id,
         )
 
     def _commit_auth(self, grant: AuthGrant, event: AuditEvent, request_id: str | None) -> None:
@@ -85,8 +98,9 @@ class ResultsService:
             raise
 
     # -- POST /v1/results -------------------------------------------------------------------------
-    def submit(self, request: SignedRequest, *, content_type: str | None,
-               request_id: str | None = None) -> tuple[int, dict[str, Any]]:
+    def submit(
+        self, request: SignedRequest, *, content_type: str | None, request_id: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         """Authenticate, validate, encrypt and store one result; ``(status, body)`` on success.
 
         Raises AuthenticationError (401), UnsupportedMediaTypeError (415), ValidationError (400),
@@ -96,14 +110,18 @@ class ResultsService:
         try:
             submission, canonical = self._parse(request.body, content_type)
         except (UnsupportedMediaTypeError, ValidationError) as exc:
-            self._commit_auth(grant, self._event(grant, "result.create", "rejected", None, request_id,
-                                                 reason=type(exc).__name__), request_id)
+            self._commit_auth(
+                grant,
+                self._event(grant, "result.create", "rejected", None, request_id, reason=type(exc).__name__),
+                request_id,
+            )
             raise
         body_sha256 = hashlib.sha256(canonical).hexdigest()
         now = self.clock()
         result_id = self.new_result_id()
-        plaintext = json.dumps({"submission": submission.to_record(), "body_sha256": body_sha256},
-                               separators=(",", ":")).encode()
+        plaintext = json.dumps(
+            {"submission": submission.to_record(), "body_sha256": body_sha256}, separators=(",", ":")
+        ).encode()
         ciphertext = self.envelope.encrypt(plaintext, self._context(result_id, grant.pharmacy_id))
         record = ResultRecord(
             id=result_id,
@@ -120,8 +138,11 @@ class ResultsService:
         quota = pharmacy.daily_quota if pharmacy.daily_quota is not None else self.daily_quota_default
         try:
             self.store.commit_new_result(
-                grant, self._event(grant, "result.create", "success", result_id, request_id), record,
-                quota_day=now.strftime("%Y-%m-%d"), quota_limit=quota,
+                grant,
+                self._event(grant, "result.create", "success", result_id, request_id),
+                record,
+                quota_day=now.strftime("%Y-%m-%d"),
+                quota_limit=quota,
             )
         except DuplicateReferenceError:
             return self._answer_duplicate(grant, submission.pharmacy_reference, body_sha256, request_id)
@@ -142,14 +163,16 @@ class ResultsService:
         canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         return submission, canonical
 
-    def _answer_duplicate(self, grant: AuthGrant, reference: str, body_sha256: str,
-                          request_id: str | None) -> tuple[int, dict[str, Any]]:
+    def _answer_duplicate(
+        self, grant: AuthGrant, reference: str, body_sha256: str, request_id: str | None
+    ) -> tuple[int, dict[str, Any]]:
         existing_id = self.store.find_reference(grant.pharmacy_id, reference)
         existing = self.store.get_result(existing_id) if existing_id else None
         same = False
         if existing is not None and existing.pharmacy_id == grant.pharmacy_id:
-            stored = json.loads(self.envelope.decrypt(existing.ciphertext, self._context(existing.id,
-                                                                                            existing.pharmacy_id)))
+            stored = json.loads(
+                self.envelope.decrypt(existing.ciphertext, self._context(existing.id, existing.pharmacy_id))
+            )
             same = stored.get("body_sha256") == body_sha256
         outcome = "duplicate" if same else "conflict"
         self._commit_auth(grant, self._event(grant, "result.create", outcome, existing_id, request_id), request_id)
@@ -165,15 +188,23 @@ class ResultsService:
         return {"purpose": RESULT_PURPOSE, "result_id": result_id, "pharmacy_id": pharmacy_id}
 
     # -- GET /v1/results/{id} -------------------------------------------------------------------
-    def follow(self, request: SignedRequest, result_id: str, *,
-               request_id: str | None = None) -> dict[str, Any]:
+    def follow(self, request: SignedRequest, result_id: str, *, request_id: str | None = None) -> dict[str, Any]:
         """The statuses of one of the caller's results; anyone else's is NotFoundError, like a missing one."""
         grant = self._authenticate(request, "result.read", request_id)
         record = self.store.get_result(result_id) if _plausible_id(result_id) else None
         mine = record is not None and record.pharmacy_id == grant.pharmacy_id
-        self._commit_auth(grant, self._event(grant, "result.read", "success" if mine else "not_found",
-                                             result_id if _plausible_id(result_id) else None, request_id,
-                                             reason=None if mine else "unknown_or_foreign"), request_id)
+        self._commit_auth(
+            grant,
+            self._event(
+                grant,
+                "result.read",
+                "success" if mine else "not_found",
+                result_id if _plausible_id(result_id) else None,
+                request_id,
+                reason=None if mine else "unknown_or_foreign",
+            ),
+            request_id,
+        )
         if record is None or not mine:
             raise NotFoundError("no such result")
         return record.public_view()

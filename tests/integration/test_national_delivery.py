@@ -7,7 +7,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import boto3
 import pytest
@@ -39,9 +39,14 @@ def national(aws) -> Iterator[object]:
         yield server
     finally:
         server.shutdown()
-        for name in ("RELAIS_NATIONAL_URL", "RELAIS_NATIONAL_TOKEN_PARAMETER", "RELAIS_NATIONAL_TIMEOUT_SECONDS",
-                     "RELAIS_NATIONAL_BACKOFF_BASE_SECONDS", "RELAIS_NATIONAL_BACKOFF_CAP_SECONDS",
-                     "RELAIS_NATIONAL_MAX_ATTEMPTS"):
+        for name in (
+            "RELAIS_NATIONAL_URL",
+            "RELAIS_NATIONAL_TOKEN_PARAMETER",
+            "RELAIS_NATIONAL_TIMEOUT_SECONDS",
+            "RELAIS_NATIONAL_BACKOFF_BASE_SECONDS",
+            "RELAIS_NATIONAL_BACKOFF_CAP_SECONDS",
+            "RELAIS_NATIONAL_MAX_ATTEMPTS",
+        ):
             os.environ.pop(name, None)
 
 
@@ -61,8 +66,9 @@ def _submit(key_id: str, private_key: object, reference: str) -> str:
     raw = json.dumps(body).encode()
     url = "https://api.relais.example/v1/results"
     headers = sign("POST", url, key_id=key_id, private_key=private_key, body=raw)
-    status, answer = bootstrap.results_service().submit(to_signed_request("POST", url, headers, raw),
-                                                        content_type="application/json")
+    status, answer = bootstrap.results_service().submit(
+        to_signed_request("POST", url, headers, raw), content_type="application/json"
+    )
     assert status == 201
     return str(answer["id"])
 
@@ -80,11 +86,16 @@ def _seed_results(count: int) -> list[str]:
     for i in range(count):
         rid = new_id()
         payload = json.dumps({"submission": submission.to_record(), "body_sha256": "x"}).encode()
-        ResultItem(id=rid, pharmacy_id=pharmacy_id, pharmacy_reference=f"S-{i}", key_id="k" * 16,
-                   received_at=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), expires_at=int(now.timestamp()) + 3600,
-                   payload=envelope.encrypt(payload, {"purpose": "result", "result_id": rid,
-                                                      "pharmacy_id": pharmacy_id}),
-                   pending_national="pending").save()
+        ResultItem(
+            id=rid,
+            pharmacy_id=pharmacy_id,
+            pharmacy_reference=f"S-{i}",
+            key_id="k" * 16,
+            received_at=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            expires_at=int(now.timestamp()) + 3600,
+            payload=envelope.encrypt(payload, {"purpose": "result", "result_id": rid, "pharmacy_id": pharmacy_id}),
+            pending_national="pending",
+        ).save()
         ids.append(rid)
     return ids
 
@@ -105,11 +116,22 @@ def _drain(deadline_s: float) -> None:
                 return
             time.sleep(0.2)
             continue
-        event = {"Records": [{
-            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-            "attributes": m["Attributes"], "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
-            "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:eu-west-3:123456789012:q",
-            "awsRegion": "eu-west-3"} for m in messages]}
+        event = {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m["Attributes"],
+                    "messageAttributes": {},
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:eu-west-3:123456789012:q",
+                    "awsRegion": "eu-west-3",
+                }
+                for m in messages
+            ]
+        }
         failed = {f["itemIdentifier"] for f in handle_national_batch(event)["batchItemFailures"]}
         for m in messages:
             if m["MessageId"] not in failed:
@@ -195,8 +217,9 @@ def test_nothing_is_lost_when_the_receiver_fails_randomly(national):
     ids = _seed_results(count)
     from infra.local.national import parse_faults
 
-    national.state.set_faults(parse_faults({"error_rate": 0.3, "timeout_rate": 0.02, "timeout_seconds": 1.5,
-                                            "seed": 20221010}))
+    national.state.set_faults(
+        parse_faults({"error_rate": 0.3, "timeout_rate": 0.02, "timeout_seconds": 1.5, "seed": 20221010})
+    )
     bootstrap.national_queue().enqueue(ids)
     _drain(600)
     statuses = {rid: bootstrap.store().get_result(rid).national_status for rid in ids}

@@ -36,11 +36,19 @@ class Recorder:
         return lambda *args, **kwargs: self.calls.append((name, *args))
 
 
-def make_service(national, *, record: ResultRecord | None = None, decrypt=None, statuses=None, queue=None,
-                 max_attempts=8):
+def make_service(
+    national, *, record: ResultRecord | None = None, decrypt=None, statuses=None, queue=None, max_attempts=8
+):
     submission = parse_submission(valid_body(FIXED_NOW), now=FIXED_NOW)
-    record = record or ResultRecord(id=RID, pharmacy_id="p" * 16, pharmacy_reference="A-1", key_id="k" * 16,
-                                    received_at=FIXED_NOW, expires_at=0, ciphertext=b"x")
+    record = record or ResultRecord(
+        id=RID,
+        pharmacy_id="p" * 16,
+        pharmacy_reference="A-1",
+        key_id="k" * 16,
+        received_at=FIXED_NOW,
+        expires_at=0,
+        ciphertext=b"x",
+    )
     return NationalDelivery(
         get_result=lambda rid: record if rid == record.id else None,
         decrypt=decrypt or (lambda rec: submission),
@@ -73,8 +81,10 @@ def test_a_409_or_duplicate_outcome_counts_as_reported():
 
 
 def test_a_permanent_4xx_dead_letters_with_a_reason_free_of_personal_data():
-    outcome = {"resourceType": "OperationOutcome",
-               "issue": [{"severity": "error", "code": "invalid", "diagnostics": f"bad NIR {VALID_NIR}"}]}
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "invalid", "diagnostics": f"bad NIR {VALID_NIR}"}],
+    }
     queue, statuses = Recorder(), Recorder()
     service = make_service(FakeNational(Answer(400, body=outcome)), queue=queue, statuses=statuses)
     assert service.deliver(Delivery(RID, "rh", 1)) == "dead-lettered"
@@ -88,7 +98,7 @@ def test_server_errors_timeouts_and_throttling_are_retried_later_with_backoff(an
     queue = Recorder()
     with pytest.raises(RetryLater):
         make_service(FakeNational(answer), queue=queue).deliver(Delivery(RID, "rh", 3))
-    (name, receipt, seconds), = queue.calls
+    ((name, receipt, seconds),) = queue.calls
     assert (name, receipt) == ("retry_later", "rh")
     assert 1 <= seconds <= 60
     if answer.retry_after:
@@ -135,8 +145,16 @@ def test_kms_failure_while_decrypting_leaves_the_message_for_a_retry():
 
 def test_an_already_reported_or_erased_result_is_acknowledged_without_sending():
     national = FakeNational(Answer(201))
-    reported = ResultRecord(id=RID, pharmacy_id="p" * 16, pharmacy_reference="A", key_id="k" * 16,
-                            received_at=FIXED_NOW, expires_at=0, ciphertext=b"", national_status="reported")
+    reported = ResultRecord(
+        id=RID,
+        pharmacy_id="p" * 16,
+        pharmacy_reference="A",
+        key_id="k" * 16,
+        received_at=FIXED_NOW,
+        expires_at=0,
+        ciphertext=b"",
+        national_status="reported",
+    )
     assert make_service(national, record=reported).deliver(Delivery(RID, "rh", 1)) == "already-reported"
     assert make_service(national).deliver(Delivery("x" * 24, "rh", 1)) == "gone"
     assert national.received == []
@@ -150,10 +168,17 @@ def test_backoff_grows_exponentially_with_jitter_and_respects_the_cap():
 
 
 def test_outcome_reasons_keep_codes_and_drop_free_text():
-    body = {"resourceType": "OperationOutcome", "issue": [
-        {"code": "invalid", "details": {"coding": [{"code": "MSG_BAD_FORMAT"}], "text": "Claire Martin"},
-         "diagnostics": "Claire Martin"},
-        {"code": "not a code with spaces"}]}
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "code": "invalid",
+                "details": {"coding": [{"code": "MSG_BAD_FORMAT"}], "text": "Claire Martin"},
+                "diagnostics": "Claire Martin",
+            },
+            {"code": "not a code with spaces"},
+        ],
+    }
     assert outcome_reason(422, body) == "http-422:invalid,MSG_BAD_FORMAT"
     assert outcome_reason(None, None) == "no-answer"
 
