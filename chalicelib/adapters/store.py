@@ -47,6 +47,15 @@ def nonce_key(key_id: str, nonce: str) -> str:
     return _state_key("nonce", key_id, hashlib.sha256(nonce.encode()).hexdigest()[:40])
 
 
+#: Usage counters outlive results: billing and disputes need them for a while (13 months).
+USAGE_DAYS = 400
+
+
+def usage_key(pharmacy_id: str, month: str) -> str:
+    """Billable results of one pharmacy in one month (``YYYY-MM``)."""
+    return _state_key("usage", pharmacy_id, month)
+
+
 def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
@@ -190,6 +199,7 @@ class DynamoStore:
             result_id=record.id,
         )
         quota = StateItem(pk=_state_key("quota", record.pharmacy_id, quota_day))
+        usage = StateItem(pk=usage_key(record.pharmacy_id, received.strftime("%Y-%m")))
 
         def build(tx: TransactWrite) -> None:
             self._add_auth(tx, grant)
@@ -204,6 +214,10 @@ class DynamoStore:
                 condition=StateItem.n.does_not_exist() | (StateItem.n < quota_limit),
             )
             tx.save(item, condition=ResultItem.id.does_not_exist())  # index 6
+            tx.update(  # index 7: billing — counted once per accepted result, never for a duplicate
+                usage,
+                actions=[StateItem.n.add(1), StateItem.expires_at.set(_epoch(received + timedelta(days=USAGE_DAYS)))],
+            )
 
         codes = self._run(build, grant)
         if not codes:
@@ -334,14 +348,7 @@ class Registry:
                 item = PharmacyItem.get(f"pharmacy#{pharmacy_id}", consistent_read=True)
             except PharmacyItem.DoesNotExist as exc:
                 raise NotFoundError("unknown pharmacy") from exc
-        return Pharmacy(
-            pharmacy_id=item.pharmacy_id,
-            finess=item.finess,
-            name=item.name,
-            status=item.status,
-            daily_quota=int(item.daily_quota) if item.daily_quota is not None else None,
-            created_at=item.created_at,
-        )
+        return _to_pharmacy(item)
 
     def get_key(self, key_id: str) -> PharmacyKey | None:
         with _dynamodb_errors():
@@ -357,10 +364,37 @@ class Registry:
             revoked_at=item.revoked_at,
         )
 
+    def usage(self, month: str) -> list[dict[str, Any]]:
+        """Billable results per pharmacy for ``month`` (``YYYY-MM``): every registered pharmacy, zero included."""
+        pharmacies = self.list_pharmacies()
+        counts: dict[str, int] = {}
+        keys = [usage_key(p.pharmacy_id, month) for p in pharmacies]
+        with _dynamodb_errors():
+            for item in StateItem.batch_get(keys):
+                counts[item.pk] = int(item.n or 0)
+        return [
+            {
+                "pharmacy_id": p.pharmacy_id,
+                "finess": p.finess,
+                "results": counts.get(usage_key(p.pharmacy_id, month), 0),
+            }
+            for p in sorted(pharmacies, key=lambda p: p.finess)
+        ]
+
     def list_pharmacies(self) -> list[Pharmacy]:
         with _dynamodb_errors():
-            items = PharmacyItem.scan(PharmacyItem.pk.startswith("pharmacy#"))
-            return [self.get_pharmacy(item.pharmacy_id) for item in items]
+            return [_to_pharmacy(item) for item in PharmacyItem.scan(PharmacyItem.pk.startswith("pharmacy#"))]
+
+
+def _to_pharmacy(item: PharmacyItem) -> Pharmacy:
+    return Pharmacy(
+        pharmacy_id=item.pharmacy_id,
+        finess=item.finess,
+        name=item.name,
+        status=item.status,
+        daily_quota=int(item.daily_quota) if item.daily_quota is not None else None,
+        created_at=item.created_at,
+    )
 
 
 class NationalStatusStore:
