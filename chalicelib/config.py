@@ -28,6 +28,7 @@ class Settings:
     audit_table: str
     national_queue_url: str
     notify_queue_url: str
+    audit_chain_table: str = ""
     national_dlq_url: str = ""
     notify_dlq_url: str = ""
     daily_quota_default: int = 2000

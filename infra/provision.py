@@ -24,6 +24,8 @@ OUTPUT_ENV = {
     "NotifyQueueUrl": "RELAIS_NOTIFY_QUEUE_URL",
     "NotifyDeadLetterQueueUrl": "RELAIS_NOTIFY_DLQ_URL",
     "ResultsStreamArn": "RELAIS_RESULTS_STREAM_ARN",
+    "AuditStreamArn": "RELAIS_AUDIT_STREAM_ARN",
+    "AuditChainTable": "RELAIS_AUDIT_CHAIN_TABLE",
 }
 
 

@@ -39,7 +39,7 @@ from typing import Any, Final
 
 from infra.local.fhir_check import operation_outcome, validate_bundle
 
-log = logging.getLogger("relais.national")
+log = logging.getLogger("local.national")  # outside "relais": Powertools owns that one
 
 FHIR_JSON: Final = "application/fhir+json"
 FHIR_PATHS: Final = frozenset({"/fhir", "/fhir/", "/fhir/Bundle"})
@@ -158,6 +158,14 @@ class NationalServer(ThreadingHTTPServer):
         self.token = token
         self.state = state or NationalState()
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that broke (usually a client that gave up): one line, no traceback (it may hold data)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            log.info("client went away before the answer (%s)", type(error).__name__)
+        else:
+            log.warning("request failed: %s", type(error).__name__)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -425,6 +433,15 @@ def _read_token(token_file: str | None) -> str:
     return os.environ.get("RELAIS_NATIONAL_TOKEN", "").strip()
 
 
+def _log_to_stdout() -> None:
+    """Our own lines on stdout, plainly; libraries log only from WARNING (Python's last-resort handler)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the stand-in in the foreground until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m infra.local.national", description=__doc__.split("\n")[0])
@@ -432,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("RELAIS_NATIONAL_PORT", "8001")))
     parser.add_argument("--token-file", help="file holding the bearer token (default: $RELAIS_NATIONAL_TOKEN)")
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    _log_to_stdout()
     token = _read_token(args.token_file)
     if not token:
         print("national stand-in: no token (use --token-file or RELAIS_NATIONAL_TOKEN)", file=sys.stderr)
@@ -450,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     log.info("national stand-in listening on http://%s:%d/fhir", args.host, server.server_address[1])
     try:
-        server.serve_forever()
+        server.serve_forever(poll_interval=0.1)
     finally:
         server.server_close()
     return 0

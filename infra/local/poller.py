@@ -41,7 +41,7 @@ from typing import Any
 
 from chalicelib.config import Settings
 
-log = logging.getLogger("relais.poller")
+log = logging.getLogger("local.poller")  # outside "relais": Powertools owns that one
 
 Handler = Callable[..., Any]
 
@@ -224,6 +224,7 @@ class Poller:
         stream_retry_max_delay: float = 10.0,
         wait_seconds: int = QUEUE_WAIT_SECONDS,
         function_timeout_seconds: float = 60.0,
+        shard_refresh_seconds: float = 5.0,
     ) -> None:
         from chalicelib import events
 
@@ -255,6 +256,8 @@ class Poller:
         spec = events.STREAM_HANDLER if stream_handler is None else stream_handler
         self.stream_handler: tuple[str, Handler] | None = (spec, resolve(spec)) if spec else None
         self._shards: dict[str, _Shard] = {}
+        self.shard_refresh_seconds = shard_refresh_seconds
+        self._shards_refreshed_at: float | None = None
 
         now = time.monotonic()
         self._schedules = [
@@ -308,9 +311,11 @@ class Poller:
         if self.stream_arn is None or self.stream_handler is None:
             return 0
         spec, handler = self.stream_handler
-        self._refresh_shards()
-        handled = 0
         now = time.monotonic()
+        if self._shards_refreshed_at is None or now - self._shards_refreshed_at >= self.shard_refresh_seconds:
+            self._refresh_shards()
+            self._shards_refreshed_at = now
+        handled = 0
         for shard in list(self._shards.values()):
             if not self._ready(shard, now):
                 continue
@@ -354,7 +359,8 @@ class Poller:
                 log.info("stream: %d record(s) -> %s", len(records), spec)
             shard.iterator = answer.get("NextShardIterator")
             if shard.iterator is None:
-                shard.finished = True  # closed shard, read to its end
+                shard.finished = True  # closed shard, read to its end: its children may start
+                self._shards_refreshed_at = None
         return handled
 
     def _shard_iterator(self, shard: _Shard) -> str:
@@ -495,6 +501,8 @@ class Poller:
                 busy = step()
                 errors = 0
             except Exception as error:
+                if stop.is_set():
+                    break  # shutting down: the AWS stand-in may already be gone
                 errors += 1
                 if errors == 1 or errors % 30 == 0:
                     log.warning("%s: polling failed (%s); retrying", name, describe_failure(error))
@@ -504,9 +512,18 @@ class Poller:
                 stop.wait(pause)
 
 
+def _log_to_stdout() -> None:
+    """Our own lines on stdout, plainly; libraries log only from WARNING (Python's last-resort handler)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def main() -> int:
     """Run the poller with the settings of the environment until SIGINT or SIGTERM."""
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    _log_to_stdout()
     from chalicelib.config import SettingsError, get_settings
 
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -75,6 +76,18 @@ _MOTO_MAIN: Final = (
     "logging.getLogger('werkzeug').setLevel(logging.ERROR)\n"
     "from moto.server import main\n"
     "main(sys.argv[1:])\n"
+)
+
+
+#: Console lines dropped as pure noise (everything else is relayed as it is): botocore's and PynamoDB's start-up
+#: chatter at INFO (``chalice local`` sets the root logger to INFO), and Chalice's own ``relais - LEVEL - message``
+#: copy of every line the Powertools logger (same logger name) already prints as JSON.
+NOISE: Final = re.compile(
+    r"Found credentials in environment variables\."
+    r"|Found endpoint for \S+ via: \S+"
+    r"|Override settings for pynamo (not )?available.*"
+    r"|Using Default settings value"
+    r"|relais - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - .*"
 )
 
 
@@ -179,7 +192,7 @@ class Child:
         assert self.process.stdout is not None
         for raw in iter(self.process.stdout.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip()
-            if line:
+            if line and not NOISE.fullmatch(line):
                 console.say(self.name, line)
 
     def running(self) -> bool:
@@ -187,32 +200,47 @@ class Child:
         return self.process.poll() is None
 
     def _group_alive(self) -> bool:
-        try:
-            os.killpg(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return group_alive(self.pid)
 
     def _signal_group(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
 
-    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        """SIGTERM to the whole group, up to ``grace`` seconds, then SIGKILL; reaps the child."""
+    def terminate(self) -> None:
+        """SIGTERM to the whole process group (the child and whatever it started)."""
         if self.running() or self._group_alive():
             self._signal_group(signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=grace)
-            while self._group_alive() and time.monotonic() < deadline:
-                time.sleep(0.05)  # grandchildren (chalice's reloader worker) leave a moment later
-            if self._group_alive():
-                self._signal_group(signal.SIGKILL)
+
+    def finish(self, deadline: float) -> None:
+        """Wait for the group to leave until ``deadline`` (monotonic), then SIGKILL it; reap, drain the output."""
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=grace)
+            self.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        while self._group_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)  # grandchildren (chalice's reloader worker) may leave a moment after their parent
+        if self.running() or self._group_alive():
+            self._signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=STOP_GRACE_SECONDS)
         self._relay.join(timeout=2)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs; zombies (exited, not yet reaped by their parent) do not count."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not (proc / "self").exists():
+        return True  # no /proc (macOS): trust killpg
+    for stat in proc.glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            if int(group) == pgid and state != "Z":
+                return True
+    return False
 
 
 def state_dir(env: Mapping[str, str]) -> Path:
@@ -371,7 +399,11 @@ class Stack:
             Overwrite=True,
         )
         sender = parseaddr(settings.email_sender)[1] or settings.email_sender
-        client("ses").verify_email_identity(EmailAddress=sender)  # moto's SES refuses unverified senders
+        ses = client("ses")
+        ses.verify_email_identity(EmailAddress=sender)  # moto's SES refuses unverified senders
+        if settings.ses_configuration_set:  # and unknown configuration sets
+            with contextlib.suppress(ses.exceptions.ConfigurationSetAlreadyExistsException):
+                ses.create_configuration_set(ConfigurationSet={"Name": settings.ses_configuration_set})
         return settings_env
 
     def start(self) -> None:
@@ -469,9 +501,13 @@ class Stack:
         return 0
 
     def stop(self) -> None:
-        """Stop every child, newest first (poller, api, national, then AWS), and remove the state file."""
-        for child in reversed(self.children):
-            child.stop(0.0 if self._signals > 1 else STOP_GRACE_SECONDS)
+        """Stop every child (SIGTERM to all, up to 5 s, then SIGKILL) and remove the state file."""
+        newest_first = list(reversed(self.children))  # the poller first: it need not see the AWS stand-in go
+        for child in newest_first:
+            child.terminate()
+        deadline = time.monotonic() + (0.0 if self._signals > 1 else STOP_GRACE_SECONDS)
+        for child in newest_first:
+            child.finish(deadline)
         if self._wrote_state:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 if json.loads(self.state_file.read_text())["pid"] == os.getpid():
