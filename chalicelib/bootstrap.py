@@ -30,7 +30,8 @@ def reset() -> None:
     _overrides.clear()
     get_settings.cache_clear()
     for fn in (botocore_session, boto3_session, _client, envelope, registry, store, results_service,
-               metrics, national_queue, national_statuses, national_client, national_delivery):
+               audit_chain, metrics, national_queue, national_statuses, national_client, national_delivery,
+               link_store, messaging, notify_service, resend_service, patient_service):
         fn.cache_clear()
 
 
@@ -189,3 +190,83 @@ def national_delivery() -> Any:
         backoff_base=s.national_backoff_base_seconds,
         backoff_cap=s.national_backoff_cap_seconds,
     )
+
+
+# -- patient notification and result page (issue 4) ----------------------------------------------------
+@cache
+def link_store() -> Any:
+    from chalicelib.adapters.links import LinkStore, bind_link_tables
+
+    _bind()
+    s = settings()
+    bind_link_tables(s)
+    return LinkStore(region=s.region, audit_retention_days=s.audit_retention_days, clock=clock)
+
+
+@cache
+def messaging() -> Any:
+    if "messaging" in _overrides:
+        return _overrides["messaging"]
+    from chalicelib.adapters.messaging import Messaging
+
+    s = settings()
+    return Messaging(sns=client("sns"), ses=client("ses"), sms_sender_id=s.sms_sender_id,
+                     email_sender=s.email_sender, configuration_set=s.ses_configuration_set)
+
+
+@cache
+def notify_service() -> Any:
+    from chalicelib.adapters.key_cache import CachedPharmacies
+    from chalicelib.services.notify import NotifyService, RateLimiter
+
+    s = settings()
+    return NotifyService(
+        results=store(), links=link_store(), sender=messaging(), decrypt=results_service().decrypt_submission,
+        get_pharmacy=CachedPharmacies(registry(), ttl_seconds=300).get_pharmacy, clock=clock,
+        public_base_url=s.public_base_url, link_ttl_hours=s.link_ttl_hours, limiter=RateLimiter(s.sms_per_second),
+    )
+
+
+@cache
+def resend_service() -> Any:
+    import json
+
+    from chalicelib.errors import DependencyUnavailableError
+    from chalicelib.services.notify import ResendService
+
+    s = settings()
+
+    def enqueue(result_id: str, generation: int) -> None:
+        try:
+            client("sqs").send_message(QueueUrl=s.notify_queue_url,
+                                       MessageBody=json.dumps({"result_id": result_id, "generation": generation}))
+        except Exception as exc:
+            raise DependencyUnavailableError("sqs") from exc
+
+    return ResendService(results_service=results_service(), link_store=link_store(), notifier=notify_service(),
+                         enqueue=enqueue, clock=clock, resend_per_day=s.resend_per_day)
+
+
+@cache
+def patient_service() -> Any:
+    from chalicelib.adapters.key_cache import CachedPharmacies
+    from chalicelib.services.patient import PatientService
+
+    s = settings()
+    return PatientService(
+        results=store(), links=link_store(), decrypt=results_service().decrypt_submission,
+        get_pharmacy=CachedPharmacies(registry(), ttl_seconds=300).get_pharmacy, clock=clock, stage=s.stage,
+        lock_attempts=s.patient_lock_attempts, ip_failures=s.patient_ip_failures,
+        ip_window_seconds=s.patient_ip_window_seconds,
+    )
+
+
+# -- audit chain -----------------------------------------------------------------------------------
+@cache
+def audit_chain() -> Any:
+    from chalicelib.adapters.audit_chain import AuditChain, bind_chain_table
+
+    s = settings()
+    _bind()
+    bind_chain_table(s.audit_chain_table, s.region)
+    return AuditChain(envelope=envelope(), region=s.region)

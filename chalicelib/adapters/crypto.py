@@ -42,7 +42,7 @@ ALGORITHM = Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY
 
 #: Keys allowed in an encryption context, and the shape of their values: opaque ids only.
 CONTEXT_KEYS: Mapping[str, re.Pattern[str]] = {
-    "purpose": re.compile(r"^[a-z][a-z0-9-]{1,31}$"),
+    "purpose": re.compile(r"^[a-z][a-z0-9-]{1,31}$"),  # result, link, audit-seal
     "stage": re.compile(r"^[a-z][a-z0-9-]{1,15}$"),
     "result_id": re.compile(r"^[A-Za-z0-9_-]{16,64}$"),
     "pharmacy_id": re.compile(r"^[A-Za-z0-9_-]{8,64}$"),

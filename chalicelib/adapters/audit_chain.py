@@ -1,0 +1,165 @@
+"""The append-only audit chain in DynamoDB, fed from the audit table's stream; and its verification."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.connection import Connection
+from pynamodb.exceptions import TransactWriteError
+from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.adapters.tables import AuditItem
+from chalicelib.domain.audit_chain import EVENT_FIELDS, GENESIS, ChainEntry, Problem, digest, extend, verify_links
+from chalicelib.errors import DecryptionError, DependencyUnavailableError
+from chalicelib.services.ports import Envelope
+
+CHAIN = "chain"
+HEAD = "head"
+SEAL_CONTEXT = {"purpose": "audit-seal"}
+BATCH = 98  # TransactWriteItems holds 100 items: the entries, the head, one spare
+
+
+class ChainItem(Model):
+    class Meta:
+        table_name = "unbound"
+        region: str | None = None
+
+    pk = UnicodeAttribute(hash_key=True)
+    seq = NumberAttribute(range_key=True)
+    event_id = UnicodeAttribute(null=True)
+    subject = UnicodeAttribute(null=True)
+    sk = UnicodeAttribute(null=True)
+    digest = UnicodeAttribute(null=True)
+    link = UnicodeAttribute(null=True)
+    seal = BinaryAttribute(null=True, legacy_encoding=False)
+    last_seq = NumberAttribute(null=True)  # head only
+
+
+def bind_chain_table(table: str, region: str) -> None:
+    if ChainItem.Meta.table_name != table:
+        ChainItem.Meta.table_name = table
+        ChainItem.Meta.region = region
+        ChainItem._connection = None
+
+
+def _entry(item: ChainItem) -> ChainEntry:
+    return ChainEntry(
+        int(item.seq),
+        item.event_id or "",
+        item.subject or "",
+        item.sk or "",
+        item.digest or "",
+        item.link or "",
+        bytes(item.seal) if item.seal else None,
+    )
+
+
+class AuditChain:
+    def __init__(self, *, envelope: Envelope, region: str) -> None:
+        self._envelope = envelope
+        self._connection = Connection(region=region, max_retry_attempts=2)
+
+    def _head(self) -> tuple[int, str]:
+        try:
+            head = ChainItem.get(HEAD, 0, consistent_read=True)
+        except ChainItem.DoesNotExist:
+            return 0, GENESIS
+        return int(head.last_seq or 0), head.link or GENESIS
+
+    def _seal(self, entry: ChainEntry) -> bytes:
+        return self._envelope.encrypt(json.dumps({"seq": entry.seq, "link": entry.link}).encode(), SEAL_CONTEXT)
+
+    def append(self, events: Sequence[Mapping[str, Any]]) -> int:
+        """Chain ``events`` (audit items as dicts, in stream order); safe against concurrent appenders."""
+        for start in range(0, len(events), BATCH):
+            self._append_batch(events[start : start + BATCH])
+        return len(events)
+
+    def _append_batch(self, events: Sequence[Mapping[str, Any]]) -> None:
+        for _attempt in range(8):
+            last_seq, last_link = self._head()
+            entries = extend(last_seq, last_link, events)
+            tail = entries[-1]
+            seal = self._seal(tail)
+            try:
+                with TransactWrite(connection=self._connection) as tx:
+                    for e in entries:
+                        tx.save(
+                            ChainItem(
+                                pk=CHAIN,
+                                seq=e.seq,
+                                event_id=e.event_id,
+                                subject=e.subject,
+                                sk=e.sk,
+                                digest=e.digest,
+                                link=e.link,
+                                seal=seal if e is tail else None,
+                            ),
+                            condition=ChainItem.pk.does_not_exist(),
+                        )
+                    head_condition = ChainItem.pk.does_not_exist() if last_seq == 0 else ChainItem.last_seq == last_seq
+                    tx.save(
+                        ChainItem(pk=HEAD, seq=0, last_seq=tail.seq, link=tail.link, seal=seal),
+                        condition=head_condition,
+                    )
+                return
+            except TransactWriteError:
+                continue  # another appender moved the head: re-read and re-chain
+        raise DependencyUnavailableError("dynamodb")
+
+    def entries(self) -> Iterator[ChainEntry]:
+        for item in ChainItem.query(CHAIN, scan_index_forward=True):
+            yield _entry(item)
+
+    def verify(self, *, now: datetime, settle_seconds: int = 300) -> dict[str, Any]:
+        """Check links, seals, the head, every chained event against the audit table, and the reverse."""
+        entries = list(self.entries())
+        problems, last = verify_links(entries)
+        for entry in entries:
+            if entry.seal is not None and not self._seal_matches(entry, entry.seal):
+                problems.append(Problem(entry.seq, "bad-seal", entry.event_id))
+        head_seq, head_link = self._head()
+        if entries:
+            if entries[-1].seal is None:
+                problems.append(Problem(entries[-1].seq, "no-seal"))
+            if head_seq != entries[-1].seq or head_link != last:
+                problems.append(Problem(head_seq, "head-mismatch"))
+        chained: set[str] = set()
+        for entry in entries:
+            chained.add(entry.event_id)
+            try:
+                item = AuditItem.get(entry.subject, entry.sk, consistent_read=True)
+            except AuditItem.DoesNotExist:
+                problems.append(Problem(entry.seq, "missing-event", entry.event_id))
+                continue
+            if digest({**{k: getattr(item, k) for k in EVENT_FIELDS}}) != entry.digest:
+                problems.append(Problem(entry.seq, "altered-event", entry.event_id))
+        settled = (now - timedelta(seconds=settle_seconds)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        for item in AuditItem.scan():
+            if item.event_id not in chained and item.at < settled:
+                problems.append(Problem(None, "unchained-event", item.event_id))
+        return {
+            "ok": not problems,
+            "events": len(entries),
+            "problems": [{"seq": p.seq, "kind": p.kind, "event_id": p.event_id} for p in problems],
+        }
+
+    def _seal_matches(self, entry: ChainEntry, seal: bytes) -> bool:
+        try:
+            sealed = json.loads(self._envelope.decrypt(seal, SEAL_CONTEXT))
+        except DecryptionError:
+            return False
+        return bool(sealed == {"seq": entry.seq, "link": entry.link})
+
+
+def from_stream_image(image: Mapping[str, Any]) -> dict[str, Any]:
+    """A DynamoDB stream NewImage (typed JSON) as a plain dict."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    return {k: deserializer.deserialize(v) for k, v in image.items()}
