@@ -101,7 +101,7 @@ def _to_record(item: ResultItem) -> ResultRecord:
         key_id=item.key_id,
         received_at=datetime.fromisoformat(item.received_at.replace("Z", "+00:00")),
         expires_at=int(item.expires_at),
-        ciphertext=bytes(item.payload),
+        ciphertext=bytes(item.payload or b""),
         channels=tuple(str(c) for c in (item.channels or ())),
         national_status=item.national_status,
         national_reported_at=item.national_reported_at,
@@ -238,12 +238,39 @@ class DynamoStore:
         return item.result_id
 
     def get_result(self, result_id: str) -> ResultRecord | None:
+        """A live result, or None: unknown, erased, or past its retention (checked here, not only by TTL)."""
         with _dynamodb_errors():
             try:
                 item = ResultItem.get(result_id, consistent_read=True)
             except ResultItem.DoesNotExist:
                 return None
+        if item.erased_at is not None or item.payload is None or int(item.expires_at) <= _epoch(self._clock()):
+            return None
         return _to_record(item)
+
+    def erase(self, result_id: str, audit: AuditEvent) -> datetime:
+        """Erase a result's personal data at once (the ciphertext is deleted), with its audit event.
+
+        The item keeps only opaque ids, statuses and ``erased_at`` until its TTL, so that a pharmacy's
+        retry of the same reference is still recognised (409) and billing stays true. Unknown: NotFoundError.
+        """
+        now = self._clock()
+        item = ResultItem(id=result_id)
+
+        def build(tx: TransactWrite) -> None:
+            tx.update(item, actions=[ResultItem.payload.remove(), ResultItem.erased_at.set(now),
+                                     ResultItem.pending_national.remove()],
+                      condition=ResultItem.id.exists())
+            tx.save(_audit_item(audit, self._audit_retention_days))
+
+        try:
+            with TransactWrite(connection=self._connection) as tx:
+                build(tx)
+        except TransactWriteError as exc:
+            if "ConditionalCheckFailed" in _cancel_codes(exc):
+                raise NotFoundError("no such result") from exc
+            raise DependencyUnavailableError("dynamodb") from exc
+        return now
 
     def record_audit(self, event: AuditEvent) -> None:
         """Write one audit event on its own (failures that have no transaction to join)."""

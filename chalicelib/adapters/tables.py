@@ -101,7 +101,8 @@ class ResultItem(Model):
     key_id = UnicodeAttribute()
     received_at = UnicodeAttribute()  # ISO UTC, sortable
     expires_at = NumberAttribute()
-    payload = BinaryAttribute(legacy_encoding=False)
+    payload = BinaryAttribute(legacy_encoding=False, null=True)  # removed on erasure
+    erased_at = UTCDateTimeAttribute(null=True)
     channels = ListAttribute(of=UnicodeAttribute, default=list)
     national_status = UnicodeAttribute(default="pending")
     pending_national = UnicodeAttribute(null=True)  # sparse index key while pending: "pending"
