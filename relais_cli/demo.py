@@ -63,10 +63,12 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def demo_keys(directory: Path) -> DemoKeys:
-    """Load the demo key pair from ``directory``, or create it there."""
+def demo_keys(directory: Path, *, renew: bool = False) -> DemoKeys:
+    """Load the demo key pair from ``directory``, or create it there (``renew``: replace it with a new one)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     private_path = directory / PRIVATE_KEY_FILE
+    if renew:
+        private_path.unlink(missing_ok=True)
     if private_path.exists():
         private_pem = private_path.read_bytes()
         key = serialization.load_pem_private_key(private_pem, password=None)
@@ -101,9 +103,7 @@ def _register(registry: Any, keys: DemoKeys, now: datetime, out: Output) -> dict
     finess = DEMO_FINESS
     for _attempt in range(5):
         pharmacy = Pharmacy(pharmacy_id=new_id(), finess=finess, name=DEMO_NAME, status="active", created_at=now)
-        key = PharmacyKey(
-            key_id=new_id(), pharmacy_id=pharmacy.pharmacy_id, public_key_pem=keys.public_pem, created_at=now
-        )
+        key = PharmacyKey(new_id(), pharmacy.pharmacy_id, keys.public_pem, created_at=now)
         try:
             registry.add_pharmacy(pharmacy, key)
         except ConflictError:
@@ -114,8 +114,14 @@ def _register(registry: Any, keys: DemoKeys, now: datetime, out: Output) -> dict
     raise CliError("could not find a free FINESS number for the demo pharmacy")  # pragma: no cover
 
 
-def ensure_demo_pharmacy(registry: Any, keys: DemoKeys, ids_path: Path, now: datetime, out: Output) -> dict[str, str]:
-    """The demo pharmacy's ids: reused when it is still registered, active and with our key; fixed or made."""
+def ensure_demo_pharmacy(registry: Any, directory: Path, now: datetime, out: Output) -> tuple[dict[str, str], DemoKeys]:
+    """The demo pharmacy's ids and key pair, reused when still registered, active and with a live key.
+
+    A suspended demo pharmacy is resumed; a revoked demo key is replaced by a new key pair (a key rotation:
+    a revoked key is treated as compromised, never registered again).
+    """
+    keys = demo_keys(directory)
+    ids_path = directory / IDS_FILE
     ids = _load_ids(ids_path)
     try:
         pharmacy = registry.get_pharmacy(ids["pharmacy_id"]) if ids.get("pharmacy_id") else None
@@ -129,15 +135,17 @@ def ensure_demo_pharmacy(registry: Any, keys: DemoKeys, ids_path: Path, now: dat
             registry.set_status(pharmacy.pharmacy_id, "active")
             out.info("   it was suspended: resumed it")
         key = registry.get_key(ids.get("key_id", "")) if ids.get("key_id") else None
-        if key is None or key.revoked_at is not None or key.public_key_pem.strip() != keys.public_pem.strip():
-            new_key = PharmacyKey(
-                key_id=new_id(), pharmacy_id=pharmacy.pharmacy_id, public_key_pem=keys.public_pem, created_at=now
-            )
+        usable = key is not None and key.pharmacy_id == pharmacy.pharmacy_id and key.revoked_at is None
+        if not usable or key is None or key.public_key_pem.strip() != keys.public_pem.strip():
+            if key is not None and key.revoked_at is not None:
+                keys = demo_keys(directory, renew=True)
+                out.info("   its demo key was revoked: made a new key pair (a key rotation)")
+            new_key = PharmacyKey(new_id(), pharmacy.pharmacy_id, keys.public_pem, created_at=now)
             registry.add_key(new_key)
-            out.info("   its demo key was revoked or replaced: added the demo public key again")
+            out.info("   registered the demo public key")
             ids = {"pharmacy_id": pharmacy.pharmacy_id, "key_id": new_key.key_id, "finess": pharmacy.finess}
     ids_path.write_text(json.dumps(ids, indent=2) + "\n", encoding="utf-8")
-    return ids
+    return ids, keys
 
 
 @dataclass(frozen=True)
@@ -220,13 +228,10 @@ def run(
 
     out.info(f"Relais demo on {ctx.target} (API {api_url})")
     out.info("1. the demo pharmacy and its Ed25519 key pair")
-    keys = demo_keys(ctx.state_dir / "demo")
     registry = ctx.registry()
-    ids = ensure_demo_pharmacy(registry, keys, ctx.state_dir / "demo" / IDS_FILE, bootstrap.clock(), out)
+    ids, keys = ensure_demo_pharmacy(registry, ctx.state_dir / "demo", bootstrap.clock(), out)
     out.info(f"   pharmacy_id {ids['pharmacy_id']}, key_id {ids['key_id']}")
-    out.info(
-        f"   private key: {keys.private_path} (mode 0600; it stays with the pharmacy, Relais only has the public key)"
-    )
+    out.info(f"   private key: {keys.private_path} (mode 0600, never leaves the pharmacy; Relais has the public key)")
 
     body = json.dumps(sample_body(datetime.now(UTC)), ensure_ascii=False).encode("utf-8")
     out.info("2. a sample result: fictitious patient, antigen test sampled 10 minutes ago, notify by SMS and e-mail")
@@ -271,15 +276,18 @@ def _follow(
     last: tuple[str, str] | None = None
     view: dict[str, Any] = {}
     while True:
+        elapsed = time.monotonic() - started
         try:
             response = client.follow(result_id)
-        except requests.RequestException:
-            raise CliError(f"the local API stopped answering at {client.api_url}") from None
+        except requests.RequestException:  # `chalice local` restarts when code changes: try again until the end
+            if elapsed + poll_interval > poll_seconds:
+                raise CliError(f"the local API stopped answering at {client.api_url}") from None
+            time.sleep(poll_interval)
+            continue
         if response.status_code != 200:
             raise CliError(f"following the result failed: {_problem(response)}")
         view = response.json()
         current = _statuses(view)
-        elapsed = time.monotonic() - started
         if current != last:
             out.info(f"   +{elapsed:4.1f} s  national: {current[0]:<9} patient: {current[1]}")
             last = current

@@ -9,6 +9,10 @@ class CliError(Exception):
     exit_code = 1
 
 
+class QuietFailure(CliError):
+    """The command already printed its (failing) result; exit code 1 without a second document."""
+
+
 class UsageError(CliError):
     """The command line itself is wrong (argparse's convention: exit code 2); ``usage`` goes to stderr."""
 

@@ -14,9 +14,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from relais_cli import demo, local, pharmacy
+from relais_cli import demo, local, operations, pharmacy
 from relais_cli.context import Context, stage_name
-from relais_cli.errors import CliError, UsageError
+from relais_cli.errors import CliError, QuietFailure, UsageError
 from relais_cli.output import Output, guard_stdout
 
 Handler = Callable[[argparse.Namespace, Context, Output], None]
@@ -85,67 +85,97 @@ def build_parser() -> _Parser:
     actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     add = _command(
-        actions, "add", "register a pharmacy with its first public key", pharmacy.add,
+        actions,
+        "add",
+        "register a pharmacy with its first public key",
+        pharmacy.add,
         'Register a pharmacy. JSON: {"pharmacy_id", "key_id"}.',
-    )  # fmt: skip
+    )
     add.add_argument("--finess", required=True, type=pharmacy.finess_argument, help="FINESS number (9 characters)")
     add.add_argument("--name", required=True, type=pharmacy.name_argument, help="pharmacy name (1-200 characters)")
     add.add_argument("--public-key", required=True, metavar="FILE", help=key_help)
     add.add_argument("--daily-quota", type=pharmacy.quota_argument, metavar="N", help="submissions per day")
 
     add_key = _command(
-        actions, "add-key", "add a public key to a pharmacy (key rotation)", pharmacy.add_key,
+        actions,
+        "add-key",
+        "add a public key to a pharmacy (key rotation)",
+        pharmacy.add_key,
         'Add a key to a pharmacy. JSON: {"key_id"}.',
-    )  # fmt: skip
+    )
     add_key.add_argument("--pharmacy-id", required=True, metavar="P")
     add_key.add_argument("--public-key", required=True, metavar="FILE", help=key_help)
 
     revoke = _command(
-        actions, "revoke-key", "revoke a key at once", pharmacy.revoke_key,
+        actions,
+        "revoke-key",
+        "revoke a key at once",
+        pharmacy.revoke_key,
         'Revoke a key; revoking again keeps the first time. JSON: {"key_id", "revoked_at"}.',
-    )  # fmt: skip
+    )
     revoke.add_argument("--key-id", required=True, metavar="K")
 
     suspend = _command(
-        actions, "suspend", "refuse every request of a pharmacy", pharmacy.suspend,
+        actions,
+        "suspend",
+        "refuse every request of a pharmacy",
+        pharmacy.suspend,
         'Suspend a pharmacy. JSON: {"pharmacy_id", "status"}.',
-    )  # fmt: skip
+    )
     suspend.add_argument("--pharmacy-id", required=True, metavar="P")
     resume = _command(
-        actions, "resume", "accept a suspended pharmacy's requests again", pharmacy.resume,
+        actions,
+        "resume",
+        "accept a suspended pharmacy's requests again",
+        pharmacy.resume,
         'Resume a pharmacy. JSON: {"pharmacy_id", "status"}.',
-    )  # fmt: skip
+    )
     resume.add_argument("--pharmacy-id", required=True, metavar="P")
 
     _command(
-        actions, "list", "list registered pharmacies", pharmacy.list_pharmacies,
+        actions,
+        "list",
+        "list registered pharmacies",
+        pharmacy.list_pharmacies,
         'List pharmacies. JSON: [{"pharmacy_id", "finess", "name", "status"}].',
-    )  # fmt: skip
+    )
 
     # -- local ------------------------------------------------------------------------------------------------
     group = _command(commands, "local", "look into the local stack (`make run`)", None)
     local_actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
     national = _command(
-        local_actions, "national", "what the stand-in national system received; --down/--up", local.national,
+        local_actions,
+        "national",
+        "what the stand-in national system received; --down/--up",
+        local.national,
         'Without flags: [{"received_at", "bundle"}]. With --down or --up: {"up": bool}.',
-    )  # fmt: skip
+    )
     switch = national.add_mutually_exclusive_group()
     switch.add_argument("--down", action="store_true", help="make the stand-in answer 503")
     switch.add_argument("--up", action="store_true", help="make the stand-in accept bundles again")
     _command(
-        local_actions, "outbox", "SMS and e-mails sent to patients (SNS/SES in moto)", local.outbox,
+        local_actions,
+        "outbox",
+        "SMS and e-mails sent to patients (SNS/SES in moto)",
+        local.outbox,
         '[{"channel": "sms"|"email", "to", "subject"?, "body", "sent_at"}].',
-    )  # fmt: skip
+    )
+
+    operations.register(commands, _command)
 
     # -- demo -------------------------------------------------------------------------------------------------
     _command(
-        commands, "demo", "one signed submission through the local stack, step by step", _demo,
+        commands,
+        "demo",
+        "one signed submission through the local stack, step by step",
+        _demo,
         'JSON: {"pharmacy_id", "key_id", "result_id", "status_code", "national", "patient"}.',
-    )  # fmt: skip
+    )
     return parser
 
 
 def _demo(args: argparse.Namespace, ctx: Context, out: Output) -> None:
+    """``relais demo``: see :mod:`relais_cli.demo`."""
     demo.run(ctx, out)
 
 
@@ -176,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with guard_stdout(out):
             args.handler(args, ctx, out)
+    except QuietFailure:
+        return 1
     except CliError as exc:
         out.error(str(exc))
         return exc.exit_code

@@ -93,6 +93,13 @@ def _audit_item(event: AuditEvent, retention_days: int) -> AuditItem:
     )
 
 
+AUDIT_FIELDS = ("at", "actor", "action", "outcome", "record", "pharmacy_id", "reason", "request_id", "event_id")
+
+
+def _audit_view(item: AuditItem) -> dict[str, Any]:
+    return {k: getattr(item, k) for k in AUDIT_FIELDS}
+
+
 def _to_record(item: ResultItem) -> ResultRecord:
     return ResultRecord(
         id=item.id,
@@ -258,9 +265,15 @@ class DynamoStore:
         item = ResultItem(id=result_id)
 
         def build(tx: TransactWrite) -> None:
-            tx.update(item, actions=[ResultItem.payload.remove(), ResultItem.erased_at.set(now),
-                                     ResultItem.pending_national.remove()],
-                      condition=ResultItem.id.exists())
+            tx.update(
+                item,
+                actions=[
+                    ResultItem.payload.remove(),
+                    ResultItem.erased_at.set(now),
+                    ResultItem.pending_national.remove(),
+                ],
+                condition=ResultItem.id.exists(),
+            )
             tx.save(_audit_item(audit, self._audit_retention_days))
 
         try:
@@ -278,12 +291,22 @@ class DynamoStore:
             _audit_item(event, self._audit_retention_days).save()
 
     def audit_events(self, result_id: str) -> list[dict[str, Any]]:
-        """Audit events of one result, oldest first (operator queries and tests)."""
+        """Audit events of one result, oldest first: who did what to it, when (operator queries)."""
         with _dynamodb_errors():
-            return [
-                {k: getattr(item, k) for k in ("at", "actor", "action", "outcome", "record", "reason", "event_id")}
-                for item in AuditItem.query(f"result#{result_id}")
-            ]
+            return [_audit_view(item) for item in AuditItem.query(f"result#{result_id}")]
+
+    def audit_since(self, since: datetime, *, pharmacy_id: str | None = None) -> list[dict[str, Any]]:
+        """Audit events at or after ``since`` (optionally of one pharmacy), oldest first, day by day."""
+        since = since.astimezone(UTC)
+        start = since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        day, last = since.date(), self._clock().astimezone(UTC).date()
+        events: list[dict[str, Any]] = []
+        with _dynamodb_errors():
+            while day <= last:
+                items = AuditItem.by_day.query(day.isoformat(), AuditItem.sk >= start)
+                events.extend(_audit_view(i) for i in items if pharmacy_id is None or i.pharmacy_id == pharmacy_id)
+                day += timedelta(days=1)
+        return events
 
 
 def _seconds_to_midnight(moment: datetime) -> int:

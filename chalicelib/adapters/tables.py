@@ -13,7 +13,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.indexes import GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 from chalicelib.config import Settings
@@ -115,6 +115,17 @@ class ResultItem(Model):
     link_expires_at = UTCDateTimeAttribute(null=True)
 
 
+class AuditByDayIndex(GlobalSecondaryIndex["AuditItem"]):  # type: ignore[no-untyped-call]
+    """Audit events of one UTC day, by time (``relais audit --since``)."""
+
+    class Meta:
+        index_name = "by-day"
+        projection = AllProjection()
+
+    day = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+
+
 class AuditItem(Model):
     """Audit table: ``subject`` (the record, or the actor when there is none), ``sk`` = time#event id."""
 
@@ -134,6 +145,7 @@ class AuditItem(Model):
     reason = UnicodeAttribute(null=True)
     request_id = UnicodeAttribute(null=True)
     expires_at = NumberAttribute()
+    by_day = AuditByDayIndex()
 
 
 def bind_tables(settings: Settings) -> None:

@@ -1,0 +1,123 @@
+"""Operator commands in-process against moto: usage (billing), audit queries, erasure, dead letters."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chalicelib import bootstrap
+from relais_cli.main import main
+from tests.integration.helpers import distinctive_body, get_result, post_result, register_pharmacy
+
+
+def run(capsys, *argv: str) -> tuple[int, object]:
+    capsys.readouterr()  # drop the API's own log lines printed so far
+    code = main(["--json", *argv])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+@pytest.fixture
+def cli(client, monkeypatch, tmp_path):
+    monkeypatch.setenv("RELAIS_CLI_USE_ENV", "1")
+    monkeypatch.setenv("RELAIS_STATE_DIR", str(tmp_path / "state"))
+    return client
+
+
+def test_usage_counts_each_accepted_result_once_and_never_duplicates_or_conflicts(cli, capsys):
+    a, b = register_pharmacy(), register_pharmacy()
+    bodies = [distinctive_body(f"U-{i}") for i in range(3)]
+    for body in bodies:
+        assert post_result(cli, a, body).status_code == 201
+    assert post_result(cli, a, bodies[0]).status_code == 200  # identical retry: not billable
+    conflicting = json.loads(json.dumps(bodies[1]))
+    conflicting["test"]["result"] = "positive"
+    assert post_result(cli, a, conflicting).status_code == 409  # conflict: not billable
+    assert post_result(cli, b, distinctive_body("V-0")).status_code == 201
+    month = datetime.now(UTC).strftime("%Y-%m")
+    code, rows = run(capsys, "usage", "--month", month)
+    assert code == 0
+    counts = {r["pharmacy_id"]: r["results"] for r in rows}
+    assert counts[a.pharmacy_id] == 3
+    assert counts[b.pharmacy_id] == 1
+    assert set(rows[0]) == {"pharmacy_id", "finess", "results"}
+    _, other = run(capsys, "usage", "--month", "2001-01")
+    assert all(r["results"] == 0 for r in other)
+
+
+def test_usage_prints_csv_when_asked(cli, capsys):
+    a = register_pharmacy()
+    assert post_result(cli, a, distinctive_body("C-1")).status_code == 201
+    capsys.readouterr()
+    assert main(["usage", "--month", datetime.now(UTC).strftime("%Y-%m"), "--csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "pharmacy_id,finess,results"
+    assert f"{a.pharmacy_id},{a.finess},1" in lines
+
+
+def test_a_bad_month_is_a_usage_error(cli, capsys):
+    assert main(["--json", "usage", "--month", "2026-13"]) == 2
+    assert "YYYY-MM" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_audit_answers_who_read_what_when_for_a_result(cli, capsys):
+    a, intruder = register_pharmacy(), register_pharmacy()
+    rid = json.loads(post_result(cli, a, distinctive_body("AU-1")).body)["id"]
+    assert get_result(cli, a, rid).status_code == 200
+    assert get_result(cli, intruder, rid).status_code == 404
+    code, events = run(capsys, "audit", "--result-id", rid)
+    assert code == 0
+    assert [(e["action"], e["outcome"], e["actor"]) for e in events] == [
+        ("result.create", "success", f"key:{a.key_id}"),
+        ("result.read", "success", f"key:{a.key_id}"),
+        ("result.read", "not_found", f"key:{intruder.key_id}"),
+    ]
+    since = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    _, mine = run(capsys, "audit", "--since", since, "--pharmacy", a.pharmacy_id)
+    assert {e["action"] for e in mine} == {"result.create", "result.read"}
+    assert all(e["pharmacy_id"] == a.pharmacy_id for e in mine)
+
+
+def test_erasure_makes_the_result_unreadable_at_once_and_is_audited(cli, capsys):
+    a = register_pharmacy()
+    body = distinctive_body("ER-1")
+    rid = json.loads(post_result(cli, a, body).body)["id"]
+    code, doc = run(capsys, "result", "erase", "--id", rid, "--operator", "dpo")
+    assert code == 0
+    assert set(doc) == {"id", "erased_at"}
+    assert bootstrap.store().get_result(rid) is None
+    assert get_result(cli, a, rid).status_code == 404
+    assert post_result(cli, a, body).status_code == 409  # the reference stays taken, the data is gone
+    from tests.integration.helpers import scan
+
+    (item,) = [i for i in scan("RELAIS_RESULTS_TABLE") if i["id"]["S"] == rid]
+    assert "payload" not in item
+    _, events = run(capsys, "audit", "--result-id", rid)
+    assert ("result.erase", "operator:dpo") in {(e["action"], e["actor"]) for e in events}
+    assert main(["--json", "result", "erase", "--id", "x" * 24]) == 1
+
+
+def test_results_past_their_retention_are_not_readable_even_before_ttl_deletes_them(cli, monkeypatch):
+    a = register_pharmacy()
+    rid = json.loads(post_result(cli, a, distinctive_body("RT-1")).body)["id"]
+    assert bootstrap.store().get_result(rid) is not None
+    bootstrap.override(clock=lambda: datetime.now(UTC) + timedelta(days=89))
+    assert bootstrap.store().get_result(rid) is not None
+    bootstrap.override(clock=lambda: datetime.now(UTC) + timedelta(days=90, seconds=5))
+    assert bootstrap.store().get_result(rid) is None
+
+
+def test_dead_letters_are_listed_and_redriven_from_the_cli(cli, capsys):
+    a = register_pharmacy()
+    rid = json.loads(post_result(cli, a, distinctive_body("DL-1")).body)["id"]
+    bootstrap.national_queue().dead_letter(rid, "http-400:invalid", 1)
+    bootstrap.national_statuses().mark_failed(rid, "http-400:invalid")
+    code, letters = run(capsys, "dlq", "list")
+    assert code == 0
+    assert [(d["result_id"], d["reason"], d["attempts"]) for d in letters] == [(rid, "http-400:invalid", 1)]
+    code, moved = run(capsys, "dlq", "redrive", "--id", rid)
+    assert moved == {"redriven": [rid]}
+    assert bootstrap.store().get_result(rid).national_status == "pending"
+    assert run(capsys, "dlq", "list")[1] == []
