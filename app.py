@@ -10,7 +10,7 @@ from chalicelib.routes.middleware import http_middleware
 from chalicelib.routes.patient import patient_api, patient_headers
 from chalicelib.routes.pharmacy import pharmacy_api
 
-app = Chalice(app_name="relais")
+app = Chalice(app_name="relais", configure_logs=False)
 app.debug = False
 app.register_middleware(patient_headers, "http")  # outermost: security headers on every patient response
 app.register_middleware(http_middleware, "http")

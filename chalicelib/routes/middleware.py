@@ -25,15 +25,43 @@ def http_middleware(event: Request, get_response: Any) -> Response:
             allow = str(response.headers.get("Allow") or "")
             response = problem(response.status_code, headers={"Allow": allow} if allow else None)
         response.headers["X-Request-Id"] = str(rid)
+        seconds = time.perf_counter() - started
+        route = context.get("resourcePath")
         log.info(
             "request",
             extra={
                 "method": event.method,
-                "route": context.get("resourcePath"),
+                "route": route,
                 "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": round(seconds * 1000, 2),
             },
         )
+        if route == "/v1/results" and event.method == "POST":
+            _ingest_metrics(response.status_code, seconds)
         return response
     finally:
         log.remove_keys(["request_id"])
+
+
+#: Outcome of ``POST /v1/results`` by status, as a metric name (rejections by reason).
+_INGEST_OUTCOMES = {
+    201: "ResultAccepted",
+    200: "ResultDuplicate",
+    400: "ResultRejectedInvalid",
+    401: "ResultRejectedAuthentication",
+    409: "ResultRejectedConflict",
+    413: "ResultRejectedTooLarge",
+    415: "ResultRejectedMediaType",
+    429: "ResultRejectedQuota",
+    503: "ResultRejectedUnavailable",
+}
+
+
+def _ingest_metrics(status: int, seconds: float) -> None:
+    """Embedded metrics of the ingest path: accepted, rejected by reason, latency (names and numbers only)."""
+    from chalicelib import bootstrap
+
+    metrics = bootstrap.metrics()
+    metrics.count(_INGEST_OUTCOMES.get(status, "ResultRejectedOther"))
+    metrics.latency("IngestLatency", seconds)
+    metrics.flush()

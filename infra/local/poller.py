@@ -524,11 +524,18 @@ def _log_to_stdout() -> None:
 def main() -> int:
     """Run the poller with the settings of the environment until SIGINT or SIGTERM."""
     _log_to_stdout()
+    from chalicelib import events
     from chalicelib.config import SettingsError, get_settings
 
     try:
         settings = get_settings()
         poller = Poller(settings, stream_arn=os.environ.get("RELAIS_RESULTS_STREAM_ARN"))
+        # Every other stream (the audit chain's…) gets a stream-only poller of its own.
+        others = [
+            Poller(settings, stream_arn=os.environ.get(env_name), stream_handler=spec, queue_handlers={}, schedules={})
+            for env_name, spec in events.STREAM_HANDLERS.items()
+            if env_name != "RELAIS_RESULTS_STREAM_ARN" and os.environ.get(env_name)
+        ]
     except (SettingsError, ValueError) as error:
         print(f"poller: {error}", file=sys.stderr)
         return 2
@@ -547,7 +554,12 @@ def main() -> int:
     )
     if not poller.stream_arn:
         log.warning("poller: RELAIS_RESULTS_STREAM_ARN is not set; the results stream is not read")
+    threads = [threading.Thread(target=other.run, args=(stop,), daemon=True) for other in others]
+    for thread in threads:
+        thread.start()
     poller.run(stop)
+    for thread in threads:
+        thread.join(timeout=10)
     return 0
 
 

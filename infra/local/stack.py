@@ -91,6 +91,16 @@ NOISE: Final = re.compile(
 )
 
 
+#: Local-stack defaults (overridable from the environment): short retry backoff and reconciliation, so that
+#: a result accepted while the stand-in national system is down is reported within 60 s of it coming back.
+LOCAL_DEFAULTS: Final = {
+    "RELAIS_NATIONAL_BACKOFF_BASE_SECONDS": "1",
+    "RELAIS_NATIONAL_BACKOFF_CAP_SECONDS": "15",
+    "RELAIS_NATIONAL_MAX_ATTEMPTS": "40",
+    "RELAIS_RECONCILE_AFTER_SECONDS": "120",
+}
+
+
 class StackError(RuntimeError):
     """The stack cannot start; the message says what to do."""
 
@@ -380,6 +390,7 @@ class Stack:
 
         outputs = provision(client("cloudformation"), STAGE)
         settings_env = {
+            **LOCAL_DEFAULTS,
             **application_settings_env(self.env),
             **outputs,
             "RELAIS_STAGE": STAGE,

@@ -1,0 +1,119 @@
+"""Patient journey over the local stack: submit → SMS and e-mail in ``relais local outbox`` → link → result;
+then a resend revokes the first link. Nothing personal in the stack's console output."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.conftest import REPO_ROOT, LocalStack
+from tests.factories import valid_body
+from tests.signing import sign
+
+pytestmark = pytest.mark.e2e
+
+SECURITY_HEADERS = ("Cache-Control", "Referrer-Policy", "X-Content-Type-Options", "Content-Security-Policy")
+
+
+def outbox(stack: LocalStack) -> list[dict[str, Any]]:
+    """``relais local outbox --json``, run as a developer would, against this stack."""
+    relais = Path(sys.executable).with_name("relais")
+    command = [str(relais)] if relais.exists() else [sys.executable, "-m", "relais_cli.main"]
+    env = {**os.environ, "RELAIS_STATE_DIR": str(stack.state_file.parent)}
+    done = subprocess.run(
+        [*command, "local", "outbox", "--json"], cwd=REPO_ROOT, env=env, capture_output=True, timeout=60, check=True
+    )
+    messages: list[dict[str, Any]] = json.loads(done.stdout)
+    return messages
+
+
+def wait_for_messages(
+    stack: LocalStack, recipients: set[str], count: int, timeout: float = 45.0
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [m for m in outbox(stack) if m["to"] in recipients]
+        if len(found) >= count:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"{count} messages not in the outbox within {timeout:.0f} s (found {len(found)})")
+        time.sleep(0.5)
+
+
+def token_of(message: dict[str, Any]) -> str:
+    import re
+
+    match = re.search(r"/r#([A-Za-z0-9_-]{22,64})", message["body"])
+    assert match, "no link in the message"
+    return match.group(1)
+
+
+def view(stack: LocalStack, token: str, birth_date: str) -> requests.Response:
+    return requests.post(
+        f"{stack.api_url}/v1/patient/result", json={"token": token, "birth_date": birth_date}, timeout=30
+    )
+
+
+def signed_post(stack: LocalStack, key_id: str, private_key: Any, path: str, body: bytes) -> requests.Response:
+    url = f"{stack.api_url}{path}"
+    headers = sign("POST", url, key_id=key_id, private_key=private_key, body=body)
+    return requests.post(url, data=body, headers=headers, timeout=30)
+
+
+def test_a_submitted_result_reaches_the_patient_by_link_and_only_them(local_stack: LocalStack) -> None:
+    _pharmacy_id, key_id, private_key = local_stack.register_pharmacy("Pharmacie du Parcours")
+    phone = f"+336123{secrets.randbelow(10**5):05d}"
+    email = f"patient.{secrets.token_hex(4)}@example.org"
+    body = valid_body(datetime.now(UTC))
+    body["pharmacy_reference"] = f"E2E-{secrets.token_hex(6)}"
+    body["patient"].update(phone=phone, email=email, family_name="Vandermeulen", given_name="Ottilie")
+    submitted = signed_post(local_stack, key_id, private_key, "/v1/results", json.dumps(body).encode())
+    assert submitted.status_code == 201, submitted.text
+    result_id = submitted.json()["id"]
+
+    sms, mail = sorted(wait_for_messages(local_stack, {phone, email}, 2), key=lambda m: m["channel"])[::-1]
+    assert sms["channel"] == "sms" and mail["channel"] == "email"
+    token = token_of(sms)
+    assert token_of(mail) == token
+    assert "Pharmacie du Parcours" in sms["body"]
+    for value in ("Vandermeulen", "Ottilie", "1984-12-03", "négatif", "negative"):
+        assert value not in sms["body"] and value not in mail["body"]
+
+    page = requests.get(f"{local_stack.api_url}/r", timeout=10)
+    assert page.status_code == 200 and all(h in page.headers for h in SECURITY_HEADERS)
+    wrong = view(local_stack, token, "1984-12-04")
+    assert wrong.status_code == 404 and all(h in wrong.headers for h in SECURITY_HEADERS)
+    right = view(local_stack, token, "1984-12-03")
+    assert right.status_code == 200, right.text
+    assert right.json()["patient"] == {"given_name": "Ottilie", "family_name": "Vandermeulen"}
+    assert right.json()["test"]["result"] == "negative"
+
+    path = f"/v1/results/{result_id}"
+    followed = requests.get(
+        f"{local_stack.api_url}{path}",
+        headers=sign("GET", f"{local_stack.api_url}{path}", key_id=key_id, private_key=private_key),
+        timeout=30,
+    )
+    assert followed.json()["patient"]["status"] == "sent"
+
+    resent = signed_post(local_stack, key_id, private_key, f"{path}/resend", b"{}")
+    assert resent.status_code == 202, resent.text
+    messages = wait_for_messages(local_stack, {phone}, 2)
+    new_token = token_of(messages[-1])
+    assert new_token != token
+    assert view(local_stack, token, "1984-12-03").status_code == 404
+    assert view(local_stack, new_token, "1984-12-03").status_code == 200
+
+    log = local_stack.log_text()
+    for value in (token, new_token, phone, email, "Vandermeulen", "Ottilie", "1984-12-03"):
+        assert value not in log, "a token or personal value reached the stack's console output"
