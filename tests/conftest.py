@@ -19,6 +19,12 @@ os.environ.update(
 )
 
 
+from infra.local.moto_patches import serialize_dynamodb_transactions  # noqa: E402 - after the AWS env
+
+# DynamoDB serializes transactions; moto does not (see the module). Our code is tested against the former.
+serialize_dynamodb_transactions()
+
+
 @pytest.fixture
 def aws() -> Iterator[dict[str, str]]:
     """moto started first, then the stack from the production template; settings in os.environ."""

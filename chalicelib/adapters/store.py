@@ -118,6 +118,13 @@ def _to_record(item: ResultItem) -> ResultRecord:
     )
 
 
+#: pynamodb sends a transaction's items grouped by kind: condition checks, deletes, puts, then updates.
+#: Cancellation reasons come back in that order; these are the positions in ``commit_new_result``
+#: (checks: key 0, pharmacy 1; puts: nonce 2, audit 3, reference 4, result 5; updates: quota 6, usage 7).
+REFERENCE_ITEM = 4
+QUOTA_ITEM = 6
+
+
 class DynamoStore:
     """Results, pharmacy references, quotas, nonces and audit events in DynamoDB."""
 
@@ -211,8 +218,8 @@ class DynamoStore:
         def build(tx: TransactWrite) -> None:
             self._add_auth(tx, grant)
             tx.save(_audit_item(audit, self._audit_retention_days))
-            tx.save(ref, condition=StateItem.pk.does_not_exist())  # index 4
-            tx.update(  # index 5
+            tx.save(ref, condition=StateItem.pk.does_not_exist())  # item 4 (puts follow the checks)
+            tx.update(  # item 6 (updates follow the puts)
                 quota,
                 actions=[
                     StateItem.n.add(1),
@@ -220,8 +227,8 @@ class DynamoStore:
                 ],
                 condition=StateItem.n.does_not_exist() | (StateItem.n < quota_limit),
             )
-            tx.save(item, condition=ResultItem.id.does_not_exist())  # index 6
-            tx.update(  # index 7: billing — counted once per accepted result, never for a duplicate
+            tx.save(item, condition=ResultItem.id.does_not_exist())  # item 5
+            tx.update(  # item 7: billing — counted once per accepted result, never for a duplicate
                 usage,
                 actions=[StateItem.n.add(1), StateItem.expires_at.set(_epoch(received + timedelta(days=USAGE_DAYS)))],
             )
@@ -229,9 +236,9 @@ class DynamoStore:
         codes = self._run(build, grant)
         if not codes:
             return
-        if codes[4] == "ConditionalCheckFailed":
+        if codes[REFERENCE_ITEM] == "ConditionalCheckFailed":
             raise DuplicateReferenceError("pharmacy_reference already used")
-        if codes[5] == "ConditionalCheckFailed":
+        if codes[QUOTA_ITEM] == "ConditionalCheckFailed":
             raise RateLimitedError("daily submission quota reached", retry_after=_seconds_to_midnight(received))
         raise DependencyUnavailableError("dynamodb")
 
