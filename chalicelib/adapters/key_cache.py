@@ -46,8 +46,9 @@ class CachedKeyDirectory:
 
 
 class CachedPharmacies:
-    def __init__(self, registry: Registry, *, ttl_seconds: float = 60.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, registry: Registry, *, ttl_seconds: float = 60.0, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self._registry = registry
         self._ttl = ttl_seconds
         self._monotonic = monotonic

@@ -28,6 +28,14 @@ ACTIVE, EXPIRED, REVOKED, LOCKED = "active", "expired", "revoked", "locked"
 DUMMY_BIRTH_DATE = "0000-00-00"
 
 
+class ClaimBusyError(Exception):
+    """Another worker holds the lease of this send claim (retry the message later)."""
+
+
+class SupersededError(Exception):
+    """The result's link generation moved on (a resend): the write of an older generation is dropped."""
+
+
 def new_token() -> str:
     """A fresh link token: 256 random bits, base64url without padding."""
     return secrets.token_urlsafe(TOKEN_BYTES)

@@ -37,7 +37,7 @@ def _paris() -> tuple[tzinfo, bool]:
         from zoneinfo import ZoneInfo
 
         return ZoneInfo("Europe/Paris"), True
-    except Exception:  # noqa: BLE001 - no tz database in the runtime: fall back to UTC, labelled
+    except Exception:
         return UTC, False
 
 
@@ -73,8 +73,9 @@ def _long_time(moment: datetime, lang: Language) -> str:
     return f"{local.day} {_MONTHS_EN[local.month - 1]} {local.year} at {local:%H:%M} ({label})"
 
 
-def sms_text(*, pharmacy_name: str, url: str, expires_at: datetime, ttl_hours: int,
-             lang: Language = DEFAULT_LANGUAGE) -> str:
+def sms_text(
+    *, pharmacy_name: str, url: str, expires_at: datetime, ttl_hours: int, lang: Language = DEFAULT_LANGUAGE
+) -> str:
     """The SMS: pharmacy, link, validity. Nothing else."""
     name = clean_pharmacy_name(pharmacy_name)
     until = _short_time(expires_at, lang)
@@ -111,25 +112,38 @@ def _paragraphs(name: str, url: str, until: str, ttl_hours: int, lang: Language)
             (f"Le résultat de votre test COVID-19 réalisé par {name} est disponible.", False),
             ("Pour le consulter, ouvrez ce lien puis indiquez votre date de naissance :", False),
             (url, True),
-            (f"Ce lien est personnel. Il reste valable {ttl_hours} heures, jusqu'au {until}. "
-             "Passé ce délai, demandez un nouveau lien à votre pharmacie.", False),
-            ("Ce message ne contient pas votre résultat. Relais ne vous demandera jamais votre numéro de "
-             "sécurité sociale ni de coordonnées bancaires.", False),
+            (
+                f"Ce lien est personnel. Il reste valable {ttl_hours} heures, jusqu'au {until}. "
+                "Passé ce délai, demandez un nouveau lien à votre pharmacie.",
+                False,
+            ),
+            (
+                "Ce message ne contient pas votre résultat. Relais ne vous demandera jamais votre numéro de "
+                "sécurité sociale ni de coordonnées bancaires.",
+                False,
+            ),
         ]
     return [
         ("Hello,", False),
         (f"The result of your COVID-19 test taken at {name} is ready.", False),
         ("To see it, open this link and enter your date of birth:", False),
         (url, True),
-        (f"This link is personal. It remains valid for {ttl_hours} hours, until {until}. "
-         "After that, ask your pharmacy for a new link.", False),
-        ("This message does not contain your result. Relais will never ask for your social security number "
-         "or bank details.", False),
+        (
+            f"This link is personal. It remains valid for {ttl_hours} hours, until {until}. "
+            "After that, ask your pharmacy for a new link.",
+            False,
+        ),
+        (
+            "This message does not contain your result. Relais will never ask for your social security number "
+            "or bank details.",
+            False,
+        ),
     ]
 
 
-def email_content(*, pharmacy_name: str, url: str, expires_at: datetime, ttl_hours: int,
-                  lang: Language = DEFAULT_LANGUAGE) -> EmailContent:
+def email_content(
+    *, pharmacy_name: str, url: str, expires_at: datetime, ttl_hours: int, lang: Language = DEFAULT_LANGUAGE
+) -> EmailContent:
     """The e-mail in ``lang``; a French e-mail carries an English version below it."""
     name = clean_pharmacy_name(pharmacy_name)
     languages: list[Language] = [lang] if lang == "en" else ["fr", "en"]
@@ -142,7 +156,8 @@ def email_content(*, pharmacy_name: str, url: str, expires_at: datetime, ttl_hou
             html_parts.append('<hr><p lang="en"><strong>English version</strong></p>')
         text_parts.append("\n\n".join(p for p, _ in paragraphs))
         body = "".join(
-            f'<p><a href="{html.escape(p, quote=True)}">{html.escape(p)}</a></p>' if is_link
+            f'<p><a href="{html.escape(p, quote=True)}">{html.escape(p)}</a></p>'
+            if is_link
             else f"<p>{html.escape(p)}</p>"
             for p, is_link in paragraphs
         )

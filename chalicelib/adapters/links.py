@@ -1,0 +1,372 @@
+"""Patient links, send claims and patient-side counters in the STATE table (pynamodb).
+
+Keys hold only hashes and opaque ids:
+
+* ``link#<sha256 of the token>``: one link (result id, generation, expiry, wrong-date counter);
+* ``linkcur#<result id>``: the current link *generation* of a result (``n``; absent = 0). A resend bumps
+  it, which revokes every link of older generations at once (checked on each view);
+* ``notify#<result id>#<generation>``: the send claim of one generation: a lease, and which channels
+  were already sent, so that a redelivered queue message never sends a second SMS;
+* ``resend#<result id>#<YYYY-MM-DD>``: resends per result and day;
+* ``ipfail#<sha256 of stage|client address>#<window>``: patient failures per client address and window.
+
+Every item has a TTL (``expires_at``); expiry of a link is also checked in code (``domain/links.py``).
+Counters are single atomic ``UpdateItem`` calls with conditions, so they stay right under concurrency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.connection import Connection
+from pynamodb.exceptions import GetError, PutError, PynamoDBConnectionError, TransactWriteError, UpdateError
+from pynamodb.expressions.update import Action
+from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.adapters.store import DynamoStore, _audit_item
+from chalicelib.adapters.tables import ResultItem, StateItem
+from chalicelib.config import Settings
+from chalicelib.domain.links import ClaimBusyError, Link, SupersededError
+from chalicelib.domain.records import AuditEvent, AuthGrant
+from chalicelib.errors import DependencyUnavailableError, RateLimitedError
+
+#: Whatever the TTL of a link, its item is kept this long after expiry (so a late click is "expired",
+#: audited with its link id, rather than "unknown"), then DynamoDB deletes it.
+LINK_ITEM_GRACE = timedelta(days=7)
+
+
+class _Meta:
+    table_name = "unbound"
+    region: str | None = None
+    max_retry_attempts = 2
+    connect_timeout_seconds = 2
+    read_timeout_seconds = 4
+
+
+class LinkItem(Model):
+    """State table, ``pk = "link#<token sha256>"``."""
+
+    class Meta(_Meta):
+        pass
+
+    pk = UnicodeAttribute(hash_key=True)
+    expires_at = NumberAttribute()  # TTL (epoch seconds)
+    link_id = UnicodeAttribute()
+    result_id = UnicodeAttribute()
+    pharmacy_id = UnicodeAttribute()
+    generation = NumberAttribute()
+    created_at = UTCDateTimeAttribute()
+    link_expires_at = UTCDateTimeAttribute()
+    attempts = NumberAttribute(default=0)
+    revoked_at = UTCDateTimeAttribute(null=True)
+
+
+class ClaimItem(Model):
+    """State table, ``pk = "notify#<result id>#<generation>"``: the send claim of one generation."""
+
+    class Meta(_Meta):
+        pass
+
+    pk = UnicodeAttribute(hash_key=True)
+    expires_at = NumberAttribute()
+    lease_until = NumberAttribute(default=0)
+    sms_sent_at = UTCDateTimeAttribute(null=True)
+    email_sent_at = UTCDateTimeAttribute(null=True)
+    link_expires_at = UTCDateTimeAttribute(null=True)
+    done_at = UTCDateTimeAttribute(null=True)
+
+
+def bind_link_tables(settings: Settings) -> None:
+    """Point the link models at the state table of ``settings`` (idempotent)."""
+    for model in (LinkItem, ClaimItem):
+        if model.Meta.table_name != settings.state_table or model.Meta.region != settings.region:
+            model.Meta.table_name = settings.state_table
+            model.Meta.region = settings.region
+            model._connection = None
+
+
+def link_key(token_sha256: str) -> str:
+    return f"link#{token_sha256}"
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _cause(exc: Exception) -> str | None:
+    code: str | None = getattr(exc, "cause_response_code", None)
+    return code
+
+
+@contextmanager
+def _dynamodb_errors() -> Iterator[None]:
+    try:
+        yield
+    except (PynamoDBConnectionError, GetError, PutError, UpdateError, TransactWriteError) as exc:
+        raise DependencyUnavailableError("dynamodb") from exc
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a send claim says: channels already sent, and whether the generation is done."""
+
+    sent: frozenset[str]
+    done: bool
+    link_expires_at: datetime | None
+
+
+class LinkStore:
+    """Links, send claims, resend and failure counters (see the module docstring for the keys)."""
+
+    # Index of the items in the resend transaction (after the 3 authentication items of DynamoStore).
+    _RESEND_AUDIT, _RESEND_COUNTER, _RESEND_GENERATION, _RESEND_RESULT = 3, 4, 5, 6
+
+    def __init__(self, *, region: str, audit_retention_days: int, clock: Callable[[], datetime]) -> None:
+        self._connection = Connection(region=region, max_retry_attempts=2)
+        self._audit_retention_days = audit_retention_days
+        self._clock = clock
+
+    # -- links --------------------------------------------------------------------------------------
+    def put_link(self, link: Link) -> None:
+        """Store a new link (its hash only); a hash collision is impossible in practice and refused."""
+        item = LinkItem(
+            pk=link_key(link.token_hash),
+            expires_at=_epoch(link.expires_at + LINK_ITEM_GRACE),
+            link_id=link.link_id,
+            result_id=link.result_id,
+            pharmacy_id=link.pharmacy_id,
+            generation=link.generation,
+            created_at=link.created_at,
+            link_expires_at=link.expires_at,
+            attempts=link.attempts,
+        )
+        with _dynamodb_errors():
+            item.save(condition=LinkItem.pk.does_not_exist())
+
+    def find_link(self, token_sha256: str) -> tuple[Link | None, int]:
+        """The link of this hash and its result's current generation (``None, 0`` when unknown).
+
+        Always two consistent reads, known token or not, so that both cases take similar time.
+        """
+        with _dynamodb_errors():
+            try:
+                item: LinkItem | None = LinkItem.get(link_key(token_sha256), consistent_read=True)
+            except LinkItem.DoesNotExist:
+                item = None
+            generation = self._generation(item.result_id if item else f"none-{token_sha256[:16]}")
+        if item is None:
+            return None, 0
+        link = Link(
+            link_id=item.link_id,
+            token_hash=token_sha256,
+            result_id=item.result_id,
+            pharmacy_id=item.pharmacy_id,
+            generation=int(item.generation),
+            created_at=item.created_at,
+            expires_at=item.link_expires_at,
+            attempts=int(item.attempts or 0),
+            revoked=item.revoked_at is not None,
+        )
+        return link, generation
+
+    def record_wrong_birth_date(self, token_sha256: str, lock_attempts: int) -> int:
+        """Count one wrong birth date; the attempts so far (``lock_attempts`` once locked, for good).
+
+        One conditional ``ADD``: at most ``lock_attempts`` increments ever succeed, whatever the concurrency.
+        """
+        item = LinkItem(pk=link_key(token_sha256))
+        try:
+            item.update(
+                actions=[LinkItem.attempts.add(1)],
+                condition=LinkItem.pk.exists() & (LinkItem.attempts < lock_attempts),
+            )
+        except UpdateError as exc:
+            if _cause(exc) == "ConditionalCheckFailedException":
+                return lock_attempts
+            raise DependencyUnavailableError("dynamodb") from exc
+        except PynamoDBConnectionError as exc:
+            raise DependencyUnavailableError("dynamodb") from exc
+        return int(item.attempts)
+
+    def revoke_link(self, token_sha256: str) -> None:
+        """Revoke one link for good (operators; resends revoke by generation instead)."""
+        with _dynamodb_errors():
+            LinkItem(pk=link_key(token_sha256)).update(
+                actions=[LinkItem.revoked_at.set(self._clock())], condition=LinkItem.pk.exists()
+            )
+
+    def _generation(self, result_id: str) -> int:
+        try:
+            item = StateItem.get(f"linkcur#{result_id}", consistent_read=True)
+        except StateItem.DoesNotExist:
+            return 0
+        return int(item.n or 0)
+
+    def current_generation(self, result_id: str) -> int:
+        """The result's current link generation (0 until the first resend)."""
+        with _dynamodb_errors():
+            return self._generation(result_id)
+
+    # -- per-client failures ------------------------------------------------------------------------
+    def client_failures(self, client_key: str, window: int) -> int:
+        with _dynamodb_errors():
+            try:
+                item = StateItem.get(f"ipfail#{client_key}#{window}", consistent_read=True)
+            except StateItem.DoesNotExist:
+                return 0
+        return int(item.n or 0)
+
+    def count_client_failure(self, client_key: str, window: int, window_seconds: int) -> int:
+        """Add one failure to this client's window; the new count."""
+        item = StateItem(pk=f"ipfail#{client_key}#{window}")
+        expires = (window + 2) * window_seconds
+        with _dynamodb_errors():
+            item.update(actions=[StateItem.n.add(1), StateItem.expires_at.set(expires)])
+        return int(item.n or 0)
+
+    # -- send claims --------------------------------------------------------------------------------
+    def acquire_claim(self, result_id: str, generation: int, *, lease_seconds: int, keep_until: int) -> Claim:
+        """Take the lease of a generation's send claim; ClaimBusyError while someone else holds it.
+
+        A claim already done is returned as such (nothing is leased: the caller has nothing to do).
+        """
+        now = _epoch(self._clock())
+        item = ClaimItem(pk=f"notify#{result_id}#{generation}")
+        try:
+            item.update(
+                actions=[ClaimItem.lease_until.set(now + lease_seconds), ClaimItem.expires_at.set(keep_until)],
+                condition=(ClaimItem.pk.does_not_exist() | (ClaimItem.lease_until < now))
+                & ClaimItem.done_at.does_not_exist(),
+            )
+        except UpdateError as exc:
+            if _cause(exc) != "ConditionalCheckFailedException":
+                raise DependencyUnavailableError("dynamodb") from exc
+            with _dynamodb_errors():
+                current = ClaimItem.get(item.pk, consistent_read=True)
+            if current.done_at is None:
+                raise ClaimBusyError("send claim leased by another worker") from None
+            return self._claim(current)
+        except PynamoDBConnectionError as exc:
+            raise DependencyUnavailableError("dynamodb") from exc
+        return self._claim(item)
+
+    @staticmethod
+    def _claim(item: ClaimItem) -> Claim:
+        sent = {name for name, at in (("sms", item.sms_sent_at), ("email", item.email_sent_at)) if at is not None}
+        return Claim(sent=frozenset(sent), done=item.done_at is not None, link_expires_at=item.link_expires_at)
+
+    def record_send(
+        self, result_id: str, generation: int, channel: str, link_expires_at: datetime, audit: AuditEvent
+    ) -> None:
+        """Mark one channel sent for this generation and write its audit event, atomically."""
+        attribute = ClaimItem.sms_sent_at if channel == "sms" else ClaimItem.email_sent_at
+        claim = ClaimItem(pk=f"notify#{result_id}#{generation}")
+        with _dynamodb_errors(), TransactWrite(connection=self._connection) as tx:
+            tx.update(claim, actions=[attribute.set(audit.at), ClaimItem.link_expires_at.set(link_expires_at)])
+            tx.save(_audit_item(audit, self._audit_retention_days))
+
+    def release_claim(self, result_id: str, generation: int) -> None:
+        """Give the lease back after a failure, so that the retry need not wait for it to run out."""
+        with _dynamodb_errors():
+            ClaimItem(pk=f"notify#{result_id}#{generation}").update(
+                actions=[ClaimItem.lease_until.set(0)], condition=ClaimItem.pk.exists()
+            )
+
+    def finish(self, result_id: str, generation: int, *, sent_at: datetime, link_expires_at: datetime) -> None:
+        """Close the claim and set the result's patient status to ``sent``, if the generation is still current.
+
+        Raises SupersededError when a resend moved the generation on meanwhile.
+        """
+        self._set_status(
+            result_id,
+            generation,
+            [
+                ResultItem.patient_status.set("sent"),
+                ResultItem.patient_sent_at.set(sent_at),
+                ResultItem.link_expires_at.set(link_expires_at),
+            ],
+            close_claim_at=sent_at,
+        )
+
+    def mark_failed(self, result_id: str, generation: int) -> None:
+        """Set the result's patient status to ``failed`` (last attempt), if the generation is still current."""
+        self._set_status(result_id, generation, [ResultItem.patient_status.set("failed")], close_claim_at=None)
+
+    def _set_status(
+        self, result_id: str, generation: int, actions: list[Action], close_claim_at: datetime | None
+    ) -> None:
+        current = StateItem(pk=f"linkcur#{result_id}")
+        if generation == 0:
+            condition = StateItem.n.does_not_exist() | (StateItem.n == 0)
+        else:
+            condition = StateItem.n == generation
+        try:
+            with TransactWrite(connection=self._connection) as tx:
+                tx.condition_check(StateItem, current.pk, condition=condition)
+                tx.update(ResultItem(id=result_id), actions=actions, condition=ResultItem.id.exists())
+                if close_claim_at is not None:
+                    tx.update(
+                        ClaimItem(pk=f"notify#{result_id}#{generation}"),
+                        actions=[ClaimItem.done_at.set(close_claim_at)],
+                    )
+        except TransactWriteError as exc:
+            codes = [r.code if r else None for r in (exc.cancellation_reasons or [])]
+            if codes and codes[0] == "ConditionalCheckFailed":
+                raise SupersededError("generation superseded") from None
+            raise DependencyUnavailableError("dynamodb") from exc
+        except PynamoDBConnectionError as exc:
+            raise DependencyUnavailableError("dynamodb") from exc
+
+    # -- resend -------------------------------------------------------------------------------------
+    def commit_resend(
+        self,
+        store: DynamoStore,
+        grant: AuthGrant,
+        audit: AuditEvent,
+        *,
+        result_id: str,
+        day: str,
+        limit: int,
+        keep_until: int,
+    ) -> int:
+        """Authenticate (nonce, key, pharmacy), count the resend, move to a new generation, set the patient
+        status back to ``pending`` and audit — one transaction. Returns the new generation.
+
+        RateLimitedError past ``limit`` resends for ``day`` (nothing written); AuthenticationError when
+        the key, pharmacy or nonce no longer hold; DependencyUnavailableError on a concurrent resend.
+        """
+        previous = self.current_generation(result_id)
+        now = self._clock()
+
+        def build(tx: TransactWrite) -> None:
+            store._add_auth(tx, grant)
+            tx.save(_audit_item(audit, self._audit_retention_days))
+            tx.update(
+                StateItem(pk=f"resend#{result_id}#{day}"),
+                actions=[StateItem.n.add(1), StateItem.expires_at.set(_epoch(now + timedelta(days=2)))],
+                condition=StateItem.n.does_not_exist() | (StateItem.n < limit),
+            )
+            current = StateItem.n.does_not_exist() if previous == 0 else (StateItem.n == previous)
+            tx.update(
+                StateItem(pk=f"linkcur#{result_id}"),
+                actions=[StateItem.n.set(previous + 1), StateItem.expires_at.set(keep_until)],
+                condition=current,
+            )
+            tx.update(
+                ResultItem(id=result_id),
+                actions=[ResultItem.patient_status.set("pending")],
+                condition=ResultItem.id.exists(),
+            )
+
+        codes = store._run(build, grant)
+        if not codes:
+            return previous + 1
+        if len(codes) > self._RESEND_COUNTER and codes[self._RESEND_COUNTER] == "ConditionalCheckFailed":
+            retry = max(1, 86_400 - _epoch(now) % 86_400)
+            raise RateLimitedError("resend limit reached", retry_after=retry)
+        raise DependencyUnavailableError("dynamodb", retry_after=1)

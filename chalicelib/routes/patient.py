@@ -1,0 +1,146 @@
+"""Patient routes: the result page (``GET /r`` and its CSS and JS), ``POST /v1/patient/result``; and the
+pharmacy's ``POST /v1/results/{id}/resend``.
+
+Every patient-facing response — HTML, CSS, JS, JSON, errors, including the problem documents the
+app's own middleware makes for 405 and 415 — carries the headers of contract §4, added by
+:func:`patient_headers`, an HTTP middleware registered *first* (outermost) in ``app.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from chalice.app import Blueprint, Request, Response
+
+from chalicelib import bootstrap
+from chalicelib.errors import FieldError, PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError
+from chalicelib.routes.edge import request_id, signed_request
+from chalicelib.routes.problems import problem, problem_boundary
+
+patient_api = Blueprint(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+MAX_PATIENT_BODY = 1024
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "form-action 'none'; base-uri 'none'; object-src 'none'; frame-ancestors 'none'"
+)
+#: Sent with every patient-facing response (contract §4). CSP and HSTS matter for the HTML; they are
+#: harmless on the rest, and sending them everywhere keeps the rule simple.
+PATIENT_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+}
+
+_ASSETS = {
+    "result.html": "text/html; charset=utf-8",
+    "result.css": "text/css; charset=utf-8",
+    "result.js": "text/javascript; charset=utf-8",
+}
+
+
+def is_patient_path(path: str) -> bool:
+    return path == "/r" or path.startswith("/r/") or path.startswith("/v1/patient/")
+
+
+def patient_headers(event: Request, get_response: Any) -> Response:
+    """HTTP middleware: the security headers on every response to a patient-facing path."""
+    response: Response = get_response(event)
+    context = event.context if isinstance(event.context, dict) else {}
+    path = str(context.get("resourcePath") or event.path or "")
+    if is_patient_path(path):
+        response.headers.update(PATIENT_HEADERS)
+    return response
+
+
+@cache
+def _asset(name: str) -> str:
+    """A static file of the page (UTF-8 text), read at first use and kept for the life of the process."""
+    return (STATIC_DIR / name).read_text(encoding="utf-8")
+
+
+def _static(name: str) -> Response:
+    return Response(body=_asset(name), status_code=200, headers={"Content-Type": _ASSETS[name], **PATIENT_HEADERS})
+
+
+@patient_api.route("/r", methods=["GET"])
+@problem_boundary
+def result_page() -> Response:
+    return _static("result.html")
+
+
+@patient_api.route("/r/result.css", methods=["GET"])
+@problem_boundary
+def result_css() -> Response:
+    return _static("result.css")
+
+
+@patient_api.route("/r/result.js", methods=["GET"])
+@problem_boundary
+def result_js() -> Response:
+    return _static("result.js")
+
+
+def _json(status: int, body: object) -> Response:
+    return Response(
+        body=json.dumps(body), status_code=status, headers={"Content-Type": "application/json", **PATIENT_HEADERS}
+    )
+
+
+def _client_ip(request: Request) -> str:
+    """The caller's address as API Gateway saw it (never a client-supplied X-Forwarded-For)."""
+    identity = (request.context or {}).get("identity") or {}
+    return str(identity.get("sourceIp") or "")
+
+
+@patient_api.route("/v1/patient/result", methods=["POST"], content_types=["*/*"])
+@problem_boundary
+def view_result() -> Response:
+    from chalicelib.services.patient import parse_view_request
+
+    request = patient_api.current_request
+    raw = request.raw_body or b""
+    if len(raw) > MAX_PATIENT_BODY:
+        raise PayloadTooLargeError("body too large")
+    media_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaTypeError("the body must be application/json")
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise ValidationError([FieldError("body", "must be a JSON document")]) from None
+    token, birth_date = parse_view_request(document)
+    body = bootstrap.patient_service().view(
+        token, birth_date, client_ip=_client_ip(request), request_id=request_id(request)
+    )
+    return _json(200, body)
+
+
+@patient_api.route("/v1/results/{result_id}/resend", methods=["POST"], content_types=["*/*"])
+@problem_boundary
+def resend_link(result_id: str) -> Response:
+    from chalicelib.services.notify import NoChannelError
+
+    request = patient_api.current_request
+    signed = signed_request(request, max_body_bytes=bootstrap.settings().max_body_bytes)
+    try:
+        body = bootstrap.resend_service().resend(
+            signed, result_id, content_type=request.headers.get("content-type"), request_id=request_id(request)
+        )
+    except NoChannelError:
+        return problem(409, detail="the patient asked for no message: there is nothing to resend")
+    return Response(
+        body=json.dumps(body),
+        status_code=202,
+        headers={"Content-Type": "application/json", "Cache-Control": "no-store"},
+    )

@@ -1,0 +1,208 @@
+"""The notifier on moto: one link, sent once per channel, never with personal data in it or around it."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from tests.integration.helpers import BIRTH_DATE, EMAIL, FAMILY_NAME, GIVEN_NAME, NIR, PHONE, audit_events, scan
+from tests.integration.patient_support import (
+    assert_no_leak,
+    new_result,
+    notify,
+    patient_env,
+    result_item,
+    sent_emails,
+    sent_sms,
+    sqs_event,
+    stored_strings,
+    token_in,
+)
+
+__all__ = ["patient_env"]
+
+
+def handle(event: dict[str, Any]) -> dict[str, Any]:
+    from chalicelib.events.notify import handle_notify_batch
+
+    return handle_notify_batch(event, None)
+
+
+class FlakySender:
+    """Delegates to the real SNS/SES adapter, failing the channels named in ``fail``."""
+
+    def __init__(self, real: Any, fail: set[str]) -> None:
+        self.real = real
+        self.fail = fail
+
+    def send_sms(self, phone: str, text: str) -> str:
+        if "sms" in self.fail:
+            from chalicelib.adapters.messaging import DeliveryError
+
+            raise DeliveryError("sms", "Throttling")
+        return str(self.real.send_sms(phone, text))
+
+    def send_email(self, address: str, content: Any) -> str:
+        if "email" in self.fail:
+            from chalicelib.adapters.messaging import DeliveryError
+
+            raise DeliveryError("email", "Throttling")
+        return str(self.real.send_email(address, content))
+
+
+def use_sender(fail: set[str]) -> FlakySender:
+    from chalicelib import bootstrap
+    from chalicelib.adapters.messaging import Messaging
+
+    s = bootstrap.settings()
+    real = Messaging(
+        sns=bootstrap.client("sns"),
+        ses=bootstrap.client("ses"),
+        sms_sender_id=s.sms_sender_id,
+        email_sender=s.email_sender,
+    )
+    sender = FlakySender(real, fail)
+    bootstrap.notify_service.cache_clear()
+    bootstrap.override(messaging=sender)
+    bootstrap.messaging.cache_clear()
+    return sender
+
+
+def test_a_pending_result_gets_one_sms_and_one_email_with_the_link_and_nothing_personal(patient_env, capfd):
+    rid = new_result(patient_env["pharmacy"])
+    assert notify(rid) == "sent"
+
+    ((phone, sms),) = sent_sms()
+    (mail,) = sent_emails()
+    assert phone == PHONE
+    assert mail.destinations["ToAddresses"] == [EMAIL]
+    token = token_in(sms)
+    assert token_in(mail.body) == token
+    assert "Pharmacie des Tests" in sms and "72 h" in sms and "/r#" in sms
+    for text in (sms, mail.subject, mail.body):
+        for value in (FAMILY_NAME, GIVEN_NAME, BIRTH_DATE, NIR, "03/12/1984", "négatif", "negative"):
+            assert value not in text
+
+    item = result_item(rid)
+    assert item["patient_status"]["S"] == "sent"
+    assert "patient_sent_at" in item and "link_expires_at" in item
+    links = [i for i in scan("RELAIS_STATE_TABLE") if i["pk"]["S"].startswith("link#")]
+    assert len(links) == 1
+    import hashlib
+
+    assert links[0]["pk"]["S"] == "link#" + hashlib.sha256(token.encode()).hexdigest()
+    assert "expires_at" in links[0]  # TTL
+    assert_no_leak(stored_strings(), token)
+    sends = audit_events("patient.notify", "success")
+    assert sorted(e["reason"].split(":")[0] for e in sends) == ["email", "sms"]
+    assert all(e["actor"] == "system:notifier" for e in sends)
+    captured = capfd.readouterr()
+    assert_no_leak(captured.out + captured.err, token)
+
+
+def test_a_redelivered_message_sends_nothing_more(patient_env):
+    rid = new_result(patient_env["pharmacy"])
+    assert handle(sqs_event({"result_id": rid})) == {"batchItemFailures": []}
+    assert handle(sqs_event({"result_id": rid}, receive_count=2)) == {"batchItemFailures": []}
+    assert notify(rid) == "not_pending"
+    assert len(sent_sms()) == 1
+    assert len(sent_emails()) == 1
+
+
+def test_concurrent_deliveries_of_one_message_send_one_sms(patient_env):
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    from chalicelib import bootstrap
+
+    service = bootstrap.notify_service()
+    outcomes: list[str] = []
+
+    def deliver() -> None:
+        try:
+            outcomes.append(service.notify(rid))
+        except Exception as exc:  # the claim is busy: the queue would retry
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(sent_sms()) == 1
+    assert outcomes.count("sent") == 1
+
+
+def test_a_result_without_requested_channels_is_acknowledged_without_sending(patient_env):
+    rid = new_result(patient_env["pharmacy"], notify=())
+    assert handle(sqs_event({"result_id": rid})) == {"batchItemFailures": []}
+    assert sent_sms() == [] and sent_emails() == []
+    assert result_item(rid)["patient_status"]["S"] == "not_requested"
+
+
+def test_malformed_or_unknown_messages_are_acknowledged(patient_env):
+    event = sqs_event({"nothing": 1}, {"result_id": "x" * 22}, {"result_id": 3})
+    assert handle(event) == {"batchItemFailures": []}
+    assert sent_sms() == []
+
+
+def test_a_failed_send_is_retried_then_fails_the_patient_status_on_the_last_attempt(patient_env):
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    use_sender({"sms"})
+    other = new_result(patient_env["pharmacy"], notify=())
+    answer = handle(sqs_event({"result_id": rid}, {"result_id": other}))
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-0"}]}  # only the failed message comes back
+    assert result_item(rid)["patient_status"]["S"] == "pending"
+    assert audit_events("patient.notify", "retry")
+
+    answer = handle(sqs_event({"result_id": rid}, receive_count=5))
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-0"}]}  # → the dead-letter queue
+    assert result_item(rid)["patient_status"]["S"] == "failed"
+    assert audit_events("patient.notify", "failed")
+    assert sent_sms() == []
+
+
+def test_after_a_partial_failure_the_retry_sends_only_the_missing_channel(patient_env):
+    rid = new_result(patient_env["pharmacy"])
+    sender = use_sender({"email"})
+    from chalicelib.services.notify import NotifyFailedError
+
+    with pytest.raises(NotifyFailedError):
+        notify(rid)
+    assert len(sent_sms()) == 1 and sent_emails() == []
+    sender.fail.clear()
+    assert notify(rid, attempt=2) == "sent"
+    assert len(sent_sms()) == 1
+    assert len(sent_emails()) == 1
+    assert result_item(rid)["patient_status"]["S"] == "sent"
+
+
+def test_a_message_of_a_superseded_generation_is_dropped(patient_env):
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    assert notify(rid, generation=1) == "superseded"
+    assert sent_sms() == []
+
+
+def test_no_personal_value_in_the_batch_log_lines(patient_env, capfd):
+    rid = new_result(patient_env["pharmacy"])
+    use_sender({"sms"})
+    handle(sqs_event({"result_id": rid}, receive_count=5))
+    out = capfd.readouterr()
+    assert_no_leak(out.out + out.err)
+    assert rid
+
+
+def test_the_sms_rate_limiter_spaces_messages():
+    from chalicelib.services.notify import RateLimiter
+
+    now = [0.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(4, monotonic=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        limiter.acquire()
+    assert waits == pytest.approx([0.25, 0.25, 0.25, 0.25])

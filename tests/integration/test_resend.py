@@ -1,0 +1,145 @@
+"""``POST /v1/results/{id}/resend``: owner only, revokes older links, at most 3 a day."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+
+from tests.integration.helpers import audit_events, problem, register_pharmacy, signed_headers
+from tests.integration.patient_support import (
+    new_result,
+    notified_token,
+    notify,
+    patient_env,
+    result_item,
+    sent_emails,
+    sent_sms,
+    token_in,
+    view,
+)
+
+__all__ = ["patient_env"]
+WRONG_DATE = "1984-12-04"
+
+
+def resend(client, actor, result_id: str, body: bytes = b"{}", content_type: str = "application/json"):
+    path = f"/v1/results/{result_id}/resend"
+    headers = signed_headers(actor, "POST", path, body, content_type=content_type)
+    return client.http.post(path, body=body, headers=headers)
+
+
+def test_a_resend_revokes_the_old_link_and_sends_a_new_one(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, old = notified_token(actor)
+    response = resend(client, actor, rid)
+    assert response.status_code == 202
+    body = json.loads(response.body)
+    assert body["id"] == rid
+    assert body["patient"]["status"] == "sent" and body["patient"]["channels"] == ["sms"]
+    assert body["patient"]["link_expires_at"] and body["patient"]["sent_at"]
+    assert len(sent_sms()) == 2
+    new = token_in(sent_sms()[-1][1])
+    assert new != old
+    assert view(client, old).status_code == 404
+    assert view(client, new).status_code == 200
+    assert any(e["reason"] == "revoked" for e in audit_events("patient.view", "denied"))
+    assert audit_events("result.resend", "success")
+
+
+def test_a_resend_gives_a_fresh_link_after_a_lock(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, old = notified_token(actor)
+    for _ in range(5):
+        view(client, old, WRONG_DATE)
+    assert view(client, old).status_code == 404
+    assert resend(client, actor, rid).status_code == 202
+    assert view(client, token_in(sent_sms()[-1][1])).status_code == 200
+
+
+def test_a_resend_goes_on_every_channel_of_the_result(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid = new_result(actor)
+    assert notify(rid) == "sent"
+    assert resend(client, actor, rid).status_code == 202
+    assert len(sent_sms()) == 2 and len(sent_emails()) == 2
+
+
+def test_at_most_three_resends_per_result_and_day(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, _ = notified_token(actor)
+    for _ in range(3):
+        assert resend(client, actor, rid).status_code == 202
+    refused = resend(client, actor, rid)
+    assert refused.status_code == 429
+    problem(refused)
+    assert 1 <= int(refused.headers["Retry-After"]) <= 86_400
+    assert len(sent_sms()) == 4
+    assert audit_events("result.resend", "rate_limited")
+
+
+def test_another_pharmacy_or_an_unknown_id_gets_404(patient_env, aws):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, token = notified_token(actor)
+    other = register_pharmacy()
+    for r in (resend(client, other, rid), resend(client, actor, "Z" * 24), resend(client, actor, "bad!id")):
+        assert r.status_code == 404
+        problem(r)
+    assert len(sent_sms()) == 1
+    assert view(client, token).status_code == 200  # nothing was revoked
+
+
+def test_an_unsigned_resend_is_401_and_changes_nothing(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, token = notified_token(actor)
+    r = client.http.post(f"/v1/results/{rid}/resend", body=b"{}", headers={"Content-Type": "application/json"})
+    assert r.status_code == 401
+    assert view(client, token).status_code == 200
+
+
+def test_the_body_must_be_an_empty_object(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, _ = notified_token(actor)
+    assert resend(client, actor, rid, b'{"phone": "+33600000000"}').status_code == 400
+    assert resend(client, actor, rid, b"{}", content_type="text/plain").status_code == 415
+    assert len(sent_sms()) == 1
+
+
+def test_a_result_without_channels_cannot_be_resent(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid = new_result(actor, notify=())
+    r = resend(client, actor, rid)
+    assert r.status_code == 409
+    assert problem(r)["detail"]
+    assert result_item(rid)["patient_status"]["S"] == "not_requested"
+
+
+def test_when_sending_fails_the_resend_is_queued_with_ids_only(patient_env):
+    from chalicelib import bootstrap
+    from chalicelib.adapters.messaging import DeliveryError
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, _ = notified_token(actor)
+
+    class Down:
+        def send_sms(self, phone, text):
+            raise DeliveryError("sms", "Throttling")
+
+        def send_email(self, address, content):
+            raise DeliveryError("email", "Throttling")
+
+    bootstrap.notify_service().sender = Down()
+    r = resend(client, actor, rid)
+    assert r.status_code == 202
+    assert json.loads(r.body)["patient"]["status"] == "pending"
+    sqs = boto3.client("sqs", region_name="eu-west-3")
+    messages = sqs.receive_message(QueueUrl=bootstrap.settings().notify_queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert [json.loads(m["Body"]) for m in messages] == [{"result_id": rid, "generation": 1}]
+
+
+def test_a_late_message_of_the_old_generation_sends_nothing(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, _ = notified_token(actor)
+    assert resend(client, actor, rid).status_code == 202
+    assert notify(rid, generation=0) in ("not_pending", "superseded")
+    assert len(sent_sms()) == 2
