@@ -28,7 +28,7 @@ from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.adapters.store import DynamoStore, _audit_item
+from chalicelib.adapters.store import DynamoStore, audit_item
 from chalicelib.adapters.tables import ResultItem, StateItem
 from chalicelib.config import Settings
 from chalicelib.domain.links import ClaimBusyError, Link, SupersededError
@@ -268,7 +268,7 @@ class LinkStore:
         claim = ClaimItem(pk=f"notify#{result_id}#{generation}")
         with _dynamodb_errors(), TransactWrite(connection=self._connection) as tx:
             tx.update(claim, actions=[attribute.set(audit.at), ClaimItem.link_expires_at.set(link_expires_at)])
-            tx.save(_audit_item(audit, self._audit_retention_days))
+            tx.save(audit_item(audit, self._audit_retention_days))
 
     def release_claim(self, result_id: str, generation: int) -> None:
         """Give the lease back after a failure, so that the retry need not wait for it to run out."""
@@ -344,8 +344,8 @@ class LinkStore:
         now = self._clock()
 
         def build(tx: TransactWrite) -> None:
-            store._add_auth(tx, grant)
-            tx.save(_audit_item(audit, self._audit_retention_days))
+            store.add_auth(tx, grant)
+            tx.save(audit_item(audit, self._audit_retention_days))
             tx.update(
                 StateItem(pk=f"resend#{result_id}#{day}"),
                 actions=[StateItem.n.add(1), StateItem.expires_at.set(_epoch(now + timedelta(days=2)))],
@@ -363,7 +363,7 @@ class LinkStore:
                 condition=ResultItem.id.exists(),
             )
 
-        codes = store._run(build, grant)
+        codes = store.run_transaction(build, grant)
         if not codes:
             return previous + 1
         if len(codes) > self._RESEND_COUNTER and codes[self._RESEND_COUNTER] == "ConditionalCheckFailed":

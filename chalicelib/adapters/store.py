@@ -73,7 +73,7 @@ def _dynamodb_errors() -> Iterator[None]:
         raise DependencyUnavailableError("dynamodb") from exc
 
 
-def _audit_item(event: AuditEvent, retention_days: int) -> AuditItem:
+def audit_item(event: AuditEvent, retention_days: int) -> AuditItem:
     at = event.at.astimezone(UTC)
     iso = at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return AuditItem(
@@ -137,7 +137,7 @@ class DynamoStore:
         self._clock = clock
 
     # -- transactions -------------------------------------------------------------------------
-    def _add_auth(self, tx: TransactWrite, grant: AuthGrant) -> None:
+    def add_auth(self, tx: TransactWrite, grant: AuthGrant) -> None:
         tx.condition_check(
             KeyItem, f"key#{grant.key_id}", condition=KeyItem.pk.exists() & KeyItem.revoked_at.does_not_exist()
         )
@@ -147,7 +147,7 @@ class DynamoStore:
             condition=StateItem.pk.does_not_exist(),
         )
 
-    def _run(self, build: Callable[[TransactWrite], None], grant: AuthGrant) -> list[str | None]:
+    def run_transaction(self, build: Callable[[TransactWrite], None], grant: AuthGrant) -> list[str | None]:
         """Run one transaction; return [] on success, else the cancellation codes (auth ones raised)."""
         for attempt in range(3):
             try:
@@ -180,10 +180,10 @@ class DynamoStore:
         """Re-check the key and pharmacy, consume the nonce and record ``audit``, atomically."""
 
         def build(tx: TransactWrite) -> None:
-            self._add_auth(tx, grant)
-            tx.save(_audit_item(audit, self._audit_retention_days))
+            self.add_auth(tx, grant)
+            tx.save(audit_item(audit, self._audit_retention_days))
 
-        self._run(build, grant)
+        self.run_transaction(build, grant)
 
     def commit_new_result(
         self, grant: AuthGrant, audit: AuditEvent, record: ResultRecord, *, quota_day: str, quota_limit: int
@@ -216,8 +216,8 @@ class DynamoStore:
         usage = StateItem(pk=usage_key(record.pharmacy_id, received.strftime("%Y-%m")))
 
         def build(tx: TransactWrite) -> None:
-            self._add_auth(tx, grant)
-            tx.save(_audit_item(audit, self._audit_retention_days))
+            self.add_auth(tx, grant)
+            tx.save(audit_item(audit, self._audit_retention_days))
             tx.save(ref, condition=StateItem.pk.does_not_exist())  # item 4 (puts follow the checks)
             tx.update(  # item 6 (updates follow the puts)
                 quota,
@@ -233,7 +233,7 @@ class DynamoStore:
                 actions=[StateItem.n.add(1), StateItem.expires_at.set(_epoch(received + timedelta(days=USAGE_DAYS)))],
             )
 
-        codes = self._run(build, grant)
+        codes = self.run_transaction(build, grant)
         if not codes:
             return
         if codes[REFERENCE_ITEM] == "ConditionalCheckFailed":
@@ -281,7 +281,7 @@ class DynamoStore:
                 ],
                 condition=ResultItem.id.exists(),
             )
-            tx.save(_audit_item(audit, self._audit_retention_days))
+            tx.save(audit_item(audit, self._audit_retention_days))
 
         try:
             with TransactWrite(connection=self._connection) as tx:
@@ -295,7 +295,7 @@ class DynamoStore:
     def record_audit(self, event: AuditEvent) -> None:
         """Write one audit event on its own (failures that have no transaction to join)."""
         with _dynamodb_errors():
-            _audit_item(event, self._audit_retention_days).save()
+            audit_item(event, self._audit_retention_days).save()
 
     def audit_events(self, result_id: str) -> list[dict[str, Any]]:
         """Audit events of one result, oldest first: who did what to it, when (operator queries)."""
