@@ -88,7 +88,24 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             raise SettingsError(f"{name} must be an integer") from exc
     if missing:
         raise SettingsError("missing settings: " + ", ".join(sorted(missing)))
-    return Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values)  # type: ignore[arg-type]
+    for name, (low, high) in _BOUNDS.items():
+        if not low <= getattr(settings, name) <= high:
+            raise SettingsError(f"{_ENV_PREFIX}{name.upper()} must be between {low} and {high}")
+    return settings
+
+
+#: Limits of numeric settings, checked at start-up rather than at first use (contract §2, §4).
+_BOUNDS: dict[str, tuple[int, int]] = {
+    "link_ttl_hours": (1, 7 * 24),
+    "signature_window_seconds": (30, 900),
+    "daily_quota_default": (1, 1_000_000),
+    "max_body_bytes": (1024, 16 * 1024),
+    "result_retention_days": (1, 92),
+    "patient_lock_attempts": (1, 20),
+    "resend_per_day": (1, 20),
+    "national_max_attempts": (1, 100),
+}
 
 
 @cache

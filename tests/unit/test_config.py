@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.config import SettingsError, settings_from_env
+
+REQUIRED = {
+    "RELAIS_STAGE": "test",
+    "RELAIS_REGION": "eu-west-3",
+    "RELAIS_KMS_KEY_ARN": "arn:aws:kms:eu-west-3:123456789012:key/abc",
+    "RELAIS_REGISTRY_TABLE": "r",
+    "RELAIS_RESULTS_TABLE": "r",
+    "RELAIS_STATE_TABLE": "s",
+    "RELAIS_AUDIT_TABLE": "a",
+    "RELAIS_NATIONAL_QUEUE_URL": "q",
+    "RELAIS_NOTIFY_QUEUE_URL": "q",
+}
+
+
+def test_settings_name_every_missing_variable():
+    with pytest.raises(SettingsError) as error:
+        settings_from_env({})
+    for name in REQUIRED:
+        assert name in str(error.value)
+
+
+def test_defaults_follow_the_contract():
+    settings = settings_from_env(REQUIRED)
+    assert settings.daily_quota_default == 2000
+    assert settings.signature_window_seconds == 300
+    assert settings.max_body_bytes == 16 * 1024
+    assert settings.link_ttl_hours == 72
+    assert settings.patient_lock_attempts == 5
+    assert settings.patient_ip_failures == 20
+    assert settings.patient_ip_window_seconds == 600
+    assert settings.resend_per_day == 3
+    assert settings.result_retention_days <= 92
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("RELAIS_LINK_TTL_HOURS", "169"), ("RELAIS_LINK_TTL_HOURS", "0"), ("RELAIS_RESULT_RETENTION_DAYS", "365")],
+)
+def test_out_of_range_settings_fail_at_start(name, value):
+    with pytest.raises(SettingsError, match=name):
+        settings_from_env({**REQUIRED, name: value})
+
+
+def test_a_non_integer_setting_is_named():
+    with pytest.raises(SettingsError, match="RELAIS_DAILY_QUOTA_DEFAULT must be an integer"):
+        settings_from_env({**REQUIRED, "RELAIS_DAILY_QUOTA_DEFAULT": "many"})
