@@ -122,9 +122,7 @@ def signed_headers(
     )
 
 
-def post_result(
-    client: Client, actor: PharmacyActor, body: dict[str, Any] | bytes, **sign_kwargs: Any
-) -> Any:
+def post_result(client: Client, actor: PharmacyActor, body: dict[str, Any] | bytes, **sign_kwargs: Any) -> Any:
     """``POST /v1/results`` signed by ``actor``; ``sign_kwargs`` go to :func:`tests.signing.sign`."""
     raw = encode(body)
     headers = signed_headers(actor, "POST", RESULTS_PATH, raw, **sign_kwargs)
@@ -145,9 +143,7 @@ def submit_direct(actor: PharmacyActor, body: dict[str, Any] | bytes) -> tuple[i
     url = f"{BASE_URL}{RESULTS_PATH}"
     headers = sign("POST", url, key_id=actor.key_id, private_key=actor.private_key, body=raw)
     request = to_signed_request("POST", url, headers, raw)
-    result: tuple[int, dict[str, Any]] = bootstrap.results_service().submit(
-        request, content_type="application/json"
-    )
+    result: tuple[int, dict[str, Any]] = bootstrap.results_service().submit(request, content_type="application/json")
     return result
 
 
@@ -166,9 +162,10 @@ TABLE_SETTINGS = ("RELAIS_RESULTS_TABLE", "RELAIS_STATE_TABLE", "RELAIS_AUDIT_TA
 
 
 def dynamodb() -> Any:
-    import boto3
+    """A low-level DynamoDB client of the test's moto (cached by bootstrap until the ``aws`` fixture resets it)."""
+    from chalicelib import bootstrap
 
-    return boto3.client("dynamodb", region_name=REGION)
+    return bootstrap.client("dynamodb")
 
 
 def table_name(setting: str) -> str:
@@ -200,7 +197,9 @@ def audit_events(action: str | None = None, outcome: str | None = None) -> list[
     """Audit events as plain dicts (strings only), filtered by action and outcome."""
     events = [{k: next(iter(v.values())) for k, v in item.items()} for item in scan("RELAIS_AUDIT_TABLE")]
     return [
-        e for e in events if (action is None or e["action"] == action) and (outcome is None or e["outcome"] == outcome)
+        e
+        for e in events
+        if (action is None or e.get("action") == action) and (outcome is None or e.get("outcome") == outcome)
     ]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -23,7 +25,7 @@ from tests.integration.helpers import (
 from tests.signing import new_keypair
 
 
-def _assert_refused(response, *, audits_before: int) -> dict:
+def _assert_refused(response: Any, *, audits_before: int) -> dict[str, Any]:
     """401, generic problem+json, nothing stored, exactly one more auth.failure audit event."""
     assert response.status_code == 401, response.body
     document = problem(response)
@@ -89,20 +91,30 @@ def test_a_body_tampered_after_signing_is_refused_and_nothing_is_stored(client, 
     assert audit_events("auth.failure")[0]["reason"] == "result.create:digest_mismatch"
 
 
+def _freeze_server_clock() -> int:
+    """Pin the server's clock to a whole second, so that ±301 s cannot turn into ±300 s while a request runs."""
+    frozen = datetime.now(UTC).replace(microsecond=0)
+    bootstrap.override(clock=lambda: frozen)
+    return int(frozen.timestamp())
+
+
 @pytest.mark.parametrize(("offset", "reason"), [(-301, "stale"), (301, "future")], ids=["stale", "future"])
-def test_a_signature_created_more_than_300_seconds_away_from_server_time_is_refused(
-    client, pharmacy, offset, reason
-):
-    response = post_result(client, pharmacy, distinctive_body(), created=int(time.time()) + offset)
+def test_a_signature_created_more_than_300_seconds_away_from_server_time_is_refused(client, pharmacy, offset, reason):
+    server_now = _freeze_server_clock()
+
+    response = post_result(client, pharmacy, distinctive_body(), created=server_now + offset)
 
     _assert_refused(response, audits_before=0)
     assert audit_events("auth.failure")[0]["reason"] == f"result.create:{reason}"
 
 
-def test_a_signature_created_within_the_window_is_accepted(client, pharmacy):
-    response = post_result(client, pharmacy, distinctive_body(), created=int(time.time()) - 240)
+def test_a_signature_created_up_to_300_seconds_away_from_server_time_is_accepted(client, pharmacy):
+    server_now = _freeze_server_clock()
 
-    assert response.status_code == 201, response.body
+    late = post_result(client, pharmacy, distinctive_body(), created=server_now - 300)
+    early = post_result(client, pharmacy, distinctive_body(), created=server_now + 300)
+
+    assert (late.status_code, early.status_code) == (201, 201), (late.body, early.body)
 
 
 def test_a_reused_nonce_is_refused_the_second_time_and_stores_nothing_more(client, pharmacy):

@@ -51,7 +51,7 @@ def test_the_follow_answer_holds_no_identity_and_no_test_result(client, pharmacy
 
     for value in PERSONAL_VALUES:
         assert value not in text
-    for word in ("negative", "positive", "antigen", "result\""):
+    for word in ("negative", "positive", "antigen", 'result"'):
         assert word not in text
 
 

@@ -7,11 +7,13 @@ since its handler holds the ``sys.stdout`` of the moment it was built), file des
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -30,16 +32,25 @@ from tests.integration.helpers import (
 
 @pytest.fixture
 def powertools_stream() -> Iterator[io.StringIO]:
-    """Everything the Relais logger writes, whatever stream its handlers were built with."""
+    """Everything the Relais logger writes, whatever stream its handlers were built with.
+
+    The handler's stream is swapped without ``setStream()``, which would flush the old stream: when the logger
+    was built during another test, that is a capture file pytest has closed since.
+    """
     buffer = io.StringIO()
     handlers = [h for h in logger().handlers if isinstance(h, logging.StreamHandler)]
     assert handlers, "the Relais logger writes through a stream handler"
-    previous = [h.setStream(buffer) for h in handlers]
+    previous = []
+    for handler in handlers:
+        with handler.lock or contextlib.nullcontext():
+            previous.append(handler.stream)
+            handler.stream = buffer
     try:
         yield buffer
     finally:
         for handler, stream in zip(handlers, previous, strict=True):
-            handler.setStream(stream)
+            with handler.lock or contextlib.nullcontext():
+                handler.stream = stream
 
 
 def _secrets_of(headers: dict[str, str]) -> list[str]:
@@ -56,7 +67,7 @@ def test_no_log_line_holds_personal_data_signatures_or_nonces(client, pharmacy, 
     sent_secrets: list[str] = []
     statuses = []
 
-    def send(payload: bytes, **sign_kwargs) -> object:
+    def send(payload: bytes, **sign_kwargs: Any) -> Any:
         headers = signed_headers(pharmacy, "POST", RESULTS_PATH, payload, **sign_kwargs)
         sent_secrets.extend(_secrets_of(headers))
         response = client.http.post(RESULTS_PATH, body=payload, headers=headers)
@@ -79,12 +90,10 @@ def test_no_log_line_holds_personal_data_signatures_or_nonces(client, pharmacy, 
     statuses.append(client.http.get(f"{RESULTS_PATH}/{result_id}", headers=follow_headers).status_code)
 
     assert statuses == [201, 200, 400, 401, 409, 415, 200]
-    import sys; print("DBG", file=sys.__stderr__)
     assert count_results() == 1
     out, err = capfd.readouterr()
     records = "\n".join(f"{r.name} {r.getMessage()} {r.__dict__}" for r in caplog.records)
     logs = {"powertools": powertools_stream.getvalue(), "stdout": out, "stderr": err, "logging": records}
-    print({k: len(v) for k, v in logs.items()}, sorted({r.name for r in caplog.records}), file=sys.__stderr__)
     assert '"status":201' in logs["powertools"].replace(" ", ""), "the capture sees the access log"
     for where, text in logs.items():
         for value in (*PERSONAL_VALUES, NIR[:-2] + "00", *sent_secrets):
@@ -98,7 +107,7 @@ def test_no_error_body_echoes_a_submitted_value(client, pharmacy):
     raw = encode(body)
     assert client.http.post(RESULTS_PATH, body=raw, headers=signed_headers(pharmacy, "POST", RESULTS_PATH, raw))
 
-    cases: dict[str, tuple[bytes, dict]] = {}
+    cases: dict[str, tuple[bytes, dict[str, Any]]] = {}
     invalid = json.loads(raw)
     for name in ("family_name", "given_name"):
         invalid["patient"][name] += "\u0007"
