@@ -28,8 +28,31 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy chalicelib relais_cli infra app.py
 
 ## test: lint, then every tier of tests (unit, integration with moto, e2e over the local stack, browser)
-test: lint
+test: lint iac-check
 	$(VENV)/bin/pytest -q
+
+## package: the deployable template and zip of a stage in build/package (STAGE=prod unless given), reproducibly:
+## Linux wheels from build/wheelhouse (downloaded once per requirements.txt), see infra/package.py
+package: $(STAMP)
+	@$(PY) -m infra.package --stage $(if $(filter command line environment,$(origin STAGE)),$(STAGE),prod)
+
+## deploy: package, then deploy the stage's stack: make deploy STAGE=prod (AWS credentials; see docs/deploy.md)
+deploy:
+	@test -n "$(filter command line environment,$(origin STAGE))" || { echo "usage: make deploy STAGE=prod" >&2; exit 2; }
+	@$(MAKE) --no-print-directory package STAGE=$(STAGE)
+	@infra/deploy.sh $(STAGE)
+
+## iac-check: package, then cfn-lint and checkov (offline) on the template; accepted findings: infra/iac-skips.md
+.PHONY: iac-check
+iac-check: package
+	@cmp -s infra/requirements-iac.txt .venv-iac/.installed || { \
+	  echo "installing cfn-lint and checkov into .venv-iac (first run takes a minute)…"; \
+	  test -x .venv-iac/bin/python || $(PYTHON) -m venv .venv-iac; \
+	  echo '*' > .venv-iac/.gitignore; \
+	  .venv-iac/bin/python -m pip install --quiet --disable-pip-version-check -r infra/requirements-iac.txt && \
+	  cp infra/requirements-iac.txt .venv-iac/.installed; }
+	.venv-iac/bin/cfn-lint --regions eu-west-3 -- build/package/sam.json
+	.venv-iac/bin/checkov --quiet --compact --skip-download --framework cloudformation -f build/package/sam.json
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
