@@ -62,4 +62,4 @@ bench: $(STAMP)
 	$(PY) -m bench.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build .relais
+	rm -rf $(VENV) .venv-iac .pytest_cache .mypy_cache .ruff_cache .hypothesis build .relais

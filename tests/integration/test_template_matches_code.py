@@ -1,0 +1,193 @@
+"""The local stack provisions from the definitions production deploys, and they are exactly what the code uses.
+
+``infra/resources.json`` is created in moto by ``infra.provision`` (the ``aws`` fixture) and merged, with
+``infra/prod.json``, into the packaged template. Here: every ``RELAIS_*`` setting that names a resource is an output
+of the template; the tables, queues, key and streams of the stack are exactly those settings; every pynamodb model
+matches its table's keys and indexes; every placeholder of the code names a resource of the template; the queues fit
+their consumers (visibility, receive counts).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import MISSING, fields
+from typing import Any
+
+import boto3
+import pytest
+
+from chalicelib.config import Settings
+from infra import iam
+from infra import template as finishing
+from infra.provision import OUTPUT_ENV, load_template, stack_name
+
+#: Settings that name a resource of the template (the rest are tuning values or deployment parameters).
+RESOURCE_SUFFIXES = ("_table", "_queue_url", "_dlq_url")
+RESOURCE_FIELDS = sorted(
+    {f.name for f in fields(Settings) if f.name.endswith(RESOURCE_SUFFIXES)} | {"kms_key_arn", "ses_configuration_set"}
+)
+#: Resources of AWS that are not in moto's CloudFormation (prod.json only): their settings stay empty locally.
+PROD_ONLY_FIELDS = {"ses_configuration_set"}
+
+
+def _env_name(field_name: str) -> str:
+    return "RELAIS_" + field_name.upper()
+
+
+@pytest.fixture(scope="module")
+def merged() -> dict[str, Any]:
+    return finishing.merge_template("test")
+
+
+def _stack_resources(stage: str = "test") -> dict[str, dict[str, str]]:
+    cloudformation = boto3.client("cloudformation", region_name="eu-west-3")
+    answer = cloudformation.describe_stack_resources(StackName=stack_name(stage))["StackResources"]
+    return {r["LogicalResourceId"]: r for r in answer}
+
+
+def _placeholders(suffix: str) -> dict[str, str]:
+    """Module attributes of ``chalicelib.events`` ending in ``suffix``: the names the code gives its sources."""
+    import chalicelib.events
+
+    found = {}
+    for info in pkgutil.iter_modules(chalicelib.events.__path__):
+        module = importlib.import_module(f"chalicelib.events.{info.name}")
+        for name, value in vars(module).items():
+            if name.endswith(suffix) and isinstance(value, str):
+                found[f"{info.name}.{name}"] = value
+    return found
+
+
+# -- settings ↔ outputs -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field_name", RESOURCE_FIELDS)
+def test_every_resource_setting_is_an_output_of_the_template(field_name, merged):
+    outputs = {env: out for out, env in {**OUTPUT_ENV, **finishing.PROD_OUTPUT_ENV}.items()}
+    assert _env_name(field_name) in outputs, f"no output feeds {_env_name(field_name)}"
+    assert outputs[_env_name(field_name)] in merged["Outputs"]
+
+
+def test_every_function_gets_every_required_and_resource_setting(merged):
+    env = finishing.settings_env(merged)
+    required = {_env_name(f.name) for f in fields(Settings) if f.default is MISSING}
+    assert required - set(env) == set()
+    assert {_env_name(f) for f in RESOURCE_FIELDS} - set(env) == set()
+
+
+# -- the provisioned stack ↔ the settings ---------------------------------------------------------------------------
+def test_the_stacks_tables_are_exactly_the_table_settings(aws):
+    template = load_template()["Resources"]
+    physical = _stack_resources()
+    tables = {physical[k]["PhysicalResourceId"] for k, v in template.items() if v["Type"] == "AWS::DynamoDB::Table"}
+    settings = {aws[_env_name(f)] for f in RESOURCE_FIELDS if f.endswith("_table")}
+    assert tables == settings
+    existing = set(boto3.client("dynamodb").list_tables()["TableNames"])
+    assert tables <= existing
+
+
+def test_the_stacks_queues_are_exactly_the_queue_settings(aws):
+    template = load_template()["Resources"]
+    physical = _stack_resources()
+    queues = {physical[k]["PhysicalResourceId"] for k, v in template.items() if v["Type"] == "AWS::SQS::Queue"}
+    settings = {aws[_env_name(f)] for f in RESOURCE_FIELDS if f.endswith(("_queue_url", "_dlq_url"))}
+    assert queues == settings
+    sqs = boto3.client("sqs")
+    for url in settings:
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["KmsMasterKeyId"])["Attributes"]
+        assert attributes.get("KmsMasterKeyId"), f"{url} is not encrypted with the stage's key"
+
+
+def test_the_stacks_only_key_is_the_key_setting(aws):
+    template = load_template()["Resources"]
+    keys = [k for k, v in template.items() if v["Type"] == "AWS::KMS::Key"]
+    assert keys == ["DataKey"]
+    # (list_keys, not describe_key: moto cannot evaluate the policy of a key its CloudFormation created)
+    listed = {k["KeyId"]: k["KeyArn"] for k in boto3.client("kms").list_keys()["Keys"]}
+    assert listed == {_stack_resources()["DataKey"]["PhysicalResourceId"]: aws["RELAIS_KMS_KEY_ARN"]}
+
+
+def test_prod_only_settings_stay_empty_in_the_local_stack(aws):
+    assert {f for f in RESOURCE_FIELDS if _env_name(f) not in aws} == PROD_ONLY_FIELDS
+
+
+# -- the code's tables ↔ the template's ------------------------------------------------------------------------------
+def _models() -> list[type]:
+    from pynamodb.models import Model
+
+    seen: list[type] = []
+    todo = list(Model.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__module__.startswith("chalicelib."):
+            seen.append(cls)
+    return seen
+
+
+def test_every_pynamodb_model_matches_the_keys_and_indexes_of_its_table(aws):
+    from chalicelib import bootstrap
+
+    for component in ("registry", "store", "link_store", "audit_chain", "national_statuses"):
+        if hasattr(bootstrap, component):
+            getattr(bootstrap, component)()  # binds the models of that component to the settings' tables
+    dynamodb = boto3.client("dynamodb")
+    stack_tables = {aws[_env_name(f)] for f in RESOURCE_FIELDS if f.endswith("_table")}
+    bound = [m for m in _models() if m.Meta.table_name != "unbound"]
+    assert {"ResultItem", "StateItem", "AuditItem", "PharmacyItem", "LinkItem"} <= {m.__name__ for m in bound}
+    for model in bound:
+        assert model.Meta.table_name in stack_tables, f"{model.__name__} uses a table the template does not declare"
+        table = dynamodb.describe_table(TableName=model.Meta.table_name)["Table"]
+        schema = model._get_schema()
+        assert _keys(schema["key_schema"]) == _keys(table["KeySchema"]), model.__name__
+        declared = {i["IndexName"]: i for i in table.get("GlobalSecondaryIndexes", [])}
+        for index in schema["global_secondary_indexes"]:
+            assert index["index_name"] in declared, f"{model.__name__}: no index {index['index_name']}"
+            assert _keys(index["key_schema"]) == _keys(declared[index["index_name"]]["KeySchema"])
+
+
+def _keys(key_schema: list[dict[str, str]]) -> dict[str, str]:
+    return {k["KeyType"]: k["AttributeName"] for k in key_schema}
+
+
+# -- the code's event sources ↔ the template's -------------------------------------------------------------------------
+def test_every_queue_placeholder_of_the_code_names_a_queue_of_the_template(merged):
+    queues = finishing.named_resources(merged["Resources"], "AWS::SQS::Queue", "QueueName")
+    placeholders = _placeholders("_QUEUE")
+    assert placeholders, "no queue placeholder found in chalicelib.events"
+    for where, name in placeholders.items():
+        assert finishing.placeholder_suffix(name) in queues, where
+
+
+def test_every_stream_placeholder_of_the_code_names_a_streaming_table(aws, merged):
+    tables = finishing.named_resources(merged["Resources"], "AWS::DynamoDB::Table", "TableName")
+    placeholders = _placeholders("_STREAM_ARN")
+    assert placeholders, "no stream placeholder found in chalicelib.events"
+    for where, arn in placeholders.items():
+        suffix = finishing.placeholder_suffix(arn.split(":table/", 1)[1].split("/", 1)[0])
+        assert suffix in tables, where
+        assert "StreamSpecification" in merged["Resources"][tables[suffix]]["Properties"], where
+    from chalicelib.events import STREAM_HANDLERS
+
+    dynamodb = boto3.client("dynamodb")
+    streams = {
+        dynamodb.describe_table(TableName=aws[_env_name(f)])["Table"].get("LatestStreamArn")
+        for f in RESOURCE_FIELDS
+        if f.endswith("_table")
+    }
+    for variable in STREAM_HANDLERS:  # what the local poller reads: the same streams
+        assert aws.get(variable) in streams, variable
+
+
+def test_queues_fit_their_consumers(merged):
+    from chalicelib.services.notify import LEASE_SECONDS, NOTIFY_MAX_ATTEMPTS
+
+    resources = merged["Resources"]
+    for spec in iam.FUNCTIONS.values():
+        for queue in spec.access.consumes:
+            visibility = resources[queue]["Properties"]["VisibilityTimeout"]
+            assert visibility >= 6 * spec.timeout, f"{queue}: visibility below six times {spec.name}'s timeout"
+    notify = resources["NotifyQueue"]["Properties"]
+    assert notify["RedrivePolicy"]["maxReceiveCount"] == NOTIFY_MAX_ATTEMPTS
+    assert notify["VisibilityTimeout"] > LEASE_SECONDS
+    national = resources["NationalQueue"]["Properties"]
+    assert national["RedrivePolicy"]["maxReceiveCount"] >= Settings.national_max_attempts
