@@ -29,9 +29,26 @@ def reset() -> None:
     """Forget every cached component, setting and override."""
     _overrides.clear()
     get_settings.cache_clear()
-    for fn in (botocore_session, boto3_session, _client, envelope, registry, store, results_service,
-               audit_chain, metrics, national_queue, national_statuses, national_client, national_delivery,
-               link_store, messaging, notify_service, resend_service, patient_service):
+    for fn in (
+        botocore_session,
+        boto3_session,
+        _client,
+        envelope,
+        registry,
+        store,
+        results_service,
+        audit_chain,
+        metrics,
+        national_queue,
+        national_statuses,
+        national_client,
+        national_delivery,
+        link_store,
+        messaging,
+        notify_service,
+        resend_service,
+        patient_service,
+    ):
         fn.cache_clear()
 
 
@@ -210,8 +227,13 @@ def messaging() -> Any:
     from chalicelib.adapters.messaging import Messaging
 
     s = settings()
-    return Messaging(sns=client("sns"), ses=client("ses"), sms_sender_id=s.sms_sender_id,
-                     email_sender=s.email_sender, configuration_set=s.ses_configuration_set)
+    return Messaging(
+        sns=client("sns"),
+        ses=client("ses"),
+        sms_sender_id=s.sms_sender_id,
+        email_sender=s.email_sender,
+        configuration_set=s.ses_configuration_set,
+    )
 
 
 @cache
@@ -221,9 +243,15 @@ def notify_service() -> Any:
 
     s = settings()
     return NotifyService(
-        results=store(), links=link_store(), sender=messaging(), decrypt=results_service().decrypt_submission,
-        get_pharmacy=CachedPharmacies(registry(), ttl_seconds=300).get_pharmacy, clock=clock,
-        public_base_url=s.public_base_url, link_ttl_hours=s.link_ttl_hours, limiter=RateLimiter(s.sms_per_second),
+        results=store(),
+        links=link_store(),
+        sender=messaging(),
+        decrypt=results_service().decrypt_submission,
+        get_pharmacy=CachedPharmacies(registry(), ttl_seconds=300).get_pharmacy,
+        clock=clock,
+        public_base_url=s.public_base_url,
+        link_ttl_hours=s.link_ttl_hours,
+        limiter=RateLimiter(s.sms_per_second),
     )
 
 
@@ -238,13 +266,20 @@ def resend_service() -> Any:
 
     def enqueue(result_id: str, generation: int) -> None:
         try:
-            client("sqs").send_message(QueueUrl=s.notify_queue_url,
-                                       MessageBody=json.dumps({"result_id": result_id, "generation": generation}))
+            client("sqs").send_message(
+                QueueUrl=s.notify_queue_url, MessageBody=json.dumps({"result_id": result_id, "generation": generation})
+            )
         except Exception as exc:
             raise DependencyUnavailableError("sqs") from exc
 
-    return ResendService(results_service=results_service(), link_store=link_store(), notifier=notify_service(),
-                         enqueue=enqueue, clock=clock, resend_per_day=s.resend_per_day)
+    return ResendService(
+        results_service=results_service(),
+        link_store=link_store(),
+        notifier=notify_service(),
+        enqueue=enqueue,
+        clock=clock,
+        resend_per_day=s.resend_per_day,
+    )
 
 
 @cache
@@ -254,9 +289,14 @@ def patient_service() -> Any:
 
     s = settings()
     return PatientService(
-        results=store(), links=link_store(), decrypt=results_service().decrypt_submission,
-        get_pharmacy=CachedPharmacies(registry(), ttl_seconds=300).get_pharmacy, clock=clock, stage=s.stage,
-        lock_attempts=s.patient_lock_attempts, ip_failures=s.patient_ip_failures,
+        results=store(),
+        links=link_store(),
+        decrypt=results_service().decrypt_submission,
+        get_pharmacy=CachedPharmacies(registry(), ttl_seconds=300).get_pharmacy,
+        clock=clock,
+        stage=s.stage,
+        lock_attempts=s.patient_lock_attempts,
+        ip_failures=s.patient_ip_failures,
         ip_window_seconds=s.patient_ip_window_seconds,
     )
 
