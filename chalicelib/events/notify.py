@@ -60,7 +60,15 @@ def handle_notify_batch(event: dict[str, Any], context: Any = None) -> dict[str,
         )
         return response
     finally:
+        metrics = bootstrap.metrics()
+        for outcome, n in outcomes.items():
+            metrics.count(NOTIFY_METRICS.get(outcome, "PatientNotifySkipped"), n)
+        metrics.flush()
         logger().info("notify batch", extra={"outcomes": outcomes})
+
+
+#: Notification outcomes as CloudWatch metrics (the dead-lettered ones are counted by the DLQ alarm).
+NOTIFY_METRICS = {"sent": "PatientNotified", "retry": "PatientNotifyRetried", "malformed": "PatientNotifyMalformed"}
 
 
 @notify_events.on_sqs_message(queue=NOTIFY_QUEUE, batch_size=10)
