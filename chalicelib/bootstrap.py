@@ -125,17 +125,25 @@ def store() -> Any:
 
 
 @cache
+def pharmacies() -> Any:
+    """Pharmacy profiles (name, FINESS, quota), cached 60 s per process and shared by every use case."""
+    from chalicelib.adapters.key_cache import CachedPharmacies
+
+    return CachedPharmacies(registry(), ttl_seconds=60)
+
+
+@cache
 def results_service() -> Any:
     if "results_service" in _overrides:
         return _overrides["results_service"]
-    from chalicelib.adapters.key_cache import CachedKeyDirectory, CachedPharmacies
+    from chalicelib.adapters.key_cache import CachedKeyDirectory
     from chalicelib.services.results import ResultsService
 
     s = settings()
     return ResultsService(
         store=store(),
         keys=CachedKeyDirectory(registry()),
-        pharmacies=CachedPharmacies(registry()),
+        pharmacies=pharmacies(),
         envelope=envelope(),
         clock=clock,
         stage=s.stage,
@@ -188,7 +196,6 @@ def national_client() -> Any:
 
 @cache
 def national_delivery() -> Any:
-    from chalicelib.adapters.key_cache import CachedPharmacies
     from chalicelib.services.national import NationalDelivery
 
     s = settings()
@@ -196,7 +203,7 @@ def national_delivery() -> Any:
     return NationalDelivery(
         get_result=store().get_result,
         decrypt=results.decrypt_submission,
-        get_pharmacy=CachedPharmacies(registry(), ttl_seconds=300).get_pharmacy,
+        get_pharmacy=pharmacies().get_pharmacy,
         national=national_client(),
         statuses=national_statuses(),
         queue=national_queue(),
@@ -238,7 +245,6 @@ def messaging() -> Any:
 
 @cache
 def notify_service() -> Any:
-    from chalicelib.adapters.key_cache import CachedPharmacies
     from chalicelib.services.notify import NotifyService, RateLimiter
 
     s = settings()
@@ -247,7 +253,7 @@ def notify_service() -> Any:
         links=link_store(),
         sender=messaging(),
         decrypt=results_service().decrypt_submission,
-        get_pharmacy=CachedPharmacies(registry(), ttl_seconds=300).get_pharmacy,
+        get_pharmacy=pharmacies().get_pharmacy,
         clock=clock,
         public_base_url=s.public_base_url,
         link_ttl_hours=s.link_ttl_hours,
@@ -284,7 +290,6 @@ def resend_service() -> Any:
 
 @cache
 def patient_service() -> Any:
-    from chalicelib.adapters.key_cache import CachedPharmacies
     from chalicelib.services.patient import PatientService
 
     s = settings()
@@ -292,7 +297,7 @@ def patient_service() -> Any:
         results=store(),
         links=link_store(),
         decrypt=results_service().decrypt_submission,
-        get_pharmacy=CachedPharmacies(registry(), ttl_seconds=300).get_pharmacy,
+        get_pharmacy=pharmacies().get_pharmacy,
         clock=clock,
         stage=s.stage,
         lock_attempts=s.patient_lock_attempts,

@@ -29,7 +29,7 @@ from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.adapters.store import DynamoStore, audit_item
-from chalicelib.adapters.tables import ResultItem, StateItem
+from chalicelib.adapters.tables import ResultItem, StateItem, TableMeta
 from chalicelib.config import Settings
 from chalicelib.domain.links import ClaimBusyError, Link, SupersededError
 from chalicelib.domain.records import AuditEvent, AuthGrant
@@ -40,18 +40,10 @@ from chalicelib.errors import DependencyUnavailableError, RateLimitedError
 LINK_ITEM_GRACE = timedelta(days=7)
 
 
-class _Meta:
-    table_name = "unbound"
-    region: str | None = None
-    max_retry_attempts = 2
-    connect_timeout_seconds = 2
-    read_timeout_seconds = 4
-
-
 class LinkItem(Model):
     """State table, ``pk = "link#<token sha256>"``."""
 
-    class Meta(_Meta):
+    class Meta(TableMeta):
         pass
 
     pk = UnicodeAttribute(hash_key=True)
@@ -69,7 +61,7 @@ class LinkItem(Model):
 class ClaimItem(Model):
     """State table, ``pk = "notify#<result id>#<generation>"``: the send claim of one generation."""
 
-    class Meta(_Meta):
+    class Meta(TableMeta):
         pass
 
     pk = UnicodeAttribute(hash_key=True)

@@ -19,7 +19,9 @@ from pynamodb.models import Model
 from chalicelib.config import Settings
 
 
-class _Meta:
+class TableMeta:
+    """Connection settings shared by every Relais model; ``bind_*`` functions set the table names."""
+
     table_name = "unbound"
     region: str | None = None
     max_retry_attempts = 2
@@ -30,7 +32,7 @@ class _Meta:
 class PharmacyItem(Model):
     """Registry table, ``pk = "pharmacy#<id>"``."""
 
-    class Meta(_Meta):
+    class Meta(TableMeta):
         pass
 
     pk = UnicodeAttribute(hash_key=True)
@@ -45,7 +47,7 @@ class PharmacyItem(Model):
 class KeyItem(Model):
     """Registry table, ``pk = "key#<key id>"``: a pharmacy's Ed25519 public key (never a private key)."""
 
-    class Meta(_Meta):
+    class Meta(TableMeta):
         pass
 
     pk = UnicodeAttribute(hash_key=True)
@@ -59,7 +61,7 @@ class KeyItem(Model):
 class FinessItem(Model):
     """Registry table, ``pk = "finess#<FINESS>"``: one pharmacy per FINESS number."""
 
-    class Meta(_Meta):
+    class Meta(TableMeta):
         pass
 
     pk = UnicodeAttribute(hash_key=True)
@@ -69,7 +71,7 @@ class FinessItem(Model):
 class StateItem(Model):
     """State table: nonces, quota counters, pharmacy references, rate counters; all with a TTL."""
 
-    class Meta(_Meta):
+    class Meta(TableMeta):
         pass
 
     pk = UnicodeAttribute(hash_key=True)
@@ -92,7 +94,7 @@ class PendingNationalIndex(GlobalSecondaryIndex["ResultItem"]):  # type: ignore[
 class ResultItem(Model):
     """Results table, ``id`` = the opaque result id. The stream (keys only) feeds the queues."""
 
-    class Meta(_Meta):
+    class Meta(TableMeta):
         pass
 
     id = UnicodeAttribute(hash_key=True)
@@ -129,7 +131,7 @@ class AuditByDayIndex(GlobalSecondaryIndex["AuditItem"]):  # type: ignore[no-unt
 class AuditItem(Model):
     """Audit table: ``subject`` (the record, or the actor when there is none), ``sk`` = time#event id."""
 
-    class Meta(_Meta):
+    class Meta(TableMeta):
         pass
 
     subject = UnicodeAttribute(hash_key=True)
