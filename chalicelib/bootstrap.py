@@ -150,6 +150,7 @@ def results_service() -> Any:
         daily_quota_default=s.daily_quota_default,
         signature_window_seconds=s.signature_window_seconds,
         retention_days=s.result_retention_days,
+        allowed_authorities=s.authorities,
     )
 
 

@@ -44,11 +44,15 @@ class ResultsService:
     signature_window_seconds: int = 300
     retention_days: int = 90
     new_result_id: Callable[[], str] = field(default=new_id)
+    allowed_authorities: frozenset[str] = frozenset()  # empty: whatever Host the client signed
 
     # -- authentication ---------------------------------------------------------------------------
     def _authenticate(self, request: SignedRequest, action: str, request_id: str | None) -> AuthGrant:
         nonces = _DeferredNonce()
         try:
+            if self.allowed_authorities and request.authority.lower() not in self.allowed_authorities:
+                # A request signed for another host (another stage, a proxy) is not for us.
+                raise AuthenticationError("wrong_authority")
             principal = authenticate(
                 request, keys=self.keys, nonces=nonces, now=self.clock(), window_seconds=self.signature_window_seconds
             )

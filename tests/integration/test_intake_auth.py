@@ -215,3 +215,26 @@ def test_a_successful_submission_writes_one_result_create_audit_event(client, ph
     assert events[0]["actor"] == f"key:{pharmacy.key_id}"
     assert events[0]["pharmacy_id"] == pharmacy.pharmacy_id
     assert audit_events("auth.failure") == []
+
+
+def test_a_request_signed_for_another_host_is_refused_when_hosts_are_pinned(client, pharmacy, monkeypatch):
+    monkeypatch.setenv("RELAIS_ALLOWED_AUTHORITIES", "api.relais.example")
+    from chalicelib import bootstrap
+
+    bootstrap.reset()
+    response = post_result(client, pharmacy, distinctive_body())
+    assert response.status_code == 401
+    assert count_results() == 0
+    assert [e["reason"] for e in audit_events("auth.failure")] == ["result.create:wrong_authority"]
+
+
+def test_a_request_signed_for_the_pinned_host_is_accepted(client, pharmacy, monkeypatch):
+    from urllib.parse import urlsplit
+
+    from tests.integration.helpers import BASE_URL
+
+    monkeypatch.setenv("RELAIS_ALLOWED_AUTHORITIES", f"api.relais.example, {urlsplit(BASE_URL).netloc}")
+    from chalicelib import bootstrap
+
+    bootstrap.reset()
+    assert post_result(client, pharmacy, distinctive_body()).status_code == 201
