@@ -469,6 +469,7 @@ class NationalStatusStore:
         )
 
     def mark_failed(self, result_id: str, reason: str) -> None:
+        """Never over a ``reported`` status: a result the receiver has is not a failure."""
         self._update(
             result_id,
             [
@@ -476,6 +477,7 @@ class NationalStatusStore:
                 ResultItem.national_failure.set(reason),
                 ResultItem.pending_national.remove(),
             ],
+            condition=ResultItem.national_status != "reported",
         )
 
     def mark_pending(self, result_id: str) -> None:
@@ -489,9 +491,10 @@ class NationalStatusStore:
         )
 
     @staticmethod
-    def _update(result_id: str, actions: list[Any]) -> None:
+    def _update(result_id: str, actions: list[Any], condition: Any = None) -> None:
+        required = ResultItem.id.exists() if condition is None else ResultItem.id.exists() & condition
         try:
-            ResultItem(id=result_id).update(actions=actions, condition=ResultItem.id.exists())
+            ResultItem(id=result_id).update(actions=actions, condition=required)
         except UpdateError as exc:
             if exc.cause_response_code == "ConditionalCheckFailedException":
                 raise NotFoundError("no such result") from exc

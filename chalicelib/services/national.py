@@ -77,6 +77,10 @@ class NationalDelivery:
             return "gone"  # erased or past retention: nothing left to deliver
         if record.national_status == "reported":
             return "already-reported"
+        if record.national_status == "failed":
+            # Dead-lettered by another message of the same result (e.g. one queued again by reconciliation):
+            # only an operator's redrive (which sets it pending again) sends it anew.
+            return "already-dead-lettered"
         submission = self.decrypt(record)  # KMS trouble raises: the message is retried
         pharmacy = self.get_pharmacy(record.pharmacy_id)
         bundle = build_bundle(
@@ -99,7 +103,10 @@ class NationalDelivery:
         if verdict is Verdict.PERMANENT or delivery.attempt >= self.max_attempts:
             final = reason if verdict is Verdict.PERMANENT else f"retries-exhausted:{reason}"
             self.queue.dead_letter(record.id, final, delivery.attempt)
-            self.statuses.mark_failed(record.id, final)
+            try:
+                self.statuses.mark_failed(record.id, final)
+            except NotFoundError:
+                return "already-reported"  # reported meanwhile by another message: the dead letter is moot
             self._audit(record, "failed", final)
             self.metrics.count("NationalDeadLettered")
             return "dead-lettered"

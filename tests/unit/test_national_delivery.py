@@ -193,3 +193,30 @@ def test_queue_messages_must_carry_a_plausible_result_id():
 def test_record_round_trip_keeps_the_submission():
     submission = parse_submission(valid_body(FIXED_NOW), now=FIXED_NOW)
     assert Submission.from_record(submission.to_record()) == submission
+
+
+def test_a_result_already_dead_lettered_by_another_message_is_not_sent_again():
+    national = FakeNational(Answer(201))
+    failed = ResultRecord(
+        id=RID,
+        pharmacy_id="p" * 16,
+        pharmacy_reference="A",
+        key_id="k" * 16,
+        received_at=FIXED_NOW,
+        expires_at=0,
+        ciphertext=b"",
+        national_status="failed",
+    )
+    assert make_service(national, record=failed).deliver(Delivery(RID, "rh", 1)) == "already-dead-lettered"
+    assert national.received == []
+
+
+def test_a_result_reported_meanwhile_is_not_marked_failed():
+    from chalicelib.errors import NotFoundError
+
+    class ReportedMeanwhile(Recorder):
+        def mark_failed(self, rid, reason):
+            raise NotFoundError("reported")
+
+    service = make_service(FakeNational(Answer(400)), statuses=ReportedMeanwhile())
+    assert service.deliver(Delivery(RID, "rh", 1)) == "already-reported"
