@@ -25,7 +25,9 @@ from tests.signing import sign
 
 pytestmark = pytest.mark.e2e
 
-COUNT = int(os.environ.get("RELAIS_E2E_NOTHING_LOST_COUNT", "1000"))
+#: 300 in CI (about 2 minutes); the issue's 1,000 runs with RELAIS_E2E_NOTHING_LOST_COUNT=1000 (about 15 minutes,
+#: most of it moto's transactions, which copy whole tables) and in-process in tests/integration/test_national_delivery.
+COUNT = int(os.environ.get("RELAIS_E2E_NOTHING_LOST_COUNT", "300"))
 
 
 def _submit(stack, key_id: str, private_key, i: int) -> str:
@@ -96,13 +98,15 @@ def test_nothing_is_lost_through_the_local_stack(tmp_path):
         chaos.join()
         assert len(accepted) == COUNT
 
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 900
         statuses: dict[str, str] = {}
         while time.monotonic() < deadline:
             statuses = _statuses(stack)
             if all(statuses.get(rid) in ("reported", "failed") for rid in accepted):
                 break
             time.sleep(2)
+        pending = [rid for rid in accepted if statuses.get(rid) not in ("reported", "failed")]
+        assert not pending, f"{len(pending)} results still pending after 15 minutes"
         reported = {rid for rid in accepted if statuses.get(rid) == "reported"}
         failed = {rid for rid in accepted if statuses.get(rid) == "failed"}
         letters = _relais(stack, "dlq", "list")
@@ -110,7 +114,10 @@ def test_nothing_is_lost_through_the_local_stack(tmp_path):
         received = [r["bundle"]["identifier"]["value"] for r in _relais(stack, "local", "national")]
     finally:
         stack.stop()
-    assert reported | dead == accepted, f"{len(accepted - reported - dead)} results neither reported nor dead-lettered"
+    assert reported | dead == accepted, (
+        f"{len(accepted - reported - dead)} neither reported nor dead-lettered; {len(failed - dead)} failed but not "
+        f"listed in the dead-letter queue"
+    )
     assert not reported & dead
     assert failed == dead
     assert all(d["reason"] for d in letters)
