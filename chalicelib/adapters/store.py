@@ -501,6 +501,25 @@ class NationalStatusStore:
             raise DependencyUnavailableError("dynamodb") from exc
 
     @staticmethod
+    def claim_requeue(result_id: str, now: datetime, cutoff: datetime) -> bool:
+        """Mark a pending result as queued again unless that already happened since ``cutoff``.
+
+        Reconciliation queues a stranded result once per threshold, not once per run: a backlog must not
+        snowball into duplicate messages.
+        """
+        try:
+            ResultItem(id=result_id).update(
+                actions=[ResultItem.national_requeued_at.set(now)],
+                condition=(ResultItem.national_status == "pending")
+                & (ResultItem.national_requeued_at.does_not_exist() | (ResultItem.national_requeued_at < cutoff)),
+            )
+        except UpdateError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise DependencyUnavailableError("dynamodb") from exc
+        return True
+
+    @staticmethod
     def pending_before(cutoff: datetime, limit: int = 1000) -> list[str]:
         """Ids of results still pending national delivery that were received before ``cutoff``."""
         bound = cutoff.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -110,6 +110,7 @@ class ResultItem(Model):
     pending_national = UnicodeAttribute(null=True)  # sparse index key while pending: "pending"
     national_reported_at = UTCDateTimeAttribute(null=True)
     national_attempts = NumberAttribute(default=0)
+    national_requeued_at = UTCDateTimeAttribute(null=True)  # last time reconciliation queued it again
     national_failure = UnicodeAttribute(null=True)  # e.g. "http-400:invalid" — codes only, never free text
     pending_index = PendingNationalIndex()
     patient_status = UnicodeAttribute(default="not_requested")

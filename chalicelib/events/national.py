@@ -55,9 +55,15 @@ def reconcile_pending(event: Any = None, context: Any = None) -> dict[str, int]:
     from datetime import timedelta
 
     settings = bootstrap.settings()
-    cutoff = bootstrap.clock() - timedelta(seconds=settings.reconcile_after_seconds)
-    queue = bootstrap.national_queue()
-    count = reconcile(bootstrap.national_statuses().pending_before, queue.enqueue, cutoff)
+    now = bootstrap.clock()
+    statuses = bootstrap.national_statuses()
+    count = reconcile(
+        statuses.pending_before,
+        statuses.claim_requeue,
+        bootstrap.national_queue().enqueue,
+        now=now,
+        cutoff=now - timedelta(seconds=settings.reconcile_after_seconds),
+    )
     if count:
         logger().info("pending results queued again", extra={"count": count})
     return {"requeued": count}

@@ -144,10 +144,18 @@ def parse_message(body: str) -> str:
 
 
 def reconcile(
-    pending_before: Callable[[datetime], list[str]], enqueue: Callable[[list[str]], None], cutoff: datetime
+    pending_before: Callable[[datetime], list[str]],
+    claim: Callable[[str, datetime, datetime], bool],
+    enqueue: Callable[[list[str]], None],
+    *,
+    now: datetime,
+    cutoff: datetime,
 ) -> int:
-    """Queue again every result still pending since before ``cutoff`` (a lost message strands nothing)."""
-    ids = pending_before(cutoff)
+    """Queue again every result pending since before ``cutoff`` and not already queued again since then.
+
+    A lost message strands nothing; a slow queue does not snowball into duplicate messages.
+    """
+    ids = [rid for rid in pending_before(cutoff) if claim(rid, now, cutoff)]
     if ids:
         enqueue(ids)
     return len(ids)

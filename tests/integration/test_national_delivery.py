@@ -7,7 +7,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -174,17 +174,22 @@ def test_a_permanent_refusal_dead_letters_one_result_without_holding_back_the_ot
     assert [(d["result_id"], d["reason"].split(":")[0]) for d in letters] == [(bad, "http-422")]
 
 
-def test_reconciliation_queues_again_results_left_pending(national):
+def test_reconciliation_queues_again_results_left_pending_once_per_threshold(national):
     from chalicelib.events.national import reconcile_pending
 
     ids = _seed_results(3)
-    os.environ["RELAIS_RECONCILE_AFTER_SECONDS"] = "0"
+    os.environ["RELAIS_RECONCILE_AFTER_SECONDS"] = "60"
     try:
         bootstrap.reset()
-        time.sleep(0.01)
+        assert reconcile_pending() == {"requeued": 0}  # received just now: not stranded yet
+        later = datetime.now(UTC) + timedelta(seconds=120)
+        bootstrap.override(clock=lambda: later)
         assert reconcile_pending() == {"requeued": 3}
+        assert reconcile_pending() == {"requeued": 0}  # already queued again since the cutoff: no snowball
         _drain(20)
-        assert reconcile_pending() == {"requeued": 0}
+        even_later = later + timedelta(seconds=600)
+        bootstrap.override(clock=lambda: even_later)
+        assert reconcile_pending() == {"requeued": 0}  # reported: nothing pending
     finally:
         os.environ.pop("RELAIS_RECONCILE_AFTER_SECONDS")
     assert {r["bundle"]["identifier"]["value"] for r in national.state.records} == set(ids)
