@@ -116,6 +116,18 @@ class LocalStack:
             aws_secret_access_key="local",
         )
 
+    def relais(self, *args: str) -> Any:
+        """``relais --json ARGS`` against this stack (a separate process, as an operator runs it); its document."""
+        done = subprocess.run(
+            [sys.executable, "-m", "relais_cli.main", "--json", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+            env={**os.environ, "RELAIS_STATE_DIR": str(self.state_file.parent)},
+        )
+        return json.loads(done.stdout)
+
     def national_token(self) -> str:
         """The stand-in's bearer token, read where Relais reads it: the SSM SecureString."""
         answer = self.client("ssm").get_parameter(Name=self.env["RELAIS_NATIONAL_TOKEN_PARAMETER"], WithDecryption=True)

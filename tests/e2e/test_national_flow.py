@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 
@@ -38,18 +35,6 @@ def _national_status(stack, key_id, private_key, result_id: str) -> dict:
     return dict(answer.json()["national"])
 
 
-def _relais(stack, *args: str) -> object:
-    done = subprocess.run(
-        [sys.executable, "-m", "relais_cli.main", "--json", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env={**os.environ, "RELAIS_STATE_DIR": str(stack.state_file.parent)},
-    )
-    return json.loads(done.stdout)
-
-
 def _wait_reported(stack, key_id, private_key, result_id: str, within: float) -> float:
     started = time.monotonic()
     while time.monotonic() - started < within:
@@ -63,7 +48,7 @@ def test_a_submitted_result_reaches_the_national_system_and_is_reported(local_st
     _, key_id, private_key = local_stack.register_pharmacy()
     rid = _submit(local_stack, key_id, private_key, "NAT-E2E-1")
     _wait_reported(local_stack, key_id, private_key, rid, 30)
-    received = _relais(local_stack, "local", "national")
+    received = local_stack.relais("local", "national")
     bundles = [r["bundle"] for r in received if r["bundle"]["identifier"]["value"] == rid]
     assert len(bundles) == 1
     assert bundles[0]["resourceType"] == "Bundle"
@@ -72,11 +57,11 @@ def test_a_submitted_result_reaches_the_national_system_and_is_reported(local_st
 
 def test_a_result_accepted_while_the_national_system_is_down_is_reported_within_60s_of_it_coming_back(local_stack):
     _, key_id, private_key = local_stack.register_pharmacy()
-    assert _relais(local_stack, "local", "national", "--down") == {"up": False}
+    assert local_stack.relais("local", "national", "--down") == {"up": False}
     try:
         rid = _submit(local_stack, key_id, private_key, "NAT-E2E-DOWN")
         time.sleep(8)  # several delivery attempts fail meanwhile
         assert _national_status(local_stack, key_id, private_key, rid)["status"] == "pending"
     finally:
-        assert _relais(local_stack, "local", "national", "--up") == {"up": True}
+        assert local_stack.relais("local", "national", "--up") == {"up": True}
     _wait_reported(local_stack, key_id, private_key, rid, 60)

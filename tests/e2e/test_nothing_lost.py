@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,18 +57,6 @@ def _statuses(stack) -> dict[str, str]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def _relais(stack, *args: str) -> object:
-    done = subprocess.run(
-        [sys.executable, "-m", "relais_cli.main", "--json", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        env={**os.environ, "RELAIS_STATE_DIR": str(stack.state_file.parent)},
-    )
-    return json.loads(done.stdout)
-
-
 def test_nothing_is_lost_through_the_local_stack(tmp_path):
     stack = start_stack(
         tmp_path,
@@ -109,9 +95,9 @@ def test_nothing_is_lost_through_the_local_stack(tmp_path):
         assert not pending, f"{len(pending)} results still pending after 15 minutes"
         reported = {rid for rid in accepted if statuses.get(rid) == "reported"}
         failed = {rid for rid in accepted if statuses.get(rid) == "failed"}
-        letters = _relais(stack, "dlq", "list")
+        letters = stack.relais("dlq", "list")
         dead = {d["result_id"] for d in letters}
-        received = [r["bundle"]["identifier"]["value"] for r in _relais(stack, "local", "national")]
+        received = [r["bundle"]["identifier"]["value"] for r in stack.relais("local", "national")]
     finally:
         stack.stop()
     assert reported | dead == accepted, (

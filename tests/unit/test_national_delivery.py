@@ -143,9 +143,8 @@ def test_kms_failure_while_decrypting_leaves_the_message_for_a_retry():
     assert national.received == []
 
 
-def test_an_already_reported_or_erased_result_is_acknowledged_without_sending():
-    national = FakeNational(Answer(201))
-    reported = ResultRecord(
+def record_with(national_status: str) -> ResultRecord:
+    return ResultRecord(
         id=RID,
         pharmacy_id="p" * 16,
         pharmacy_reference="A",
@@ -153,9 +152,13 @@ def test_an_already_reported_or_erased_result_is_acknowledged_without_sending():
         received_at=FIXED_NOW,
         expires_at=0,
         ciphertext=b"",
-        national_status="reported",
+        national_status=national_status,
     )
-    assert make_service(national, record=reported).deliver(Delivery(RID, "rh", 1)) == "already-reported"
+
+
+def test_an_already_reported_or_erased_result_is_acknowledged_without_sending():
+    national = FakeNational(Answer(201))
+    assert make_service(national, record=record_with("reported")).deliver(Delivery(RID, "rh", 1)) == "already-reported"
     assert make_service(national).deliver(Delivery("x" * 24, "rh", 1)) == "gone"
     assert national.received == []
 
@@ -197,17 +200,9 @@ def test_record_round_trip_keeps_the_submission():
 
 def test_a_result_already_dead_lettered_by_another_message_is_not_sent_again():
     national = FakeNational(Answer(201))
-    failed = ResultRecord(
-        id=RID,
-        pharmacy_id="p" * 16,
-        pharmacy_reference="A",
-        key_id="k" * 16,
-        received_at=FIXED_NOW,
-        expires_at=0,
-        ciphertext=b"",
-        national_status="failed",
+    assert (
+        make_service(national, record=record_with("failed")).deliver(Delivery(RID, "rh", 1)) == "already-dead-lettered"
     )
-    assert make_service(national, record=failed).deliver(Delivery(RID, "rh", 1)) == "already-dead-lettered"
     assert national.received == []
 
 
