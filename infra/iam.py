@@ -118,7 +118,12 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         timeout=60,
         memory=256,
         reserved_concurrency=1,
-        access=Access(indexes={("ResultsTable", "pending-national"): ("dynamodb:Query",)}, sends_to=("NationalQueue",)),
+        access=Access(
+            # Query the pending index; claim each re-queue with a conditional UpdateItem (national_requeued_at).
+            tables={"ResultsTable": ("dynamodb:UpdateItem",)},
+            indexes={("ResultsTable", "pending-national"): ("dynamodb:Query",)},
+            sends_to=("NationalQueue",),
+        ),
     ),
     # Notifier: link, claim, SMS and e-mail, status, audit.
     "chalicelib.events.notify.on_notify_message": FunctionSpec(
