@@ -14,7 +14,11 @@ def new_id(nbytes: int = 18) -> str:
     """An opaque, unguessable id: ``nbytes`` random bytes (≥ 16, i.e. ≥ 128 bits), base64url."""
     if nbytes < 16:
         raise ValueError("ids carry at least 128 random bits")
-    return secrets.token_urlsafe(nbytes)
+    while True:
+        candidate = secrets.token_urlsafe(nbytes)
+        # Never a leading "-": command lines would read "--key-id -abc…" as an option (1 id in 64 otherwise).
+        if candidate[0] != "-":
+            return candidate
 
 
 def utc_iso(moment: datetime) -> str:
