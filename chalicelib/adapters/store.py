@@ -322,14 +322,17 @@ def _seconds_to_midnight(moment: datetime) -> int:
 
 
 class Registry:
-    """Pharmacies and their public keys (operators write; the API reads through :class:`KeyCache`)."""
+    """Pharmacies and their public keys (operators write; the API reads through ``key_cache``)."""
 
     def __init__(self, *, clock: Callable[[], datetime]) -> None:
         self._clock = clock
+        self._connection: Connection | None = None
 
     def add_pharmacy(self, pharmacy: Pharmacy, key: PharmacyKey) -> None:
         """Register a pharmacy with its first key; FINESS numbers are unique (ConflictError)."""
-        connection = Connection(region=PharmacyItem.Meta.region)
+        if self._connection is None:  # one client for the process, not one per registration
+            self._connection = Connection(region=PharmacyItem.Meta.region, max_retry_attempts=2)
+        connection = self._connection
         try:
             with TransactWrite(connection=connection) as tx:
                 tx.save(
