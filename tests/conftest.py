@@ -19,10 +19,11 @@ os.environ.update(
 )
 
 
-from infra.local.moto_patches import serialize_dynamodb_transactions  # noqa: E402 - after the AWS env
+from infra.local.moto_patches import patch_moto  # noqa: E402 - after the AWS env
 
-# DynamoDB serializes transactions; moto does not (see the module). Our code is tested against the former.
-serialize_dynamodb_transactions()
+# The embedded AWS as the local stack runs it: DynamoDB transactions serialized and all-or-nothing at O(items),
+# SQS sends at O(1) (see the module).
+patch_moto()
 
 
 @pytest.fixture

@@ -74,8 +74,8 @@ _AWS_VARIABLES_DROPPED: Final = (
 _MOTO_MAIN: Final = (
     "import logging, sys\n"
     "logging.getLogger('werkzeug').setLevel(logging.ERROR)\n"
-    "from infra.local.moto_patches import serialize_dynamodb_transactions\n"
-    "serialize_dynamodb_transactions()\n"
+    "from infra.local.moto_patches import patch_moto\n"
+    "patch_moto()\n"
     "from moto.server import main\n"
     "main(sys.argv[1:])\n"
 )
