@@ -48,9 +48,27 @@ PARAMETER_ENV = {
     "SmsSenderId": "RELAIS_SMS_SENDER_ID",
 }
 
-#: API Gateway stage throttling (requests per second, burst) for every method, and tighter on the patient POST.
+#: API Gateway stage throttling (requests per second, burst): every method; result intake, sized for the national peak
+#: (26/s on average on 10 Jan 2022, bursts of several hundred per second; the API function's 100 reserved instances
+#: serve ~2,000/s at ~50 ms each); tighter on the patient POST (a person types a date).
 API_THROTTLE = (100, 200)
+INTAKE_THROTTLE = (500, 1000)
 PATIENT_THROTTLE = (20, 40)
+
+#: What API Gateway answers by itself, as the problem documents Relais answers with (no stack text, no echo):
+#: an unknown path (MISSING_AUTHENTICATION_TOKEN, which is also an undeclared method: every path declares all of
+#: them, see chalicelib/routes/methods.py), throttling, a WAF block, and anything else it refuses or fails.
+GATEWAY_PROBLEMS: dict[str, tuple[int | None, dict[str, str]]] = {
+    "MISSING_AUTHENTICATION_TOKEN": (404, {}),
+    "RESOURCE_NOT_FOUND": (404, {}),
+    "THROTTLED": (429, {"Retry-After": "1"}),
+    "QUOTA_EXCEEDED": (429, {"Retry-After": "60"}),
+    "WAF_FILTERED": (403, {}),
+    "REQUEST_TOO_LARGE": (413, {}),
+    "UNSUPPORTED_MEDIA_TYPE": (415, {}),
+    "DEFAULT_4XX": (None, {}),  # keeps the gateway's own 4xx status (none is expected: no authorizer, no validator)
+    "DEFAULT_5XX": (503, {"Retry-After": "5"}),  # integration failure or timeout: retrying is safe (idempotent)
+}
 
 #: Retention of the functions' log groups (the audit log group, in resources.json, keeps 365 days).
 LOG_RETENTION_DAYS = 90
@@ -213,8 +231,10 @@ def _configure_api(api: dict[str, Any]) -> None:
 
     props["MethodSettings"] = [
         throttle("/*", "*", API_THROTTLE),
-        throttle("/~1v1~1patient~1result", "POST", PATIENT_THROTTLE),  # "/" is "~1" in a method setting's path
+        throttle("/~1v1~1results", "POST", INTAKE_THROTTLE),  # "/" is "~1" in a method setting's path
+        throttle("/~1v1~1patient~1result", "POST", PATIENT_THROTTLE),
     ]
+    props["DefinitionBody"]["x-amazon-apigateway-gateway-responses"] = gateway_responses()
     access_log = {
         "requestId": "$context.requestId",
         "time": "$context.requestTime",
@@ -228,6 +248,27 @@ def _configure_api(api: dict[str, Any]) -> None:
     props["AccessLogSetting"] = {"DestinationArn": destination, "Format": json.dumps(access_log, separators=(",", ":"))}
     props["TracingEnabled"] = False
     _skip(api, "CKV_AWS_73", "CKV_AWS_120")
+
+
+def gateway_responses() -> dict[str, Any]:
+    """API Gateway's own answers (``GATEWAY_PROBLEMS``) as Relais problem documents, headers included."""
+    from chalicelib.routes.patient import PATIENT_HEADERS
+    from chalicelib.routes.problems import problem
+
+    # A gateway header value is a quoted literal and cannot hold a quote: the CSP is left out (the body is JSON).
+    security = {name: value for name, value in PATIENT_HEADERS.items() if "'" not in value}
+    responses: dict[str, Any] = {}
+    for response_type, (status, extra) in GATEWAY_PROBLEMS.items():
+        answer = problem(status or 400, headers=extra)
+        body = json.loads(answer.body)
+        if status is None:
+            body = {"type": "urn:relais:problem:refused", "title": "The request was refused"}
+        headers = {**answer.headers, **security}
+        responses[response_type] = {
+            "responseParameters": {f"gatewayresponse.header.{k}": f"'{v}'" for k, v in sorted(headers.items())},
+            "responseTemplates": {"application/json": json.dumps(body)},
+        } | ({"statusCode": str(status)} if status else {})
+    return responses
 
 
 def _finish_function(resources: dict[str, Any], logical_id: str, env: Mapping[str, Any]) -> None:

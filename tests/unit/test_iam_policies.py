@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from infra import iam, package
+from infra import iam
 from infra import template as finishing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,11 +39,9 @@ EXPECTED_PURPOSES = {
 }
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The real app packaged by chalice and finished by infra/package.py, without dependencies (about 2 s)."""
-    tmp = tmp_path_factory.mktemp("package")
-    return package.build("prod", tmp / "out", with_dependencies=False, work=tmp / "work")
+@pytest.fixture
+def template(packaged_template: dict[str, Any]) -> dict[str, Any]:
+    return packaged_template
 
 
 def _statements(document: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -1,0 +1,58 @@
+"""What API Gateway itself answers in the deployed template: Relais' problems and 405s, never its own 403 text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalicelib.routes.methods import HTTP_METHODS
+from infra.template import INTAKE_THROTTLE
+
+
+def _api(template: dict[str, Any]) -> dict[str, Any]:
+    (api,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Api"]
+    return api["Properties"]
+
+
+def test_every_path_declares_every_method_so_a_wrong_method_reaches_relais_and_gets_405(packaged_template):
+    paths = _api(packaged_template)["DefinitionBody"]["paths"]
+
+    assert "/v1/results" in paths
+    for path, operations in paths.items():
+        assert {m.lower() for m in HTTP_METHODS} <= set(operations), path
+
+
+def test_an_unknown_path_is_the_404_problem_not_missing_authentication_token(packaged_template):
+    responses = _api(packaged_template)["DefinitionBody"]["x-amazon-apigateway-gateway-responses"]
+    unknown = responses["MISSING_AUTHENTICATION_TOKEN"]
+
+    assert unknown["statusCode"] == "404"
+    assert json.loads(unknown["responseTemplates"]["application/json"]) == {
+        "type": "urn:relais:problem:not-found",
+        "title": "Not found",
+        "status": 404,
+    }
+    assert unknown["responseParameters"]["gatewayresponse.header.Content-Type"] == "'application/problem+json'"
+
+
+def test_every_gateway_answer_is_a_problem_document_with_static_headers(packaged_template):
+    responses = _api(packaged_template)["DefinitionBody"]["x-amazon-apigateway-gateway-responses"]
+
+    assert {"THROTTLED", "WAF_FILTERED", "DEFAULT_4XX", "DEFAULT_5XX"} <= set(responses)
+    for name, response in responses.items():
+        body = json.loads(response["responseTemplates"]["application/json"])
+        assert body["type"].startswith("urn:relais:problem:"), name
+        if "statusCode" in response:
+            assert body["status"] == int(response["statusCode"]), name
+        for header, value in response["responseParameters"].items():
+            assert header.startswith("gatewayresponse.header."), name
+            assert value.startswith("'") and value.endswith("'") and "'" not in value[1:-1], (name, header)
+    assert responses["THROTTLED"]["responseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
+
+
+def test_intake_is_throttled_above_the_national_peak_bursts(packaged_template):
+    settings = {(s["ResourcePath"], s["HttpMethod"]): s for s in _api(packaged_template)["MethodSettings"]}
+    intake = settings[("/~1v1~1results", "POST")]
+
+    assert (intake["ThrottlingRateLimit"], intake["ThrottlingBurstLimit"]) == INTAKE_THROTTLE
+    assert intake["ThrottlingRateLimit"] >= 300  # several hundred per second at bursts (peak day 2022-01-10)
