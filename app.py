@@ -6,7 +6,7 @@ from chalicelib.events.audit import audit_events
 from chalicelib.events.dispatch import dispatch_events
 from chalicelib.events.national import national_events
 from chalicelib.events.notify import notify_events
-from chalicelib.routes.methods import answer_other_methods
+from chalicelib.routes.methods import other_methods
 from chalicelib.routes.middleware import http_middleware
 from chalicelib.routes.patient import patient_api, patient_headers
 from chalicelib.routes.pharmacy import pharmacy_api
@@ -21,4 +21,4 @@ app.register_blueprint(audit_events)
 app.register_blueprint(national_events)
 app.register_blueprint(patient_api)
 app.register_blueprint(notify_events)
-answer_other_methods(app)  # after every route: 405 from Relais, not 403 from API Gateway
+app.register_blueprint(other_methods)  # last: 405 for every method a path does not serve (not API Gateway's 403)

@@ -1,7 +1,12 @@
-"""CloudWatch metrics in embedded metric format (Powertools Metrics): names and numbers only."""
+"""CloudWatch metrics in embedded metric format (Powertools Metrics): names and numbers only.
+
+Powertools keeps one metric set per process; a lock keeps it whole when threads share the process (``chalice
+local`` and the local poller run handlers concurrently; Lambda runs one invocation at a time).
+"""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 
@@ -10,17 +15,21 @@ class EmfMetrics:
         from aws_lambda_powertools import Metrics
 
         self._metrics: Any = Metrics(namespace=namespace, service=service)
+        self._lock = threading.Lock()
 
     def count(self, name: str, value: float = 1) -> None:
         from aws_lambda_powertools.metrics import MetricUnit
 
-        self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        with self._lock:
+            self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
     def latency(self, name: str, seconds: float) -> None:
         from aws_lambda_powertools.metrics import MetricUnit
 
-        self._metrics.add_metric(name=name, unit=MetricUnit.Seconds, value=round(seconds, 3))
+        with self._lock:
+            self._metrics.add_metric(name=name, unit=MetricUnit.Seconds, value=round(seconds, 3))
 
     def flush(self) -> None:
         """Write the metrics of this invocation (one EMF line on stdout, picked up by CloudWatch)."""
-        self._metrics.flush_metrics(raise_on_empty_metrics=False)
+        with self._lock:
+            self._metrics.flush_metrics(raise_on_empty_metrics=False)

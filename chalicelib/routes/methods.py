@@ -9,8 +9,9 @@ paths are the gateway's: ``infra/prod.json`` maps its answer to the ``404`` prob
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from chalice.app import Chalice, Response
+from chalice.app import Blueprint, Chalice, Response
 
 from chalicelib.routes.problems import problem
 
@@ -35,3 +36,13 @@ def answer_other_methods(app: Chalice) -> None:
         if others:
             view = _answer(", ".join(sorted(served)))
             app.route(path, methods=others, content_types=["*/*"], name=f"{VIEW_PREFIX}_{number}")(view)
+
+
+class _OtherMethods(Blueprint):
+    """Registered last (``app.register_blueprint(other_methods)``): adds the 405 answers to every route so far."""
+
+    def register(self, app: Chalice, options: dict[str, Any]) -> None:
+        answer_other_methods(app)
+
+
+other_methods = _OtherMethods(__name__)

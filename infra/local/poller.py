@@ -12,8 +12,9 @@ would build, from the tables in :mod:`chalicelib.events`:
   queue); a handler that raises, or reports an identifier that is not in the batch, fails the whole batch;
 * each ``SCHEDULES`` entry → its handler, every period, with an EventBridge "Scheduled Event".
 
-Each source runs in its own thread. The log says what ran and how it ended (counts, handler names, exception
-types), never an event, a message body or an exception message.
+Each source runs in its own thread, each queue in ``QUEUE_CONCURRENCY`` threads (batches in parallel, as Lambda
+scales out; ``RELAIS_LOCAL_QUEUE_CONCURRENCY`` from 1 to 16). The log says what ran and how it ended (counts,
+handler names, exception types), never an event, a message body or an exception message.
 :class:`Poller` exposes one-shot methods for tests: :meth:`Poller.poll_stream_once`,
 :meth:`Poller.poll_queue_once`, :meth:`Poller.run_schedules_once`.
 """
@@ -48,6 +49,10 @@ Handler = Callable[..., Any]
 STREAM_BATCH_SIZE = 100
 QUEUE_BATCH_SIZE = 10
 QUEUE_WAIT_SECONDS = 1
+#: Consumers per queue: Lambda scales a queue's function out to several concurrent batches; one consumer would make
+#: the local stack a single-file line behind a slow receiver. ``RELAIS_LOCAL_QUEUE_CONCURRENCY`` overrides it.
+QUEUE_CONCURRENCY = 4
+MAX_QUEUE_CONCURRENCY = 16
 
 
 def resolve(spec: str) -> Handler:
@@ -225,6 +230,7 @@ class Poller:
         wait_seconds: int = QUEUE_WAIT_SECONDS,
         function_timeout_seconds: float = 60.0,
         shard_refresh_seconds: float = 5.0,
+        queue_concurrency: int = QUEUE_CONCURRENCY,
     ) -> None:
         from chalicelib import events
 
@@ -239,6 +245,9 @@ class Poller:
         self.stream_retry_max_delay = stream_retry_max_delay
         self.wait_seconds = wait_seconds
         self.function_timeout_seconds = function_timeout_seconds
+        if not 1 <= queue_concurrency <= MAX_QUEUE_CONCURRENCY:
+            raise ValueError(f"queue concurrency must be between 1 and {MAX_QUEUE_CONCURRENCY}: {queue_concurrency}")
+        self.queue_concurrency = queue_concurrency
         self._sqs = session.client("sqs")
         self._streams = session.client("dynamodbstreams")
 
@@ -479,7 +488,9 @@ class Poller:
         if self.stream_arn is not None and self.stream_handler is not None:
             loops.append(("stream", self.poll_stream_once, 0.25))
         for setting_name in self.queue_handlers:
-            loops.append((setting_name, functools.partial(self.poll_queue_once, setting_name), 0.0))
+            for consumer in range(self.queue_concurrency):
+                step = functools.partial(self.poll_queue_once, setting_name)
+                loops.append((f"{setting_name}-{consumer + 1}", step, 0.0))
         for schedule in self._schedules:
             loops.append((schedule.name, functools.partial(self._run_schedule, schedule, due_only=True), 0.5))
         threads = [
@@ -521,6 +532,16 @@ def _log_to_stdout() -> None:
     log.propagate = False
 
 
+def queue_concurrency(environ: Mapping[str, str]) -> int:
+    """``RELAIS_LOCAL_QUEUE_CONCURRENCY`` (consumers per queue), or the default; ``ValueError`` if it is not 1 to 16."""
+    text = environ.get("RELAIS_LOCAL_QUEUE_CONCURRENCY", "").strip()
+    if not text:
+        return QUEUE_CONCURRENCY
+    if not text.isdigit() or not 1 <= int(text) <= MAX_QUEUE_CONCURRENCY:
+        raise ValueError(f"RELAIS_LOCAL_QUEUE_CONCURRENCY must be a whole number from 1 to {MAX_QUEUE_CONCURRENCY}")
+    return int(text)
+
+
 def main() -> int:
     """Run the poller with the settings of the environment until SIGINT or SIGTERM."""
     _log_to_stdout()
@@ -529,7 +550,11 @@ def main() -> int:
 
     try:
         settings = get_settings()
-        poller = Poller(settings, stream_arn=os.environ.get("RELAIS_RESULTS_STREAM_ARN"))
+        poller = Poller(
+            settings,
+            stream_arn=os.environ.get("RELAIS_RESULTS_STREAM_ARN"),
+            queue_concurrency=queue_concurrency(os.environ),
+        )
         # Every other stream (the audit chain's…) gets a stream-only poller of its own.
         others = [
             Poller(settings, stream_arn=os.environ.get(env_name), stream_handler=spec, queue_handlers={}, schedules={})
@@ -548,8 +573,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     sources = (["stream"] if poller.stream_arn and poller.stream_handler else []) + list(poller.queue_handlers)
     log.info(
-        "poller: driving %s; %d schedule(s)",
+        "poller: driving %s (%d consumers per queue); %d schedule(s)",
         ", ".join(sources) if sources else "nothing",
+        poller.queue_concurrency,
         len(poller.schedule_names),
     )
     if not poller.stream_arn:

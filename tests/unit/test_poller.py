@@ -365,3 +365,55 @@ def test_run_drives_every_source_in_threads_until_stopped(aws, settings, calls):
     sources = sorted(event["Records"][0]["eventSource"] for event, _ in calls)
     assert sources == ["aws:dynamodb", "aws:sqs"]
     assert queue_counts(settings.notify_queue_url) == (0, 0)
+
+
+def record_batch_meeting_another(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A queue handler that returns only once a second batch is being handled at the same time."""
+    CALLS.append((event, context))
+    if not BEHAVIOUR.get("met"):
+        BEHAVIOUR["barrier"].wait()  # broken after 20 s (the batch fails) if no other batch runs meanwhile
+        BEHAVIOUR["met"] = True
+    return {"batchItemFailures": []}
+
+
+def test_a_queue_is_consumed_by_several_batches_at_once_like_a_scaled_out_lambda(aws, settings, calls):
+    import threading
+    import time
+
+    BEHAVIOUR["barrier"] = threading.Barrier(2, timeout=20)
+    poller = make_poller(
+        settings, aws, queue_handlers={"notify_queue_url": f"{HERE}:record_batch_meeting_another"}, queue_concurrency=2
+    )
+    send(settings.notify_queue_url, *[f"m{i}" for i in range(20)])  # at most 10 per batch: two batches at least
+    stop = threading.Event()
+    runner = threading.Thread(target=poller.run, args=(stop,))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while queue_counts(settings.notify_queue_url) != (0, 0) and time.monotonic() < deadline:
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        runner.join(timeout=20)
+    assert BEHAVIOUR.get("met"), "no two batches were handled at the same time"
+    assert queue_counts(settings.notify_queue_url) == (0, 0)
+    assert sorted(r["body"] for event, _ in calls for r in event["Records"]) == sorted(f"m{i}" for i in range(20))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", poller_module.QUEUE_CONCURRENCY), ("1", 1), (" 8 ", 8), ("16", 16)],
+)
+def test_the_queue_concurrency_comes_from_the_environment(value, expected):
+    assert poller_module.queue_concurrency({"RELAIS_LOCAL_QUEUE_CONCURRENCY": value}) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "17", "-1", "two", "1.5"])
+def test_a_wrong_queue_concurrency_is_refused_with_its_range(value):
+    with pytest.raises(ValueError, match="RELAIS_LOCAL_QUEUE_CONCURRENCY must be a whole number from 1 to 16"):
+        poller_module.queue_concurrency({"RELAIS_LOCAL_QUEUE_CONCURRENCY": value})
+
+
+def test_a_poller_refuses_a_concurrency_out_of_range(aws, settings):
+    with pytest.raises(ValueError, match="between 1 and 16"):
+        make_poller(settings, aws, queue_concurrency=0)
