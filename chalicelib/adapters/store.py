@@ -9,6 +9,7 @@ translated into domain errors here.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,10 @@ from chalicelib.adapters.tables import (
     PharmacyItem,
     ResultItem,
     StateItem,
+    day_key,
+    index_shard,
+    pending_key,
+    shard_keys,
 )
 from chalicelib.domain.records import AuditEvent, AuthGrant, Pharmacy, PharmacyKey, ResultRecord
 from chalicelib.errors import (
@@ -73,13 +78,23 @@ def _dynamodb_errors() -> Iterator[None]:
         raise DependencyUnavailableError("dynamodb") from exc
 
 
+def _audit_subject(event: AuditEvent) -> str:
+    """The audit partition: the result, else the actor; ``anonymous`` (unknown keys and links, often an attack's
+    traffic) is sharded like the indexes so that a flood of failures has no single partition to throttle."""
+    if event.record:
+        return f"result#{event.record}"
+    if event.actor == "anonymous":
+        return f"actor#anonymous#{index_shard(event.event_id)}"
+    return f"actor#{event.actor}"
+
+
 def audit_item(event: AuditEvent, retention_days: int) -> AuditItem:
     at = event.at.astimezone(UTC)
     iso = at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return AuditItem(
-        subject=f"result#{event.record}" if event.record else f"actor#{event.actor}",
+        subject=_audit_subject(event),
         sk=f"{iso}#{event.event_id}",
-        day=at.strftime("%Y-%m-%d"),
+        day=day_key(at.strftime("%Y-%m-%d"), event.event_id),
         event_id=event.event_id,
         at=iso,
         actor=event.actor,
@@ -204,7 +219,7 @@ class DynamoStore:
             payload=record.ciphertext,
             channels=list(record.channels),
             national_status=record.national_status,
-            pending_national="pending",
+            pending_national=pending_key(record.id),
             patient_status=record.patient_status,
         )
         ref = StateItem(
@@ -310,7 +325,8 @@ class DynamoStore:
         events: list[dict[str, Any]] = []
         with _dynamodb_errors():
             while day <= last:
-                items = AuditItem.by_day.query(day.isoformat(), AuditItem.sk >= start)
+                shards = [AuditItem.by_day.query(key, AuditItem.sk >= start) for key in shard_keys(day.isoformat())]
+                items = heapq.merge(*shards, key=lambda item: item.sk)  # each shard is in time order already
                 events.extend(_audit_view(i) for i in items if pharmacy_id is None or i.pharmacy_id == pharmacy_id)
                 day += timedelta(days=1)
         return events
@@ -488,7 +504,7 @@ class NationalStatusStore:
             result_id,
             [
                 ResultItem.national_status.set("pending"),
-                ResultItem.pending_national.set("pending"),
+                ResultItem.pending_national.set(pending_key(result_id)),
                 ResultItem.national_failure.remove(),
             ],
         )
@@ -527,5 +543,9 @@ class NationalStatusStore:
         """Ids of results still pending national delivery that were received before ``cutoff``."""
         bound = cutoff.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         with _dynamodb_errors():
-            items = ResultItem.pending_index.query("pending", ResultItem.received_at < bound, limit=limit)
-            return [item.id for item in items]
+            shards = [
+                ResultItem.pending_index.query(key, ResultItem.received_at < bound, limit=limit)
+                for key in shard_keys("pending")
+            ]
+            oldest = heapq.merge(*shards, key=lambda item: item.received_at)
+            return [item.id for _, item in zip(range(limit), oldest, strict=False)]

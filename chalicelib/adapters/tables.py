@@ -6,6 +6,8 @@ from ``bootstrap``. Keys hold opaque ids only; personal data lives in ``payload`
 
 from __future__ import annotations
 
+import hashlib
+
 from pynamodb.attributes import (
     BinaryAttribute,
     ListAttribute,
@@ -80,8 +82,34 @@ class StateItem(Model):
     result_id = UnicodeAttribute(null=True)
 
 
+#: Index partition keys are spread over this many shards. A constant key ("pending", one day's date) would send
+#: every index write of the national peak to one index partition (about 1,000 writes/s at most), and DynamoDB
+#: throttles a table's writes while one of its global indexes is throttled: intake and audit would fail at bursts.
+INDEX_SHARDS = 16
+
+
+def index_shard(identifier: str) -> str:
+    """The shard (``"00"``…``"15"``) of an item in a sharded index, fixed by its opaque id."""
+    return f"{int.from_bytes(hashlib.sha256(identifier.encode()).digest()[:4], 'big') % INDEX_SHARDS:02d}"
+
+
+def pending_key(result_id: str) -> str:
+    """``pending_national`` of a result waiting for national delivery: ``pending#<shard>``."""
+    return f"pending#{index_shard(result_id)}"
+
+
+def day_key(day: str, event_id: str) -> str:
+    """``day`` of an audit event: ``YYYY-MM-DD#<shard>``."""
+    return f"{day}#{index_shard(event_id)}"
+
+
+def shard_keys(prefix: str) -> list[str]:
+    """Every index partition key of ``prefix`` (``"pending"``, or a day), to query them all."""
+    return [f"{prefix}#{shard:02d}" for shard in range(INDEX_SHARDS)]
+
+
 class PendingNationalIndex(GlobalSecondaryIndex["ResultItem"]):  # type: ignore[no-untyped-call]
-    """Sparse index of results still pending national delivery (reconciliation)."""
+    """Sparse index of results still pending national delivery (reconciliation), sharded (``pending_key``)."""
 
     class Meta:
         index_name = "pending-national"
@@ -107,7 +135,7 @@ class ResultItem(Model):
     erased_at = UTCDateTimeAttribute(null=True)
     channels = ListAttribute(of=UnicodeAttribute, default=list)
     national_status = UnicodeAttribute(default="pending")
-    pending_national = UnicodeAttribute(null=True)  # sparse index key while pending: "pending"
+    pending_national = UnicodeAttribute(null=True)  # sparse index key while pending: pending_key(id)
     national_reported_at = UTCDateTimeAttribute(null=True)
     national_attempts = NumberAttribute(default=0)
     national_requeued_at = UTCDateTimeAttribute(null=True)  # last time reconciliation queued it again
@@ -119,7 +147,7 @@ class ResultItem(Model):
 
 
 class AuditByDayIndex(GlobalSecondaryIndex["AuditItem"]):  # type: ignore[no-untyped-call]
-    """Audit events of one UTC day, by time (``relais audit --since``)."""
+    """Audit events of one UTC day, by time (``relais audit --since``), sharded (``day_key``)."""
 
     class Meta:
         index_name = "by-day"
@@ -137,7 +165,7 @@ class AuditItem(Model):
 
     subject = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True)
-    day = UnicodeAttribute()
+    day = UnicodeAttribute()  # day_key(YYYY-MM-DD, event id)
     event_id = UnicodeAttribute()
     at = UnicodeAttribute()
     actor = UnicodeAttribute()

@@ -75,7 +75,7 @@ def _submit(key_id: str, private_key: object, reference: str) -> str:
 
 def _seed_results(count: int) -> list[str]:
     """Many stored results, encrypted exactly as ingest stores them (without ingest's per-request cost)."""
-    from chalicelib.adapters.tables import ResultItem
+    from chalicelib.adapters.tables import ResultItem, pending_key
     from chalicelib.domain.validation import parse_submission
 
     pharmacy_id, _key_id, _ = _pharmacy()
@@ -94,7 +94,7 @@ def _seed_results(count: int) -> list[str]:
             received_at=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             expires_at=int(now.timestamp()) + 3600,
             payload=envelope.encrypt(payload, {"purpose": "result", "result_id": rid, "pharmacy_id": pharmacy_id}),
-            pending_national="pending",
+            pending_national=pending_key(rid),
         ).save()
         ids.append(rid)
     return ids
