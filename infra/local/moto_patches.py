@@ -1,17 +1,19 @@
-"""Make moto behave like DynamoDB where Relais depends on it: serialized transactions, rolled back per item.
+"""Make moto behave like AWS where Relais depends on it: isolated transactions, O(1) sends, no lost message.
 
 moto's ``TransactWriteItems`` deep-copies every table it touches before it starts, and puts the copies
-back when the transaction fails, without a lock. Two problems follow:
+back when the transaction fails, without a lock. Problems follow:
 
-- two concurrent transactions can undo each other's writes or see a half-applied one (DynamoDB
-  serializes transactions);
+- two concurrent transactions can undo each other's writes or see a half-applied one, and a read or a stream
+  reader can see a write that is then undone (DynamoDB serializes transactions and isolates them from reads);
 - a transaction costs O(size of the tables it touches), not O(items it touches): after a few thousand
   results the local stack spends ~200 ms per accepted result copying tables, and keeps slowing down.
 
-The patch runs moto's writes one at a time and replaces the table copies with an undo log of the items
-the transaction actually writes (and of the stream records it appended): a failed transaction restores
-exactly those, as before, in time proportional to the transaction. Only the embedded AWS is patched;
-nothing of it ships.
+The patch runs moto's DynamoDB writes one at a time, makes reads and stream reads wait for a transaction in
+progress, and replaces the table copies with an undo log of the items the transaction actually writes (and of
+the stream records it appended): a failed transaction restores exactly those, in time proportional to the
+transaction. In SQS, a send no longer counts the whole queue (O(queue length) per message), and a delete no longer
+races a send (a message sent while another was deleted could vanish). Only the embedded AWS is patched; nothing of
+it ships.
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ def _send_without_counting_the_queue() -> None:
 
 
 def patch_moto() -> None:
-    """Serialize moto's DynamoDB writes and roll failed transactions back item by item (see the module)."""
+    """Make moto's DynamoDB, Streams and SQS behave as AWS does where Relais depends on it (see the module)."""
     global _PATCHED  # noqa: PLW0603 - one patch per process
     if _PATCHED:
         return
@@ -158,15 +160,42 @@ def patch_moto() -> None:
     backend.delete_item = _locked_write(  # type: ignore[method-assign]
         backend.delete_item, lambda self, table_name, key, *a, **k: key
     )
-    original_batch = backend.batch_write_item
-
-    @functools.wraps(original_batch)
-    def batch_write_item(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with _LOCK:
-            return original_batch(self, *args, **kwargs)
-
-    backend.batch_write_item = batch_write_item  # type: ignore[method-assign]
     backend.transact_write_items = _transaction(backend.transact_write_items)  # type: ignore[method-assign]
     _without_table_snapshots(models)
+    # Reads wait for a transaction in progress: no read (and no stream reader) sees a write it may undo. A stream
+    # reader that saw a record later undone would also skip the next record, which reuses its sequence number.
+    from moto.dynamodbstreams.models import DynamoDBStreamsBackend
+
+    for cls, names in (
+        (backend, ("batch_write_item", "get_item", "batch_get_item", "query", "scan")),
+        (DynamoDBStreamsBackend, ("get_shard_iterator", "get_records")),
+    ):
+        for name in names:
+            setattr(cls, name, _under(_LOCK, getattr(cls, name)))
     _send_without_counting_the_queue()
+    _delete_messages_atomically()
     _PATCHED = True
+
+
+def _under(lock: Any, original: Any) -> Any:
+    @functools.wraps(original)
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return original(self, *args, **kwargs)
+
+    return locked
+
+
+def _delete_messages_atomically() -> None:
+    """moto's DeleteMessage rebuilds a queue's message list outside the lock SendMessage appends under: a message
+    sent meanwhile is lost. The rebuild takes the queue's lock too."""
+    from moto.sqs.models import Queue
+
+    original = Queue.delete_message
+
+    @functools.wraps(original)
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        with self._messages_lock:
+            original(self, receipt_handle)
+
+    Queue.delete_message = delete_message  # type: ignore[method-assign]

@@ -1,4 +1,5 @@
-"""The embedded AWS's transactions (infra/local/moto_patches.py): all or nothing, streams included."""
+"""The embedded AWS as patched (infra/local/moto_patches.py): transactions all or nothing and isolated, streams
+included; no message lost to a concurrent delete."""
 
 from __future__ import annotations
 
@@ -106,3 +107,85 @@ def test_writes_outside_transactions_are_not_rolled_back_by_a_later_failure(tabl
         table.transact_write_items(TransactItems=_transaction("attribute_exists(pk)"))
 
     assert [i["pk"]["S"] for i in _items(table)] == ["a", "after", "taken"]
+
+
+def test_a_stream_reader_waits_for_a_transaction_and_never_sees_a_write_it_undoes(table, monkeypatch):
+    import threading
+
+    from infra.local import moto_patches
+
+    halfway, go_on = threading.Event(), threading.Event()
+    remember = moto_patches._UndoLog.remember
+
+    def pause_at_the_second_write(self: Any, *args: Any) -> None:
+        if len(self.items) == 1 and not halfway.is_set():  # "phantom" is written; the failing condition is ahead
+            halfway.set()
+            go_on.wait(10)
+        remember(self, *args)
+
+    monkeypatch.setattr(moto_patches._UndoLog, "remember", pause_at_the_second_write)
+    failing = [
+        {"Put": {"TableName": "t", "Item": {"pk": {"S": "phantom"}, "sk": {"S": "1"}}}},
+        {"Put": {"TableName": "t", "Item": {"pk": {"S": "phantom"}, "sk": {"S": "2"}}}},
+        {"Put": {"TableName": "t", "Item": {"pk": {"S": "a"}, "sk": {"S": "1"}}, "ConditionExpression": "n > :n",
+                 "ExpressionAttributeValues": {":n": {"N": "5"}}}},
+    ]  # fmt: skip
+    outcome: dict[str, Any] = {}
+
+    def write() -> None:
+        try:
+            table.transact_write_items(TransactItems=failing)
+        except ClientError as error:
+            outcome["writer"] = error.response["Error"]["Code"]
+
+    def read() -> None:
+        outcome["events"] = _stream_events(table)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert halfway.wait(10)
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join(timeout=0.5)
+    assert reader.is_alive(), "the stream was read in the middle of a transaction"
+    go_on.set()
+    writer.join(10)
+    reader.join(10)
+
+    assert outcome == {"writer": "TransactionCanceledException", "events": ["INSERT a", "INSERT taken"]}
+
+
+def test_a_message_sent_while_another_is_deleted_is_kept(monkeypatch):
+    import threading
+
+    from moto.sqs.models import Message
+
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="eu-west-3")
+        url = sqs.create_queue(QueueName="q")["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="old")
+        handle = sqs.receive_message(QueueUrl=url)["Messages"][0]["ReceiptHandle"]
+        halfway, go_on, calls = threading.Event(), threading.Event(), []
+        had_receipt_handle = Message.had_receipt_handle
+
+        def pause_in_the_rebuild(self: Any, receipt_handle: str) -> bool:
+            calls.append(1)
+            if len(calls) == 2:  # the 1st call is the existence check; the 2nd is inside the list rebuild
+                halfway.set()
+                go_on.wait(10)
+            return bool(had_receipt_handle(self, receipt_handle))
+
+        monkeypatch.setattr(Message, "had_receipt_handle", pause_in_the_rebuild)
+        deleter = threading.Thread(target=lambda: sqs.delete_message(QueueUrl=url, ReceiptHandle=handle))
+        deleter.start()
+        assert halfway.wait(10)
+        sender = threading.Thread(target=lambda: sqs.send_message(QueueUrl=url, MessageBody="new"))
+        sender.start()
+        sender.join(timeout=0.5)
+        assert sender.is_alive(), "a message was sent in the middle of a delete"
+        go_on.set()
+        deleter.join(10)
+        sender.join(10)
+
+        bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])]
+        assert bodies == ["new"]
