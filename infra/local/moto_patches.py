@@ -11,9 +11,9 @@ back when the transaction fails, without a lock. Problems follow:
 The patch runs moto's DynamoDB writes one at a time, makes reads and stream reads wait for a transaction in
 progress, and replaces the table copies with an undo log of the items the transaction actually writes (and of
 the stream records it appended): a failed transaction restores exactly those, in time proportional to the
-transaction. In SQS, a send no longer counts the whole queue (O(queue length) per message), and a delete no longer
-races a send (a message sent while another was deleted could vanish). Only the embedded AWS is patched; nothing of
-it ships.
+transaction. In SQS, a send no longer counts the whole queue (O(queue length) per message), and receives,
+deletes and visibility changes take the queue's lock (concurrent consumers could lose, repeat or resurrect
+messages). Only the embedded AWS is patched; nothing of it ships.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def patch_moto() -> None:
         for name in names:
             setattr(cls, name, _under(_LOCK, getattr(cls, name)))
     _send_without_counting_the_queue()
-    _delete_messages_atomically()
+    _queue_operations_under_the_queue_lock()
     _PATCHED = True
 
 
@@ -186,16 +186,46 @@ def _under(lock: Any, original: Any) -> Any:
     return locked
 
 
-def _delete_messages_atomically() -> None:
-    """moto's DeleteMessage rebuilds a queue's message list outside the lock SendMessage appends under: a message
-    sent meanwhile is lost. The rebuild takes the queue's lock too."""
-    from moto.sqs.models import Queue
+def _queue_operations_under_the_queue_lock() -> None:
+    """moto's ReceiveMessage, DeleteMessage and ChangeMessageVisibility change a queue's message list and its set of
+    in-flight messages without the lock SendMessage appends under: with concurrent consumers a message sent during a
+    delete could vanish, a message could be received twice or come back after its deletion, and a receive could fail
+    ("Set changed size during iteration"). Each now runs under the queue's own lock; a long poll waits outside it."""
+    from moto.core.utils import unix_time
+    from moto.sqs.models import Queue, SQSBackend
 
-    original = Queue.delete_message
+    delete = Queue.delete_message
 
-    @functools.wraps(original)
+    @functools.wraps(delete)
     def delete_message(self: Any, receipt_handle: str) -> None:
         with self._messages_lock:
-            original(self, receipt_handle)
+            delete(self, receipt_handle)
 
     Queue.delete_message = delete_message  # type: ignore[method-assign]
+
+    change = SQSBackend.change_message_visibility
+
+    @functools.wraps(change)
+    def change_message_visibility(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        with self.get_queue(queue_name)._messages_lock:
+            return change(self, queue_name, *args, **kwargs)
+
+    SQSBackend.change_message_visibility = change_message_visibility  # type: ignore[method-assign]
+
+    receive = SQSBackend.receive_message
+
+    @functools.wraps(receive)
+    def receive_message(
+        self: Any, queue_name: str, count: int, wait_seconds_timeout: int, visibility_timeout: int, *args: Any
+    ) -> Any:
+        queue = self.get_queue(queue_name)
+        polling_end = unix_time() + (wait_seconds_timeout or 0)
+        while True:
+            with queue._messages_lock:
+                messages = receive(self, queue_name, count, 0, visibility_timeout, *args)
+            remaining = polling_end - unix_time()
+            if messages or remaining <= 0:
+                return messages
+            queue.wait_for_messages(min(1.0, remaining))
+
+    SQSBackend.receive_message = receive_message  # type: ignore[method-assign,assignment]

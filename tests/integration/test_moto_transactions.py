@@ -189,3 +189,42 @@ def test_a_message_sent_while_another_is_deleted_is_kept(monkeypatch):
 
         bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])]
         assert bodies == ["new"]
+
+
+def test_two_consumers_never_receive_the_same_message(monkeypatch):
+    import threading
+
+    from moto.sqs.models import Message
+
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="eu-west-3")
+        url = sqs.create_queue(QueueName="q")["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="only")
+        halfway, go_on = threading.Event(), threading.Event()
+        mark_received = Message.mark_received
+
+        def pause_while_receiving(self: Any, *args: Any, **kwargs: Any) -> None:
+            if not halfway.is_set():  # the first consumer holds the message, not yet marked in flight
+                halfway.set()
+                go_on.wait(10)
+            mark_received(self, *args, **kwargs)
+
+        monkeypatch.setattr(Message, "mark_received", pause_while_receiving)
+        got: dict[str, list[str]] = {}
+
+        def consume(name: str) -> None:
+            answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30)
+            got[name] = [m["Body"] for m in answer.get("Messages", [])]
+
+        first = threading.Thread(target=consume, args=("first",))
+        first.start()
+        assert halfway.wait(10)
+        second = threading.Thread(target=consume, args=("second",))
+        second.start()
+        second.join(timeout=0.5)
+        assert second.is_alive(), "a second receive ran in the middle of the first"
+        go_on.set()
+        first.join(10)
+        second.join(10)
+
+        assert got == {"first": ["only"], "second": []}
