@@ -119,6 +119,7 @@ def ingest_figures() -> dict[str, Any]:
         "moto_transact_write_ms_per_result": round(transact_ms, 3),
         "bare_transaction_of_the_same_items_ms": round(same_items_ms, 3),
         "ingest_to_bare_same_transaction_ratio": round(per_result_ms / same_items_ms, 2),
+        "in_path_transaction_to_bare_replay_ratio": round(transact_ms / same_items_ms, 2),
         "floor_transaction_nonce_audit_result_ms": round(floor_ms, 3),
         "floor_ratio_with_relais_code": round((floor_ms + own_ms) / bare_ms, 2),
         "ciphertext_bytes": size,
@@ -169,14 +170,17 @@ def _replay_ms(client: Any, items: list[dict[str, Any]], n: int, tag: str) -> fl
         if table and table not in keys:
             schema = client.describe_table(TableName=table)["Table"]["KeySchema"]
             keys[table] = [k["AttributeName"] for k in schema if k["KeyType"] == "HASH"]
-    started = time.perf_counter()
-    for i in range(n):
+    batches = []
+    for i in range(n):  # built before the clock starts: only the calls are timed
         batch = copy.deepcopy(items)
         for item in batch:
             put = item.get("Put")
             if put:
                 for name in keys[put["TableName"]]:
                     put["Item"][name] = {"S": f"{put['Item'][name]['S']}#{tag}{i}"}
+        batches.append(batch)
+    started = time.perf_counter()
+    for batch in batches:
         client.transact_write_items(TransactItems=batch)
     return (time.perf_counter() - started) / n * 1000
 

@@ -58,16 +58,28 @@ PATIENT_THROTTLE = (20, 40)
 #: What API Gateway answers by itself, as the problem documents Relais answers with (no stack text, no echo):
 #: an unknown path (MISSING_AUTHENTICATION_TOKEN, which is also an undeclared method: every path declares all of
 #: them, see chalicelib/routes/methods.py), throttling, a WAF block, and anything else it refuses or fails.
-GATEWAY_PROBLEMS: dict[str, tuple[int | None, dict[str, str]]] = {
-    "MISSING_AUTHENTICATION_TOKEN": (404, {}),
-    "RESOURCE_NOT_FOUND": (404, {}),
-    "THROTTLED": (429, {"Retry-After": "1"}),
-    "QUOTA_EXCEEDED": (429, {"Retry-After": "60"}),
-    "WAF_FILTERED": (403, {}),
-    "REQUEST_TOO_LARGE": (413, {}),
-    "UNSUPPORTED_MEDIA_TYPE": (415, {}),
-    "DEFAULT_4XX": (None, {}),  # keeps the gateway's own 4xx status (none is expected: no authorizer, no validator)
-    "DEFAULT_5XX": (503, {"Retry-After": "5"}),  # integration failure or timeout: retrying is safe (idempotent)
+_RETRY_IS_SAFE = "submitting the same result again (same pharmacy_reference, new signature) is safe"
+GATEWAY_PROBLEMS: dict[str, tuple[int | None, dict[str, str], dict[str, Any] | None]] = {
+    "MISSING_AUTHENTICATION_TOKEN": (404, {}, None),
+    "RESOURCE_NOT_FOUND": (404, {}, None),
+    "THROTTLED": (429, {"Retry-After": "1"}, None),
+    "QUOTA_EXCEEDED": (429, {"Retry-After": "60"}, None),
+    "WAF_FILTERED": (403, {}, None),
+    "REQUEST_TOO_LARGE": (413, {}, None),
+    "UNSUPPORTED_MEDIA_TYPE": (415, {}, None),
+    # The function may have committed before the gateway gave up: the outcome is unknown, not "nothing accepted".
+    "INTEGRATION_TIMEOUT": (
+        504,
+        {"Retry-After": "5"},
+        {"type": "urn:relais:problem:timeout", "title": f"No answer in time: the outcome is unknown; {_RETRY_IS_SAFE}"},
+    ),
+    # Status kept as the gateway has it (none of these is expected: no authorizer, no validator, one integration).
+    "DEFAULT_4XX": (None, {}, {"type": "urn:relais:problem:refused", "title": "The request was refused"}),
+    "DEFAULT_5XX": (
+        None,
+        {"Retry-After": "5"},
+        {"type": "urn:relais:problem:gateway-error", "title": f"The service could not answer; {_RETRY_IS_SAFE}"},
+    ),
 }
 
 #: Retention of the functions' log groups (the audit log group, in resources.json, keeps 365 days).
@@ -258,11 +270,9 @@ def gateway_responses() -> dict[str, Any]:
     # A gateway header value is a quoted literal and cannot hold a quote: the CSP is left out (the body is JSON).
     security = {name: value for name, value in PATIENT_HEADERS.items() if "'" not in value}
     responses: dict[str, Any] = {}
-    for response_type, (status, extra) in GATEWAY_PROBLEMS.items():
-        answer = problem(status or 400, headers=extra)
-        body = json.loads(answer.body)
-        if status is None:
-            body = {"type": "urn:relais:problem:refused", "title": "The request was refused"}
+    for response_type, (status, extra, own_body) in GATEWAY_PROBLEMS.items():
+        answer = problem(status or 500, headers=extra)
+        body = json.loads(answer.body) if own_body is None else own_body | ({"status": status} if status else {})
         headers = {**answer.headers, **security}
         responses[response_type] = {
             "responseParameters": {f"gatewayresponse.header.{k}": f"'{v}'" for k, v in sorted(headers.items())},

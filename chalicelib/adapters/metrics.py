@@ -9,13 +9,15 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+_LOCK = threading.Lock()
+
 
 class EmfMetrics:
     def __init__(self, namespace: str = "Relais", service: str = "relais") -> None:
         from aws_lambda_powertools import Metrics
 
         self._metrics: Any = Metrics(namespace=namespace, service=service)
-        self._lock = threading.Lock()
+        self._lock = _LOCK  # Powertools' metric set is per process, so is the lock (even with two instances)
 
     def count(self, name: str, value: float = 1) -> None:
         from aws_lambda_powertools.metrics import MetricUnit

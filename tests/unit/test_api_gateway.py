@@ -50,6 +50,16 @@ def test_every_gateway_answer_is_a_problem_document_with_static_headers(packaged
     assert responses["THROTTLED"]["responseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
 
 
+def test_a_gateway_timeout_says_the_outcome_is_unknown_not_that_nothing_was_accepted(packaged_template):
+    responses = _api(packaged_template)["DefinitionBody"]["x-amazon-apigateway-gateway-responses"]
+
+    for name in ("INTEGRATION_TIMEOUT", "DEFAULT_5XX"):
+        title = json.loads(responses[name]["responseTemplates"]["application/json"])["title"]
+        assert "nothing was accepted" not in title, name
+        assert "same pharmacy_reference" in title, name
+    assert responses["INTEGRATION_TIMEOUT"]["statusCode"] == "504"
+
+
 def test_intake_is_throttled_above_the_national_peak_bursts(packaged_template):
     settings = {(s["ResourcePath"], s["HttpMethod"]): s for s in _api(packaged_template)["MethodSettings"]}
     intake = settings[("/~1v1~1results", "POST")]
