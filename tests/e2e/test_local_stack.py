@@ -115,6 +115,16 @@ def test_health_answers_ok(local_stack):
     assert answer.json() == {"status": "ok"}
 
 
+@pytest.mark.parametrize(("method", "path", "allow"), [("DELETE", "/v1/results", "POST"), ("POST", "/r", "GET")])
+def test_a_wrong_method_over_http_is_the_405_problem_with_allow(local_stack, method, path, allow):
+    answer = requests.request(method, f"{local_stack.api_url}{path}", data=b"{}", timeout=5)
+
+    assert answer.status_code == 405
+    assert answer.headers["Content-Type"] == "application/problem+json"
+    assert answer.headers["Allow"] == allow
+    assert answer.json()["status"] == 405
+
+
 def test_the_state_file_describes_the_stack_for_the_cli(local_stack):
     state = json.loads(local_stack.state_file.read_text())
 
