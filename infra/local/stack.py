@@ -14,11 +14,11 @@ Once ``GET /v1/health`` answers, it prints where everything listens and writes `
 exits 0; a child that dies on its own stops the rest and exits 1, naming it.
 
 Settings: ``RELAIS_API_PORT`` (8000), ``RELAIS_AWS_PORT`` (5000), ``RELAIS_NATIONAL_PORT`` (8001),
-``RELAIS_STATE_DIR`` (``<repo>/.relais``), ``RELAIS_LOCAL_AUTORELOAD`` (1: ``chalice local`` restarts on code
-changes; 0: not), ``RELAIS_START_TIMEOUT`` (60 s), ``RELAIS_LOCAL_QUEUE_CONCURRENCY`` (4 consumers per queue,
-1 to 16). Any ``RELAIS_*`` application setting in the environment (say ``RELAIS_LINK_TTL_HOURS``) is passed to
-the application. Nothing here prints personal data; the application logs opaque ids only, and the children's
-output is relayed as it is.
+``RELAIS_STATE_DIR`` (``<repo>/.relais``), ``RELAIS_LOCAL_AUTORELOAD`` (1: ``chalice local`` restarts when
+``app.py``, ``chalicelib/`` or ``.chalice/`` change, see :mod:`infra.local.api`; 0: not), ``RELAIS_START_TIMEOUT``
+(60 s), ``RELAIS_LOCAL_QUEUE_CONCURRENCY`` (4 consumers per queue, 1 to 16). Any ``RELAIS_*`` application setting
+in the environment (say ``RELAIS_LINK_TTL_HOURS``) is passed to the application. Nothing here prints personal data;
+the application logs opaque ids only, and the children's output is relayed as it is.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -451,7 +450,8 @@ class Stack:
             [sys.executable, "-m", "infra.local.national", "--host", HOST, "--port", str(self.ports.national)],
             {**child_env, "RELAIS_NATIONAL_TOKEN": self.national_token},
         )
-        api_argv = [_chalice(), "local", "--stage", STAGE, "--host", HOST, "--port", str(self.ports.api)]
+        api = [sys.executable, "-m", "infra.local.api"]  # chalice local, reloading on source changes only
+        api_argv = [*api, "local", "--stage", STAGE, "--host", HOST, "--port", str(self.ports.api)]
         if self.env.get("RELAIS_LOCAL_AUTORELOAD", "1").strip().lower() in ("0", "false", "no", "off"):
             api_argv.append("--no-autoreload")
         self._start("api", "chalice local", api_argv, child_env)
@@ -526,16 +526,6 @@ class Stack:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 if json.loads(self.state_file.read_text())["pid"] == os.getpid():
                     self.state_file.unlink()
-
-
-def _chalice() -> str:
-    beside = Path(sys.executable).with_name("chalice")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("chalice")
-    if found is None:
-        raise StackError("cannot find the chalice command; run `make run` (it installs the virtualenv)")
-    return found
 
 
 def main() -> int:
