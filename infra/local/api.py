@@ -3,13 +3,16 @@
 Chalice's reloader watches every file under the project directory: a write to ``.relais/`` (the stack's state,
 the demo's key, the CLI's files), ``bench/results/`` or a test cache restarted the API in the middle of requests,
 and its stat poller walked ``.venv`` and ``build`` (tens of thousands of files) every second. Here it watches what
-``chalice local`` actually serves: ``app.py``, ``chalicelib/`` and ``.chalice/``.
+``chalice local`` actually serves: ``app.py``, ``chalicelib/`` and ``.chalice/``. And it prints each application log
+line once: ``chalice local`` adds a plain root handler that repeated the message of every line the Powertools logger
+(``relais``) already prints as JSON.
 
 ``python -m infra.local.api local --stage local --host H --port P`` takes the arguments of ``chalice``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -49,8 +52,25 @@ def _source_watching_worker() -> Any:
     return SourceWatchingWorker
 
 
+class _NotTheApplication(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("relais")
+
+
+def _console() -> None:
+    """The root handler ``chalice local`` would add (stdout, message only), minus the application's own lines."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(_NotTheApplication())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)  # chalice's own basicConfig() then finds a handler and changes nothing
+
+
 def main(argv: list[str]) -> int:
     from chalice.cli import cli, reloader
+
+    _console()
 
     run_with_reloader = reloader.run_with_reloader
 
