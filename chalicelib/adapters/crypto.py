@@ -35,6 +35,7 @@ from aws_encryption_sdk.materials_managers import (
 )
 from aws_encryption_sdk.materials_managers.base import CryptoMaterialsManager
 from aws_encryption_sdk.materials_managers.caching import CachingCryptoMaterialsManager
+from botocore.exceptions import BotoCoreError
 
 from chalicelib.errors import DecryptionError, DependencyUnavailableError
 
@@ -130,7 +131,8 @@ class Envelope:
             ciphertext, _header = self._client.encrypt(
                 source=plaintext, materials_manager=self._cmm, encryption_context=full, algorithm=ALGORITHM
             )
-        except (GenerateKeyError, AWSEncryptionSDKClientError) as exc:
+        except (GenerateKeyError, AWSEncryptionSDKClientError, BotoCoreError) as exc:
+            # The SDK wraps KMS's error answers; a KMS it cannot reach at all (BotoCoreError) comes through as is.
             raise DependencyUnavailableError("kms") from exc
         return bytes(ciphertext)
 
@@ -139,7 +141,7 @@ class Envelope:
         expected = self._full_context(context)
         try:
             plaintext, header = self._client.decrypt(source=ciphertext, materials_manager=self._cmm)
-        except DecryptKeyError as exc:
+        except (DecryptKeyError, BotoCoreError) as exc:
             raise DependencyUnavailableError("kms") from exc
         except AWSEncryptionSDKClientError as exc:
             raise DecryptionError("ciphertext could not be decrypted") from exc

@@ -249,6 +249,24 @@ def test_a_disabled_kms_key_gets_503_with_retry_after_and_nothing_stored(client,
     assert audit_events("result.create") == []
 
 
+def test_an_unreachable_kms_gets_503_with_retry_after_and_nothing_stored(client, pharmacy):
+    from botocore.exceptions import EndpointConnectionError
+
+    def unreachable(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://kms.eu-west-3.amazonaws.com")
+
+    bootstrap.botocore_session().register("before-call.kms", unreachable)  # before any KMS client or data key exists
+
+    response = post_result(client, pharmacy, distinctive_body())
+
+    assert response.status_code == 503
+    problem(response)
+    assert int(response.headers["Retry-After"]) > 0
+    assert count_results() == 0
+    assert state_items("ref") == []
+    assert audit_events("result.create") == []
+
+
 def test_a_dynamodb_outage_gets_503_with_retry_after_and_nothing_stored(client, pharmacy, monkeypatch):
     from botocore.exceptions import EndpointConnectionError
     from pynamodb.connection.base import Connection

@@ -214,3 +214,24 @@ def test_the_envelope_refuses_anything_but_a_full_key_arn(key):
 
     with pytest.raises(ValueError, match="ARN"):
         Envelope(key_arn=key, stage="test")
+
+
+def test_an_unreachable_kms_is_a_dependency_error_on_decrypt_too(aws):
+    from botocore.exceptions import EndpointConnectionError
+
+    from chalicelib.adapters.crypto import Envelope
+
+    context = _context()
+    ciphertext = bootstrap.envelope().encrypt(b"payload", context)
+
+    def unreachable(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://kms.eu-west-3.amazonaws.com")
+
+    bootstrap.botocore_session().register("before-call.kms", unreachable)
+    settings = bootstrap.settings()
+    cold = Envelope(  # a fresh process: no cached data key, so decrypting needs KMS
+        key_arn=settings.kms_key_arn, stage=settings.stage, botocore_session=bootstrap.botocore_session()
+    )
+
+    with pytest.raises(DependencyUnavailableError):
+        cold.decrypt(ciphertext, context)
