@@ -162,6 +162,11 @@ def is_valid_nir(value: str) -> bool:
     return _nir_structure_problem(normalise_nir(value)) is None
 
 
+def is_valid_pharmacy_reference(value: str) -> bool:
+    """1 to 64 characters among A-Z, a-z, 0-9, '.', '_' and '-' (the pharmacy's own identifier of the test)."""
+    return bool(_PHARMACY_REFERENCE.fullmatch(value))
+
+
 def is_valid_rpps(value: str) -> bool:
     """Whether ``value`` is an RPPS number: exactly 11 ASCII digits with a valid Luhn check digit."""
     return _RPPS_SHAPE.fullmatch(value) is not None and luhn.is_valid(value)
@@ -300,7 +305,7 @@ def _parse_text(value: object, path: str, errors: _Errors, *, max_length: int, r
 def _parse_pharmacy_reference(value: object, errors: _Errors) -> str | None:
     path = "pharmacy_reference"
     text = _required_string(value, path, errors)
-    if text is not None and not _PHARMACY_REFERENCE.fullmatch(text):
+    if text is not None and not is_valid_pharmacy_reference(text):
         errors.add(path, "must be 1 to 64 characters among A-Z, a-z, 0-9, '.', '_' and '-'")
         return None
     return text

@@ -15,7 +15,7 @@ from typing import Any
 
 from chalicelib.domain.model import Submission
 from chalicelib.domain.records import AuditEvent, AuthGrant, ResultRecord, new_id
-from chalicelib.domain.validation import parse_submission
+from chalicelib.domain.validation import is_valid_pharmacy_reference, parse_submission
 from chalicelib.errors import (
     AuthenticationError,
     ConflictError,
@@ -30,6 +30,15 @@ from chalicelib.services.ports import Envelope, PharmacyDirectory, ResultStore
 
 RESULT_PURPOSE = "result"
 ACCEPTED = "accepted"
+
+
+class _AlreadyStored(Exception):
+    """The body is the one already accepted under its pharmacy reference: answer that result (200)."""
+
+    def __init__(self, result_id: str, reference: str) -> None:
+        super().__init__("already stored")
+        self.result_id = result_id
+        self.reference = reference
 
 
 @dataclass
@@ -112,7 +121,13 @@ class ResultsService:
         """
         grant = self._authenticate(request, "result.create", request_id)
         try:
-            submission, canonical = self._parse(request.body, content_type)
+            raw, canonical = self._load(request.body, content_type)
+            body_sha256 = hashlib.sha256(canonical).hexdigest()
+            submission = self._validate(raw, grant, body_sha256)
+        except _AlreadyStored as stored:
+            event = self._event(grant, "result.create", "duplicate", stored.result_id, request_id)
+            self._commit_auth(grant, event, request_id)
+            return 200, self._answer(stored.result_id, stored.reference)
         except (UnsupportedMediaTypeError, ValidationError) as exc:
             self._commit_auth(
                 grant,
@@ -120,7 +135,6 @@ class ResultsService:
                 request_id,
             )
             raise
-        body_sha256 = hashlib.sha256(canonical).hexdigest()
         now = self.clock()
         result_id = self.new_result_id()
         plaintext = json.dumps(
@@ -155,7 +169,9 @@ class ResultsService:
             raise
         return 201, self._answer(result_id, submission.pharmacy_reference)
 
-    def _parse(self, body: bytes, content_type: str | None) -> tuple[Submission, bytes]:
+    @staticmethod
+    def _load(body: bytes, content_type: str | None) -> tuple[Any, bytes]:
+        """The JSON document and its canonical form (key order and spacing ignored); 415 or 400 otherwise."""
         media_type = (content_type or "").split(";", 1)[0].strip().lower()
         if media_type != "application/json":
             raise UnsupportedMediaTypeError("the body must be application/json")
@@ -163,26 +179,42 @@ class ResultsService:
             raw = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValidationError([FieldError("body", "must be a JSON document")]) from exc
-        submission = parse_submission(raw, now=self.clock())
-        canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        return submission, canonical
+        return raw, json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _validate(self, raw: Any, grant: AuthGrant, body_sha256: str) -> Submission:
+        """The submission, or ValidationError; but a body identical to one already accepted is that result
+        (``_AlreadyStored``) even if a rule would now refuse it: a retry after ``sampled_at`` aged past its
+        limit is still "identical body → 200" (contract §2)."""
+        try:
+            return parse_submission(raw, now=self.clock())
+        except ValidationError:
+            reference = raw.get("pharmacy_reference") if isinstance(raw, dict) else None
+            if isinstance(reference, str) and is_valid_pharmacy_reference(reference):
+                existing_id, same = self._stored_body_matches(grant, reference, body_sha256)
+                if existing_id is not None and same:
+                    raise _AlreadyStored(existing_id, reference) from None
+            raise
+
+    def _stored_body_matches(self, grant: AuthGrant, reference: str, body_sha256: str) -> tuple[str | None, bool]:
+        """The result already stored under ``reference`` for this pharmacy, and whether its body was this one."""
+        existing_id = self.store.find_reference(grant.pharmacy_id, reference)
+        existing = self.store.get_result(existing_id) if existing_id else None
+        if existing is None or existing.pharmacy_id != grant.pharmacy_id:
+            return existing_id, False
+        stored = json.loads(
+            self.envelope.decrypt(existing.ciphertext, self._context(existing.id, existing.pharmacy_id))
+        )
+        return existing.id, stored.get("body_sha256") == body_sha256
 
     def _answer_duplicate(
         self, grant: AuthGrant, reference: str, body_sha256: str, request_id: str | None
     ) -> tuple[int, dict[str, Any]]:
-        existing_id = self.store.find_reference(grant.pharmacy_id, reference)
-        existing = self.store.get_result(existing_id) if existing_id else None
-        same = False
-        if existing is not None and existing.pharmacy_id == grant.pharmacy_id:
-            stored = json.loads(
-                self.envelope.decrypt(existing.ciphertext, self._context(existing.id, existing.pharmacy_id))
-            )
-            same = stored.get("body_sha256") == body_sha256
+        existing_id, same = self._stored_body_matches(grant, reference, body_sha256)
         outcome = "duplicate" if same else "conflict"
         self._commit_auth(grant, self._event(grant, "result.create", outcome, existing_id, request_id), request_id)
-        if not same or existing is None:
+        if not same or existing_id is None:
             raise ConflictError("pharmacy_reference was already used for a different result")
-        return 200, self._answer(existing.id, reference)
+        return 200, self._answer(existing_id, reference)
 
     @staticmethod
     def _answer(result_id: str, reference: str) -> dict[str, Any]:

@@ -112,6 +112,28 @@ def test_an_identical_retry_freshly_signed_gets_200_with_the_same_body_and_no_se
     assert sorted(e["outcome"] for e in audit_events("result.create")) == ["duplicate", "success"]
 
 
+def test_an_identical_retry_after_the_sample_aged_past_its_limit_is_still_200_with_the_same_result(client, pharmacy):
+    from datetime import UTC, datetime, timedelta
+
+    body = distinctive_body()
+    first = post_result(client, pharmacy, body)
+    assert first.status_code == 201, first.body
+    later = datetime.now(UTC) + timedelta(days=8)  # sampled_at is now more than 7 days old: a new body would be 400
+    bootstrap.override(clock=lambda: later)
+
+    retry = post_result(client, pharmacy, body, created=int(later.timestamp()))
+    changed = json.loads(json.dumps(body))
+    changed["test"]["result"] = "positive" if body["test"]["result"] != "positive" else "negative"
+    different = post_result(client, pharmacy, changed, created=int(later.timestamp()))
+
+    assert retry.status_code == 200, retry.body
+    assert json.loads(retry.body) == json.loads(first.body)
+    assert different.status_code == 400, different.body
+    assert any(e["field"] == "test.sampled_at" for e in json.loads(different.body)["errors"])
+    assert count_results() == 1
+    assert sorted(e["outcome"] for e in audit_events("result.create")) == ["duplicate", "rejected", "success"]
+
+
 def test_the_same_reference_with_a_different_body_gets_409_and_stores_nothing_new(client, pharmacy):
     body = distinctive_body()
     first = post_result(client, pharmacy, body)
@@ -264,6 +286,53 @@ def test_an_unreachable_kms_gets_503_with_retry_after_and_nothing_stored(client,
     assert int(response.headers["Retry-After"]) > 0
     assert count_results() == 0
     assert state_items("ref") == []
+    assert audit_events("result.create") == []
+
+
+def _conflicting_transactions(monkeypatch: Any, times: int) -> list[int]:
+    """The next ``times`` TransactWriteItems are cancelled for a TransactionConflict, as DynamoDB does when
+    another transaction holds one of their items; returns the list of attempts seen."""
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    real_call = BaseClient._make_api_call
+    attempts: list[int] = []
+
+    def conflicted(self: Any, operation_name: str, params: dict[str, Any]) -> Any:
+        if operation_name == "TransactWriteItems":
+            attempts.append(1)
+            if len(attempts) <= times:
+                reasons = [{"Code": "None"}] * len(params["TransactItems"])
+                reasons[-1] = {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+                error = {"Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"}}
+                raise ClientError({**error, "CancellationReasons": reasons}, operation_name)
+        return real_call(self, operation_name, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", conflicted)
+    return attempts
+
+
+def test_a_transaction_conflict_is_retried_and_the_result_accepted_once(client, pharmacy, monkeypatch):
+    attempts = _conflicting_transactions(monkeypatch, times=2)
+
+    response = post_result(client, pharmacy, distinctive_body())
+
+    assert response.status_code == 201, response.body
+    assert len(attempts) == 3
+    assert count_results() == 1
+    assert [e["outcome"] for e in audit_events("result.create")] == ["success"]
+
+
+def test_a_conflict_that_persists_gets_503_with_retry_after_and_nothing_stored(client, pharmacy, monkeypatch):
+    attempts = _conflicting_transactions(monkeypatch, times=100)
+
+    response = post_result(client, pharmacy, distinctive_body())
+
+    assert response.status_code == 503
+    problem(response)
+    assert int(response.headers["Retry-After"]) > 0
+    assert len(attempts) == 3
+    assert count_results() == 0
     assert audit_events("result.create") == []
 
 

@@ -22,10 +22,12 @@ from tests.integration.helpers import (
     NIR,
     PERSONAL_VALUES,
     RESULTS_PATH,
+    audit_events,
     count_results,
     distinctive_body,
     encode,
     get_result,
+    post_result,
     signed_headers,
 )
 
@@ -153,3 +155,13 @@ def test_a_404_echoes_neither_the_requested_id_nor_the_caller(client, pharmacy):
     assert response.status_code == 404
     assert "AskedForThisIdentifier123" not in response.body.decode()
     assert pharmacy.key_id not in response.body.decode()
+
+
+def test_the_request_id_answered_is_the_one_in_the_audit_event_and_the_log_line(client, pharmacy, powertools_stream):
+    response = post_result(client, pharmacy, distinctive_body())
+
+    request_id = response.headers["X-Request-Id"]
+    assert response.status_code == 201
+    assert [e["request_id"] for e in audit_events("result.create")] == [request_id]
+    lines = [json.loads(line) for line in powertools_stream.getvalue().splitlines() if line.startswith("{")]
+    assert [line["status"] for line in lines if line.get("request_id") == request_id and "status" in line] == [201]
