@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,6 +51,16 @@ PERSONAL_VALUES: tuple[str, ...] = (
     CITY,
     POSTAL_CODE,
 )
+
+
+def leaks(value: str, text: str) -> bool:
+    """Whether ``value`` shows in ``text``; a value of digits only (postal code, NIR) must stand alone, so that the
+    digits of a timestamp or a checksum in a log line (``...43.83640289...``) are not taken for it."""
+    if value.isdigit():
+        return re.search(rf"(?<!\d){value}(?!\d)", text) is not None
+    return value in text
+
+
 #: How the test result would look in a serialised submission (the bare word may occur by chance elsewhere).
 RESULT_FRAGMENTS: tuple[bytes, ...] = (b'"result":"negative"', b'"result": "negative"')
 

@@ -27,6 +27,7 @@ from tests.integration.helpers import (
     distinctive_body,
     encode,
     get_result,
+    leaks,
     post_result,
     signed_headers,
 )
@@ -108,7 +109,7 @@ def test_no_log_line_holds_personal_data_signatures_or_nonces(client, pharmacy, 
     assert '"status":201' in logs["powertools"].replace(" ", ""), "the capture sees the access log"
     for where, text in logs.items():
         for value in (*PERSONAL_VALUES, NIR[:-2] + "00", *sent_secrets):
-            assert value not in text, (where, value)
+            assert not leaks(value, text), (where, value)
         assert '"result":"negative"' not in text.replace(" ", "")
         assert '"result":"positive"' not in text.replace(" ", "")
 
