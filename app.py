@@ -11,8 +11,8 @@ from chalicelib.routes.middleware import http_middleware
 from chalicelib.routes.patient import patient_api, patient_headers
 from chalicelib.routes.pharmacy import pharmacy_api
 
-app = Chalice(app_name="relais", configure_logs=False)
-app.debug = False
+app = Chalice(app_name="relais", configure_logs=False)  # debug stays off (its setter would set the "relais"
+# logger, the Powertools one, to ERROR: INFO lines would vanish if it was built first)
 app.register_middleware(patient_headers, "http")  # outermost: security headers on every patient response
 app.register_middleware(http_middleware, "http")
 app.register_blueprint(pharmacy_api)

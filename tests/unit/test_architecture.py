@@ -145,6 +145,27 @@ def test_app_debug_is_off():
         and isinstance(s.value, ast.Constant)
     ]
     assert debug in ([], [False])
+    from app import app
+
+    assert app.debug is False
+
+
+def test_the_app_leaves_the_relais_logger_to_powertools():
+    """Chalice's ``debug`` setter sets the logger named after the app ("relais", also Powertools' logger) to ERROR:
+    had it run after the Powertools logger was built, every INFO line (access log, metrics context) would vanish."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from chalicelib.observability import logger\n"
+        "logger()\n"
+        "import app\n"
+        "print(logging.getLogger('relais').isEnabledFor(logging.INFO))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+
+    assert done.stdout.strip() == "True"
 
 
 def _requirement_lines(path: Path) -> list[str]:
