@@ -253,6 +253,18 @@ def _refuse_kms_calls_for_disabled_keys(session: Any) -> None:
     session.register("before-call.kms", check)
 
 
+def _assert_503_with_retry_after_and_nothing_stored(response: Any) -> None:
+    """A dependency failed: 503 problem with Retry-After, and no result, reference, quota count, nonce or audit."""
+    assert response.status_code == 503
+    problem(response)
+    assert int(response.headers["Retry-After"]) > 0
+    assert count_results() == 0
+    assert state_items("ref") == []
+    assert state_items("quota") == []
+    assert state_items("nonce") == []
+    assert audit_events("result.create") == []
+
+
 def test_a_disabled_kms_key_gets_503_with_retry_after_and_nothing_stored(client, pharmacy):
     import boto3
 
@@ -262,13 +274,7 @@ def test_a_disabled_kms_key_gets_503_with_retry_after_and_nothing_stored(client,
 
     response = post_result(client, pharmacy, distinctive_body())
 
-    assert response.status_code == 503
-    problem(response)
-    assert int(response.headers["Retry-After"]) > 0
-    assert count_results() == 0
-    assert state_items("ref") == []
-    assert state_items("quota") == []
-    assert audit_events("result.create") == []
+    _assert_503_with_retry_after_and_nothing_stored(response)
 
 
 def test_an_unreachable_kms_gets_503_with_retry_after_and_nothing_stored(client, pharmacy):
@@ -281,12 +287,7 @@ def test_an_unreachable_kms_gets_503_with_retry_after_and_nothing_stored(client,
 
     response = post_result(client, pharmacy, distinctive_body())
 
-    assert response.status_code == 503
-    problem(response)
-    assert int(response.headers["Retry-After"]) > 0
-    assert count_results() == 0
-    assert state_items("ref") == []
-    assert audit_events("result.create") == []
+    _assert_503_with_retry_after_and_nothing_stored(response)
 
 
 def _conflicting_transactions(monkeypatch: Any, times: int) -> list[int]:
@@ -328,12 +329,8 @@ def test_a_conflict_that_persists_gets_503_with_retry_after_and_nothing_stored(c
 
     response = post_result(client, pharmacy, distinctive_body())
 
-    assert response.status_code == 503
-    problem(response)
-    assert int(response.headers["Retry-After"]) > 0
     assert len(attempts) == 3
-    assert count_results() == 0
-    assert audit_events("result.create") == []
+    _assert_503_with_retry_after_and_nothing_stored(response)
 
 
 def test_a_dynamodb_outage_gets_503_with_retry_after_and_nothing_stored(client, pharmacy, monkeypatch):
@@ -352,14 +349,8 @@ def test_a_dynamodb_outage_gets_503_with_retry_after_and_nothing_stored(client, 
 
     response = post_result(client, pharmacy, distinctive_body())
 
-    assert response.status_code == 503
-    problem(response)
-    assert int(response.headers["Retry-After"]) > 0
-    monkeypatch.undo()
-    assert count_results() == 0
-    assert state_items("ref") == []
-    assert state_items("nonce") == []
-    assert audit_events("result.create") == []
+    monkeypatch.undo()  # the checks read DynamoDB
+    _assert_503_with_retry_after_and_nothing_stored(response)
 
 
 def test_raw_items_of_every_table_hold_no_personal_data_in_clear(client, pharmacy):

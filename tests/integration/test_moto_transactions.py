@@ -3,7 +3,8 @@ included; no message lost to a concurrent delete."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -42,6 +43,23 @@ def _stream_events(client: Any) -> list[str]:
     iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
     records = streams.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
     return [f"{r['eventName']} {r['dynamodb']['Keys']['pk']['S']}" for r in records]
+
+
+def _waits_for(
+    first: Callable[[], object], second: Callable[[], object], halfway: threading.Event, go_on: threading.Event
+) -> bool:
+    """Start ``first``; once it paused (``halfway``), start ``second``; whether ``second`` was still waiting half a
+    second later. Then let ``first`` go on (``go_on``) and let both end."""
+    one, two = threading.Thread(target=first), threading.Thread(target=second)
+    one.start()
+    assert halfway.wait(10)
+    two.start()
+    two.join(timeout=0.5)
+    waited = two.is_alive()
+    go_on.set()
+    one.join(10)
+    two.join(10)
+    return waited
 
 
 def _transaction(last_condition: str) -> list[dict[str, Any]]:
@@ -110,8 +128,6 @@ def test_writes_outside_transactions_are_not_rolled_back_by_a_later_failure(tabl
 
 
 def test_a_stream_reader_waits_for_a_transaction_and_never_sees_a_write_it_undoes(table, monkeypatch):
-    import threading
-
     from infra.local import moto_patches
 
     halfway, go_on = threading.Event(), threading.Event()
@@ -141,23 +157,12 @@ def test_a_stream_reader_waits_for_a_transaction_and_never_sees_a_write_it_undoe
     def read() -> None:
         outcome["events"] = _stream_events(table)
 
-    writer = threading.Thread(target=write)
-    writer.start()
-    assert halfway.wait(10)
-    reader = threading.Thread(target=read)
-    reader.start()
-    reader.join(timeout=0.5)
-    assert reader.is_alive(), "the stream was read in the middle of a transaction"
-    go_on.set()
-    writer.join(10)
-    reader.join(10)
+    assert _waits_for(write, read, halfway, go_on), "the stream was read in the middle of a transaction"
 
     assert outcome == {"writer": "TransactionCanceledException", "events": ["INSERT a", "INSERT taken"]}
 
 
 def test_a_message_sent_while_another_is_deleted_is_kept(monkeypatch):
-    import threading
-
     from moto.sqs.models import Message
 
     with mock_aws():
@@ -176,24 +181,18 @@ def test_a_message_sent_while_another_is_deleted_is_kept(monkeypatch):
             return bool(had_receipt_handle(self, receipt_handle))
 
         monkeypatch.setattr(Message, "had_receipt_handle", pause_in_the_rebuild)
-        deleter = threading.Thread(target=lambda: sqs.delete_message(QueueUrl=url, ReceiptHandle=handle))
-        deleter.start()
-        assert halfway.wait(10)
-        sender = threading.Thread(target=lambda: sqs.send_message(QueueUrl=url, MessageBody="new"))
-        sender.start()
-        sender.join(timeout=0.5)
-        assert sender.is_alive(), "a message was sent in the middle of a delete"
-        go_on.set()
-        deleter.join(10)
-        sender.join(10)
+        assert _waits_for(
+            lambda: sqs.delete_message(QueueUrl=url, ReceiptHandle=handle),
+            lambda: sqs.send_message(QueueUrl=url, MessageBody="new"),
+            halfway,
+            go_on,
+        ), "a message was sent in the middle of a delete"
 
         bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])]
         assert bodies == ["new"]
 
 
 def test_two_consumers_never_receive_the_same_message(monkeypatch):
-    import threading
-
     from moto.sqs.models import Message
 
     with mock_aws():
@@ -216,15 +215,8 @@ def test_two_consumers_never_receive_the_same_message(monkeypatch):
             answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30)
             got[name] = [m["Body"] for m in answer.get("Messages", [])]
 
-        first = threading.Thread(target=consume, args=("first",))
-        first.start()
-        assert halfway.wait(10)
-        second = threading.Thread(target=consume, args=("second",))
-        second.start()
-        second.join(timeout=0.5)
-        assert second.is_alive(), "a second receive ran in the middle of the first"
-        go_on.set()
-        first.join(10)
-        second.join(10)
+        assert _waits_for(lambda: consume("first"), lambda: consume("second"), halfway, go_on), (
+            "a second receive ran in the middle of the first"
+        )
 
         assert got == {"first": ["only"], "second": []}
