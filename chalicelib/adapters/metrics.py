@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+#: Powertools' metric set is per process, so is the lock (even if two EmfMetrics are built).
 _LOCK = threading.Lock()
 
 
@@ -17,21 +18,20 @@ class EmfMetrics:
         from aws_lambda_powertools import Metrics
 
         self._metrics: Any = Metrics(namespace=namespace, service=service)
-        self._lock = _LOCK  # Powertools' metric set is per process, so is the lock (even with two instances)
 
     def count(self, name: str, value: float = 1) -> None:
         from aws_lambda_powertools.metrics import MetricUnit
 
-        with self._lock:
+        with _LOCK:
             self._metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
     def latency(self, name: str, seconds: float) -> None:
         from aws_lambda_powertools.metrics import MetricUnit
 
-        with self._lock:
+        with _LOCK:
             self._metrics.add_metric(name=name, unit=MetricUnit.Seconds, value=round(seconds, 3))
 
     def flush(self) -> None:
         """Write the metrics of this invocation (one EMF line on stdout, picked up by CloudWatch)."""
-        with self._lock:
+        with _LOCK:
             self._metrics.flush_metrics(raise_on_empty_metrics=False)

@@ -28,9 +28,9 @@ from chalicelib.adapters.tables import (
     ResultItem,
     StateItem,
     day_key,
-    index_shard,
     pending_key,
     shard_keys,
+    sharded_key,
 )
 from chalicelib.domain.records import AuditEvent, AuthGrant, Pharmacy, PharmacyKey, ResultRecord
 from chalicelib.errors import (
@@ -84,7 +84,7 @@ def _audit_subject(event: AuditEvent) -> str:
     if event.record:
         return f"result#{event.record}"
     if event.actor == "anonymous":
-        return f"actor#anonymous#{index_shard(event.event_id)}"
+        return sharded_key("actor#anonymous", event.event_id)
     return f"actor#{event.actor}"
 
 

@@ -93,18 +93,23 @@ def index_shard(identifier: str) -> str:
     return f"{int.from_bytes(hashlib.sha256(identifier.encode()).digest()[:4], 'big') % INDEX_SHARDS:02d}"
 
 
+def sharded_key(prefix: str, identifier: str) -> str:
+    """``<prefix>#<shard>``: the partition key of the item ``identifier`` among the shards of ``prefix``."""
+    return f"{prefix}#{index_shard(identifier)}"
+
+
 def pending_key(result_id: str) -> str:
     """``pending_national`` of a result waiting for national delivery: ``pending#<shard>``."""
-    return f"pending#{index_shard(result_id)}"
+    return sharded_key("pending", result_id)
 
 
 def day_key(day: str, event_id: str) -> str:
     """``day`` of an audit event: ``YYYY-MM-DD#<shard>``."""
-    return f"{day}#{index_shard(event_id)}"
+    return sharded_key(day, event_id)
 
 
 def shard_keys(prefix: str) -> list[str]:
-    """Every index partition key of ``prefix`` (``"pending"``, or a day), to query them all."""
+    """Every partition key of ``prefix`` (``"pending"``, or a day), to query them all."""
     return [f"{prefix}#{shard:02d}" for shard in range(INDEX_SHARDS)]
 
 

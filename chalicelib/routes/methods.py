@@ -3,7 +3,7 @@
 API Gateway answers a method no route declares with ``403 {"message": "Missing Authentication Token"}``
 before any code runs, while ``chalice local`` answers ``405``. Declaring the other methods of each path and
 answering them here gives the contract's ``405`` problem with an ``Allow`` header in both places (unknown
-paths are the gateway's: ``infra/prod.json`` maps its answer to the ``404`` problem).
+paths are the gateway's: ``infra/template.py`` ``GATEWAY_PROBLEMS`` maps its answer to the ``404`` problem).
 """
 
 from __future__ import annotations

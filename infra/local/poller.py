@@ -488,8 +488,8 @@ class Poller:
         if self.stream_arn is not None and self.stream_handler is not None:
             loops.append(("stream", self.poll_stream_once, 0.25))
         for setting_name in self.queue_handlers:
+            step = functools.partial(self.poll_queue_once, setting_name)
             for consumer in range(self.queue_concurrency):
-                step = functools.partial(self.poll_queue_once, setting_name)
                 loops.append((f"{setting_name}-{consumer + 1}", step, 0.0))
         for schedule in self._schedules:
             loops.append((schedule.name, functools.partial(self._run_schedule, schedule, due_only=True), 0.5))
