@@ -76,19 +76,19 @@ def ingest_figures() -> dict[str, Any]:
         # Warm up: first data key, key cache, pharmacy cache, lazy imports; keep one transaction to replay bare.
         with captured_transaction() as transaction:
             for req in requests[:20]:
-                service.submit(req, content_type="application/json")
+                service.submit(req)
         stream_records = []
         with counting_aws_calls() as calls:
             started = time.perf_counter()
             for req in requests[20:]:
-                status, answer = service.submit(req, content_type="application/json")
-                assert status == 201, status
-                stream_records.append({"eventName": "INSERT", "dynamodb": {"Keys": {"id": {"S": answer["id"]}}}})
+                accepted = service.submit(req)
+                assert accepted.created, accepted
+                stream_records.append({"eventName": "INSERT", "dynamodb": {"Keys": {"id": {"S": accepted.result_id}}}})
             for start in range(0, len(stream_records), 100):  # the relay, in Lambda-sized batches
                 dispatch_results({"Records": stream_records[start : start + 100]})
             ingest_s = time.perf_counter() - started
         item = boto3.client("dynamodb").get_item(
-            TableName=os.environ["RELAIS_RESULTS_TABLE"], Key={"id": {"S": answer["id"]}}
+            TableName=os.environ["RELAIS_RESULTS_TABLE"], Key={"id": {"S": accepted.result_id}}
         )["Item"]
         size = len(item["payload"]["B"])
         client = boto3.client("dynamodb")

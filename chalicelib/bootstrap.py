@@ -1,94 +1,148 @@
 """The one wiring point: builds settings, clients, the encryption envelope and services lazily.
 
-Everything is cached for warm Lambda starts. Tests call :func:`reset` (after starting moto, so
-that no client or cache outlives its mock) or :func:`override` to inject fakes.
+Each component is a function decorated with :func:`component`: built at first use, then kept for warm
+Lambda starts. One registry serves :func:`reset` (forget everything: tests call it after starting moto, so
+that no client or cache outlives its mock) and :func:`override` (serve a replacement instead of a component,
+``clock`` or ``settings``; everything already built is forgotten, so dependents are rebuilt around it).
 """
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from chalicelib.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+    from botocore.session import Session as BotocoreSession
+
+    from chalicelib.adapters.audit_chain import AuditChain
+    from chalicelib.adapters.crypto import Envelope
+    from chalicelib.adapters.key_cache import CachedKeyDirectory, CachedPharmacies
+    from chalicelib.adapters.links import LinkStore
+    from chalicelib.adapters.messaging import Messaging
+    from chalicelib.adapters.metrics import EmfMetrics
+    from chalicelib.adapters.national_client import NationalClient
+    from chalicelib.adapters.queues import WorkQueue
+    from chalicelib.adapters.store import DynamoStore, NationalStatusStore, Registry
+    from chalicelib.services.national import NationalDelivery
+    from chalicelib.services.notify import NotifyService
+    from chalicelib.services.patient import PatientService
+    from chalicelib.services.pharmacy_request import PharmacyGate
+    from chalicelib.services.resend import ResendService
+    from chalicelib.services.results import ResultsService
+    from chalicelib.services.vault import ResultVault
+
+T = TypeVar("T")
+
+_lock = threading.RLock()  # factories call one another; the local stack's poller runs threads
+_factories: dict[str, Callable[[], object]] = {}
+_built: dict[str, object] = {}
+_clients: dict[str, Any] = {}
+_overrides: dict[str, object] = {}
+_PLAIN = frozenset({"clock", "settings"})  # overridable, but read on every call rather than built
+
+
+def component(factory: Callable[[], T]) -> Callable[[], T]:
+    """Register ``factory`` under its name; the returned function builds it once and serves the overrides."""
+    name = factory.__name__
+    if name in _factories or name in _PLAIN:
+        raise ValueError(f"component {name!r} registered twice")
+    _factories[name] = factory
+
+    @functools.wraps(factory)
+    def get() -> T:
+        if name in _overrides:
+            return cast(T, _overrides[name])
+        try:
+            return cast(T, _built[name])
+        except KeyError:
+            pass
+        with _lock:
+            if name not in _built:
+                _built[name] = factory()
+            return cast(T, _built[name])
+
+    return get
+
+
+def components() -> frozenset[str]:
+    """The names :func:`override` accepts."""
+    return frozenset(_factories) | _PLAIN
+
+
+def override(**replacements: object) -> None:
+    """Serve ``replacements`` (``messaging=fake``, ``clock=lambda: moment``…) instead of the real components.
+
+    Everything already built is forgotten, so that whatever depends on a replaced component is rebuilt with
+    the replacement. Unknown names are a TypeError (a typo would otherwise override nothing).
+    """
+    unknown = set(replacements) - components()
+    if unknown:
+        raise TypeError(f"no such component: {', '.join(sorted(unknown))}")
+    with _lock:
+        _overrides.update(replacements)
+        _built.clear()
+        _clients.clear()
+
+
+def reset() -> None:
+    """Forget every built component, client, setting and override."""
+    with _lock:
+        _overrides.clear()
+        _built.clear()
+        _clients.clear()
+        get_settings.cache_clear()
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-_overrides: dict[str, Any] = {}
-
-
-def override(**components: Any) -> None:
-    """Replace components (``results_service``, ``clock``…) for tests."""
-    _overrides.update(components)
-
-
-def reset() -> None:
-    """Forget every cached component, setting and override."""
-    _overrides.clear()
-    get_settings.cache_clear()
-    for fn in (
-        botocore_session,
-        boto3_session,
-        _client,
-        envelope,
-        registry,
-        store,
-        results_service,
-        audit_chain,
-        metrics,
-        national_queue,
-        national_statuses,
-        national_client,
-        national_delivery,
-        link_store,
-        messaging,
-        notify_service,
-        resend_service,
-        patient_service,
-    ):
-        fn.cache_clear()
-
-
 def settings() -> Settings:
-    return _overrides.get("settings") or get_settings()
+    return cast(Settings, _overrides["settings"]) if "settings" in _overrides else get_settings()
 
 
 def clock() -> datetime:
-    fn = _overrides.get("clock", utc_now)
-    result: datetime = fn()
-    return result
+    """Now, from the overriding clock if there is one (components hold this function, not a time)."""
+    fn = cast(Callable[[], datetime], _overrides.get("clock", utc_now))
+    return fn()
 
 
-@cache
-def botocore_session() -> Any:
+# -- AWS -------------------------------------------------------------------------------------------
+@component
+def botocore_session() -> BotocoreSession:
     """One botocore session for our own clients and the encryption SDK (shares credentials, hooks)."""
     import botocore.session
 
     return botocore.session.get_session()
 
 
-@cache
+@component
 def boto3_session() -> Any:
     import boto3
 
     return boto3.session.Session(botocore_session=botocore_session(), region_name=settings().region)
 
 
-def client(service: str) -> Any:
+def client(service: str) -> BaseClient:
     """A boto3 client of our session, cached per service."""
-    return _client(service)
+    try:
+        return _clients[service]
+    except KeyError:
+        pass
+    with _lock:
+        if service not in _clients:
+            _clients[service] = boto3_session().client(service)
+        return _clients[service]
 
 
-@cache
-def _client(service: str) -> Any:
-    return boto3_session().client(service)
-
-
-@cache
-def envelope() -> Any:
+@component
+def envelope() -> Envelope:
     from chalicelib.adapters.crypto import Envelope
 
     s = settings()
@@ -101,22 +155,31 @@ def envelope() -> Any:
     )
 
 
+@component
+def vault() -> ResultVault:
+    """Seals and opens results (the one owner of their encryption context)."""
+    from chalicelib.services.vault import ResultVault
+
+    return ResultVault(envelope())
+
+
 def _bind() -> None:
     from chalicelib.adapters.tables import bind_tables
 
     bind_tables(settings())
 
 
-@cache
-def registry() -> Any:
+# -- registry and pharmacy requests ----------------------------------------------------------------
+@component
+def registry() -> Registry:
     from chalicelib.adapters.store import Registry
 
     _bind()
     return Registry(clock=clock)
 
 
-@cache
-def store() -> Any:
+@component
+def store() -> DynamoStore:
     from chalicelib.adapters.store import DynamoStore
 
     _bind()
@@ -124,64 +187,78 @@ def store() -> Any:
     return DynamoStore(region=s.region, audit_retention_days=s.audit_retention_days, clock=clock)
 
 
-@cache
-def pharmacies() -> Any:
+@component
+def pharmacies() -> CachedPharmacies:
     """Pharmacy profiles (name, FINESS, quota), cached 60 s per process and shared by every use case."""
     from chalicelib.adapters.key_cache import CachedPharmacies
 
     return CachedPharmacies(registry(), ttl_seconds=60)
 
 
-@cache
-def results_service() -> Any:
-    if "results_service" in _overrides:
-        return _overrides["results_service"]
+@component
+def key_directory() -> CachedKeyDirectory:
+    """Pharmacy public keys, cached for the process (revocation is re-checked by every commit)."""
     from chalicelib.adapters.key_cache import CachedKeyDirectory
-    from chalicelib.services.results import ResultsService
+
+    return CachedKeyDirectory(registry())
+
+
+@component
+def pharmacy_gate() -> PharmacyGate:
+    from chalicelib.services.pharmacy_request import PharmacyGate
 
     s = settings()
-    return ResultsService(
+    return PharmacyGate(
         store=store(),
-        keys=CachedKeyDirectory(registry()),
-        pharmacies=pharmacies(),
-        envelope=envelope(),
+        keys=key_directory(),
         clock=clock,
-        stage=s.stage,
-        daily_quota_default=s.daily_quota_default,
         signature_window_seconds=s.signature_window_seconds,
-        retention_days=s.result_retention_days,
         allowed_authorities=s.authorities,
     )
 
 
+@component
+def results_service() -> ResultsService:
+    from chalicelib.services.results import ResultsService
+
+    s = settings()
+    return ResultsService(
+        gate=pharmacy_gate(),
+        store=store(),
+        pharmacies=pharmacies(),
+        vault=vault(),
+        clock=clock,
+        daily_quota_default=s.daily_quota_default,
+        retention_days=s.result_retention_days,
+    )
+
+
 # -- national delivery -----------------------------------------------------------------------------
-@cache
-def metrics() -> Any:
+@component
+def metrics() -> EmfMetrics:
     from chalicelib.adapters.metrics import EmfMetrics
 
     return EmfMetrics()
 
 
-@cache
-def national_queue() -> Any:
+@component
+def national_queue() -> WorkQueue:
     from chalicelib.adapters.queues import WorkQueue
 
     s = settings()
     return WorkQueue(client("sqs"), queue_url=s.national_queue_url, dlq_url=s.national_dlq_url)
 
 
-@cache
-def national_statuses() -> Any:
+@component
+def national_statuses() -> NationalStatusStore:
     from chalicelib.adapters.store import NationalStatusStore
 
     _bind()
     return NationalStatusStore()
 
 
-@cache
-def national_client() -> Any:
-    if "national_client" in _overrides:
-        return _overrides["national_client"]
+@component
+def national_client() -> NationalClient:
     from chalicelib.adapters.national_client import NationalClient
 
     s = settings()
@@ -195,15 +272,14 @@ def national_client() -> Any:
     )
 
 
-@cache
-def national_delivery() -> Any:
+@component
+def national_delivery() -> NationalDelivery:
     from chalicelib.services.national import NationalDelivery
 
     s = settings()
-    results = results_service()
     return NationalDelivery(
         get_result=store().get_result,
-        decrypt=results.decrypt_submission,
+        decrypt=vault().open_submission,
         get_pharmacy=pharmacies().get_pharmacy,
         national=national_client(),
         statuses=national_statuses(),
@@ -217,9 +293,9 @@ def national_delivery() -> Any:
     )
 
 
-# -- patient notification and result page (issue 4) ----------------------------------------------------
-@cache
-def link_store() -> Any:
+# -- patient notification, resend and result page ----------------------------------------------------
+@component
+def link_store() -> LinkStore:
     from chalicelib.adapters.links import LinkStore, bind_link_tables
 
     _bind()
@@ -228,10 +304,8 @@ def link_store() -> Any:
     return LinkStore(region=s.region, audit_retention_days=s.audit_retention_days, clock=clock)
 
 
-@cache
-def messaging() -> Any:
-    if "messaging" in _overrides:
-        return _overrides["messaging"]
+@component
+def messaging() -> Messaging:
     from chalicelib.adapters.messaging import Messaging
 
     s = settings()
@@ -244,8 +318,8 @@ def messaging() -> Any:
     )
 
 
-@cache
-def notify_service() -> Any:
+@component
+def notify_service() -> NotifyService:
     from chalicelib.services.notify import NotifyService, RateLimiter
 
     s = settings()
@@ -253,7 +327,7 @@ def notify_service() -> Any:
         results=store(),
         links=link_store(),
         sender=messaging(),
-        decrypt=results_service().decrypt_submission,
+        decrypt=vault().open_submission,
         get_pharmacy=pharmacies().get_pharmacy,
         clock=clock,
         public_base_url=s.public_base_url,
@@ -262,12 +336,12 @@ def notify_service() -> Any:
     )
 
 
-@cache
-def resend_service() -> Any:
+@component
+def resend_service() -> ResendService:
     import json
 
     from chalicelib.errors import DependencyUnavailableError
-    from chalicelib.services.notify import ResendService
+    from chalicelib.services.resend import ResendService
 
     s = settings()
 
@@ -280,7 +354,8 @@ def resend_service() -> Any:
             raise DependencyUnavailableError("sqs") from exc
 
     return ResendService(
-        results_service=results_service(),
+        gate=pharmacy_gate(),
+        results=store(),
         link_store=link_store(),
         notifier=notify_service(),
         enqueue=enqueue,
@@ -289,15 +364,15 @@ def resend_service() -> Any:
     )
 
 
-@cache
-def patient_service() -> Any:
+@component
+def patient_service() -> PatientService:
     from chalicelib.services.patient import PatientService
 
     s = settings()
     return PatientService(
         results=store(),
         links=link_store(),
-        decrypt=results_service().decrypt_submission,
+        decrypt=vault().open_submission,
         get_pharmacy=pharmacies().get_pharmacy,
         clock=clock,
         stage=s.stage,
@@ -308,8 +383,8 @@ def patient_service() -> Any:
 
 
 # -- audit chain -----------------------------------------------------------------------------------
-@cache
-def audit_chain() -> Any:
+@component
+def audit_chain() -> AuditChain:
     from chalicelib.adapters.audit_chain import AuditChain, bind_chain_table
 
     s = settings()

@@ -21,6 +21,12 @@ def new_id(nbytes: int = 18) -> str:
             return candidate
 
 
+def is_plausible_id(value: str) -> bool:
+    """Could ``value`` be an id Relais issued (16-64 characters of base64url)? Anything else is looked up
+    nowhere and audited as no record."""
+    return 16 <= len(value) <= 64 and all(c.isalnum() or c in "-_" for c in value)
+
+
 def utc_iso(moment: datetime) -> str:
     """ISO 8601 in UTC with a ``Z``, to the second."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

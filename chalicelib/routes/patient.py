@@ -1,5 +1,4 @@
-"""Patient routes: the result page (``GET /r`` and its CSS and JS), ``POST /v1/patient/result``; and the
-pharmacy's ``POST /v1/results/{id}/resend``.
+"""Patient routes: the result page (``GET /r`` and its CSS and JS) and ``POST /v1/patient/result``.
 
 Every patient-facing response — HTML, CSS, JS, JSON, errors, including the problem documents the
 app's own middleware makes for 405 and 415 — carries the headers of contract §4, added by
@@ -16,9 +15,10 @@ from typing import Any
 from chalice.app import Blueprint, Request, Response
 
 from chalicelib import bootstrap
-from chalicelib.errors import FieldError, PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError
-from chalicelib.routes.edge import request_id, signed_request
-from chalicelib.routes.problems import problem, problem_boundary
+from chalicelib.domain.json_body import load_json
+from chalicelib.errors import PayloadTooLargeError
+from chalicelib.routes.edge import request_id
+from chalicelib.routes.problems import problem_boundary
 
 patient_api = Blueprint(__name__)
 
@@ -112,35 +112,9 @@ def view_result() -> Response:
     raw = request.raw_body or b""
     if len(raw) > MAX_PATIENT_BODY:
         raise PayloadTooLargeError("body too large")
-    media_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json":
-        raise UnsupportedMediaTypeError("the body must be application/json")
-    try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise ValidationError([FieldError("body", "must be a JSON document")]) from None
+    document = load_json(raw, request.headers.get("content-type"))
     token, birth_date = parse_view_request(document)
     body = bootstrap.patient_service().view(
         token, birth_date, client_ip=_client_ip(request), request_id=request_id(request)
     )
     return _json(200, body)
-
-
-@patient_api.route("/v1/results/{result_id}/resend", methods=["POST"], content_types=["*/*"])
-@problem_boundary
-def resend_link(result_id: str) -> Response:
-    from chalicelib.services.notify import NoChannelError
-
-    request = patient_api.current_request
-    signed = signed_request(request, max_body_bytes=bootstrap.settings().max_body_bytes)
-    try:
-        body = bootstrap.resend_service().resend(
-            signed, result_id, content_type=request.headers.get("content-type"), request_id=request_id(request)
-        )
-    except NoChannelError:
-        return problem(409, detail="the patient asked for no message: there is nothing to resend")
-    return Response(
-        body=json.dumps(body),
-        status_code=202,
-        headers={"Content-Type": "application/json", "Cache-Control": "no-store"},
-    )

@@ -1,4 +1,5 @@
-"""Pharmacy API routes: ``POST /v1/results``, ``GET /v1/results/{id}``, ``GET /v1/health``."""
+"""Pharmacy API routes: ``POST /v1/results``, ``GET /v1/results/{id}``, ``POST /v1/results/{id}/resend``,
+``GET /v1/health``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from chalice.app import Blueprint, Response
 
 from chalicelib import bootstrap
 from chalicelib.routes.edge import request_id, signed_request
-from chalicelib.routes.problems import problem_boundary
+from chalicelib.routes.problems import problem, problem_boundary
 
 pharmacy_api = Blueprint(__name__)
 
@@ -30,10 +31,8 @@ def submit_result() -> Response:
     request = pharmacy_api.current_request
     settings = bootstrap.settings()
     signed = signed_request(request, max_body_bytes=settings.max_body_bytes)
-    status, body = bootstrap.results_service().submit(
-        signed, content_type=request.headers.get("content-type"), request_id=request_id(request)
-    )
-    return _json(status, body, {"Location": f"/v1/results/{body['id']}"})
+    accepted = bootstrap.results_service().submit(signed, request_id=request_id(request))
+    return _json(201 if accepted.created else 200, accepted.view(), {"Location": f"/v1/results/{accepted.result_id}"})
 
 
 @pharmacy_api.route("/v1/results/{result_id}", methods=["GET"])
@@ -42,6 +41,20 @@ def follow_result(result_id: str) -> Response:
     request = pharmacy_api.current_request
     signed = signed_request(request, max_body_bytes=bootstrap.settings().max_body_bytes)
     return _json(200, bootstrap.results_service().follow(signed, result_id, request_id=request_id(request)))
+
+
+@pharmacy_api.route("/v1/results/{result_id}/resend", methods=["POST"], content_types=_ANY)
+@problem_boundary
+def resend_link(result_id: str) -> Response:
+    from chalicelib.services.resend import NoChannelError
+
+    request = pharmacy_api.current_request
+    signed = signed_request(request, max_body_bytes=bootstrap.settings().max_body_bytes)
+    try:
+        body = bootstrap.resend_service().resend(signed, result_id, request_id=request_id(request))
+    except NoChannelError:
+        return problem(409, detail="the patient asked for no message: there is nothing to resend")
+    return _json(202, body)
 
 
 @pharmacy_api.route("/v1/health", methods=["GET"])

@@ -1,4 +1,4 @@
-"""Patient notification: issue a link and send it by SMS and/or e-mail; and the pharmacy's resend.
+"""Patient notification: issue a link and send it by SMS and/or e-mail.
 
 Idempotency. Each result has a link *generation* (0 at intake, +1 per resend). Sending generation
 ``g`` takes the lease of the claim ``notify#<result>#<g>``; every channel sent is recorded in that
@@ -30,14 +30,10 @@ from typing import Any, Protocol
 from chalicelib.domain.links import Link, SupersededError, link_expiry, new_token, token_hash
 from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, email_content, link_url, sms_text
 from chalicelib.domain.model import Submission
-from chalicelib.domain.records import AuditEvent, AuthGrant, Pharmacy, ResultRecord, new_id
+from chalicelib.domain.records import AuditEvent, Pharmacy, ResultRecord, new_id
 from chalicelib.errors import (
-    FieldError,
     NotFoundError,
-    RateLimitedError,
     RelaisError,
-    UnsupportedMediaTypeError,
-    ValidationError,
 )
 
 ACTOR = "system:notifier"
@@ -260,112 +256,3 @@ def _code(exc: Exception) -> str:
     """A failure as a code: the error type, plus the provider's code when it has one. Never a message."""
     code = getattr(exc, "code", None)
     return f"{type(exc).__name__}:{code}" if isinstance(code, str) else type(exc).__name__
-
-
-# -- resend ----------------------------------------------------------------------------------------------
-class NoChannelError(RelaisError):
-    """The patient asked for no message: there is nothing to resend (HTTP 409)."""
-
-
-class ResendStore(Protocol):
-    def commit_resend(
-        self, store: Any, grant: AuthGrant, audit: AuditEvent, *, result_id: str, day: str, limit: int, keep_until: int
-    ) -> int: ...
-
-
-@dataclass
-class ResendService:
-    """``POST /v1/results/{id}/resend``: a new link for the patient, older ones revoked.
-
-    Authentication reuses the pharmacy API's (``ResultsService``); the resend is counted, the
-    generation bumped (revoking every older link) and the audit event written in the same transaction
-    that consumes the request's nonce. The new link is then sent at once, in the request; when that
-    fails, the job goes to the notify queue (``enqueue``) and is retried like any notification.
-    """
-
-    results_service: Any  # chalicelib.services.results.ResultsService (its authentication and store)
-    link_store: ResendStore
-    notifier: NotifyService
-    enqueue: Callable[[str, int], None]
-    clock: Callable[[], datetime]
-    resend_per_day: int = 3
-
-    def resend(
-        self, request: Any, result_id: str, *, content_type: str | None = None, request_id: str | None = None
-    ) -> dict[str, Any]:
-        """Authenticate, check the body, ownership and the daily limit, revoke, issue and send; the 202 body.
-
-        The body is ``{}`` (an empty body is accepted too); anything else is 400, a non-JSON type 415.
-        """
-        rs = self.results_service
-        grant: AuthGrant = rs._authenticate(request, "result.resend", request_id)
-        try:
-            _check_empty_body(request.body, content_type)
-        except (UnsupportedMediaTypeError, ValidationError) as exc:
-            rs._commit_auth(
-                grant,
-                rs._event(grant, "result.resend", "rejected", None, request_id, reason=type(exc).__name__),
-                request_id,
-            )
-            raise
-        plausible = 16 <= len(result_id) <= 64 and all(c.isalnum() or c in "-_" for c in result_id)
-        record = rs.store.get_result(result_id) if plausible else None
-        if record is None or record.pharmacy_id != grant.pharmacy_id:
-            rs._commit_auth(
-                grant,
-                rs._event(
-                    grant,
-                    "result.resend",
-                    "not_found",
-                    result_id if plausible else None,
-                    request_id,
-                    reason="unknown_or_foreign",
-                ),
-                request_id,
-            )
-            raise NotFoundError("no such result")
-        if not record.channels:
-            rs._commit_auth(
-                grant,
-                rs._event(grant, "result.resend", "rejected", result_id, request_id, reason="no_channel"),
-                request_id,
-            )
-            raise NoChannelError("no channel to resend on")
-        now = self.clock()
-        try:
-            generation = self.link_store.commit_resend(
-                rs.store,
-                grant,
-                rs._event(grant, "result.resend", "success", result_id, request_id),
-                result_id=result_id,
-                day=now.strftime("%Y-%m-%d"),
-                limit=self.resend_per_day,
-                keep_until=record.expires_at,
-            )
-        except RateLimitedError:
-            rs._commit_auth(
-                grant,
-                rs._event(grant, "result.resend", "rate_limited", result_id, request_id, reason="resend_per_day"),
-                request_id,
-            )
-            raise
-        try:
-            self.notifier.notify(result_id, generation)
-        except Exception:
-            self.enqueue(result_id, generation)
-        updated = rs.store.get_result(result_id) or record
-        return {"id": result_id, "patient": updated.public_view()["patient"]}
-
-
-def _check_empty_body(body: bytes, content_type: str | None) -> None:
-    """A resend takes no parameter: the body is ``{}`` or empty."""
-    if not body:
-        return
-    if (content_type or "").split(";", 1)[0].strip().lower() != "application/json":
-        raise UnsupportedMediaTypeError("the body must be application/json")
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        raise ValidationError([FieldError("body", "must be a JSON document")]) from None
-    if data != {}:
-        raise ValidationError([FieldError("body", "must be an empty JSON object")])

@@ -81,11 +81,9 @@ class PatientSite:
         raw = json.dumps(body).encode()
         url = "http://localhost/v1/results"
         headers = sign("POST", url, key_id=self.pharmacy["key_id"], private_key=self.pharmacy["private_key"], body=raw)
-        status, answer = bootstrap.results_service().submit(
-            to_signed_request("POST", url, headers, raw), content_type="application/json"
-        )
-        assert status == 201, answer
-        result_id = str(answer["id"])
+        accepted = bootstrap.results_service().submit(to_signed_request("POST", url, headers, raw))
+        assert accepted.created, accepted
+        result_id = accepted.result_id
         assert bootstrap.notify_service().notify(result_id) == "sent"
         match = re.search(r"/r#([A-Za-z0-9_-]+)", self.sender.sms[-1][1])
         assert match

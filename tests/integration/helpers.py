@@ -154,8 +154,8 @@ def submit_direct(actor: PharmacyActor, body: dict[str, Any] | bytes) -> tuple[i
     url = f"{BASE_URL}{RESULTS_PATH}"
     headers = sign("POST", url, key_id=actor.key_id, private_key=actor.private_key, body=raw)
     request = to_signed_request("POST", url, headers, raw)
-    result: tuple[int, dict[str, Any]] = bootstrap.results_service().submit(request, content_type="application/json")
-    return result
+    accepted = bootstrap.results_service().submit(request)
+    return (201 if accepted.created else 200), accepted.view()
 
 
 def problem(response: Any) -> dict[str, Any]:

@@ -372,7 +372,7 @@ def test_raw_items_of_every_table_hold_no_personal_data_in_clear(client, pharmac
             for fragment in RESULT_FRAGMENTS:
                 assert fragment.decode() not in raw, setting
     record = bootstrap.store().get_result(result_id)
-    submission = bootstrap.results_service().decrypt_submission(record)
+    submission = bootstrap.vault().open_submission(record)
     assert submission.test.result == "negative"
     assert submission.patient.nir == NIR
     assert (submission.patient.family_name, submission.patient.given_name) == (FAMILY_NAME, GIVEN_NAME)
@@ -415,10 +415,10 @@ def test_ciphertext_moved_to_another_record_does_not_decrypt_there(client, pharm
         ExpressionAttributeValues={":p": _result_item(id_a)["payload"]},
     )
 
-    service = bootstrap.results_service()
+    vault = bootstrap.vault()
     with pytest.raises(DecryptionError):
-        service.decrypt_submission(bootstrap.store().get_result(id_b))
-    original = service.decrypt_submission(bootstrap.store().get_result(id_a))
+        vault.open_submission(bootstrap.store().get_result(id_b))
+    original = vault.open_submission(bootstrap.store().get_result(id_a))
     assert original.pharmacy_reference == body_a["pharmacy_reference"]
     assert original.patient.family_name == FAMILY_NAME
     assert original.patient.nir == NIR
@@ -431,7 +431,7 @@ def test_ciphertext_moved_to_another_pharmacy_s_record_does_not_decrypt_there(cl
     stolen.pharmacy_id = other_pharmacy.pharmacy_id
 
     with pytest.raises(DecryptionError):
-        bootstrap.results_service().decrypt_submission(stolen)
+        bootstrap.vault().open_submission(stolen)
 
 
 def test_a_stored_result_keeps_only_opaque_ids_and_statuses_in_clear(client, pharmacy):

@@ -66,11 +66,9 @@ def _submit(key_id: str, private_key: object, reference: str) -> str:
     raw = json.dumps(body).encode()
     url = "https://api.relais.example/v1/results"
     headers = sign("POST", url, key_id=key_id, private_key=private_key, body=raw)
-    status, answer = bootstrap.results_service().submit(
-        to_signed_request("POST", url, headers, raw), content_type="application/json"
-    )
-    assert status == 201
-    return str(answer["id"])
+    accepted = bootstrap.results_service().submit(to_signed_request("POST", url, headers, raw))
+    assert accepted.created
+    return accepted.result_id
 
 
 def _seed_results(count: int) -> list[str]:

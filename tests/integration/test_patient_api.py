@@ -150,13 +150,12 @@ def test_expiry_is_checked_in_code_even_while_the_item_still_exists(patient_env)
 
 
 # -- per-client limit -------------------------------------------------------------------------------------------
-def test_too_many_failures_from_one_address_answer_429_with_retry_after(patient_env, monkeypatch):
-    from chalicelib import bootstrap
-    from chalicelib.config import get_settings
+def test_too_many_failures_from_one_address_answer_429_with_retry_after(patient_env):
+    from dataclasses import replace
 
-    monkeypatch.setenv("RELAIS_PATIENT_IP_FAILURES", "3")
-    get_settings.cache_clear()
-    bootstrap.patient_service.cache_clear()
+    from chalicelib import bootstrap
+
+    bootstrap.override(settings=replace(bootstrap.settings(), patient_ip_failures=3))
     client = patient_env["client"]
     _, token = notified_token(patient_env["pharmacy"])
     for _ in range(3):

@@ -183,7 +183,7 @@ def test_each_function_may_use_the_key_only_for_the_purposes_it_needs(handler):
 
 def test_every_envelope_purpose_the_code_uses_is_granted_to_some_function():
     from chalicelib.adapters.audit_chain import SEAL_CONTEXT
-    from chalicelib.services.results import RESULT_PURPOSE
+    from chalicelib.services.vault import RESULT_PURPOSE
 
     granted = set().union(*(d | e for d, e in map(_purposes, iam.all_policies().values())))
     assert {RESULT_PURPOSE, SEAL_CONTEXT["purpose"]} <= granted

@@ -1,0 +1,169 @@
+"""A signed pharmacy request, from its authentication to its one commit.
+
+Every authenticated pharmacy request ends in exactly one commit that re-checks the key (not revoked) and
+the pharmacy (active), consumes the nonce and writes the request's one audit event — alone
+(:meth:`PharmacyRequest.commit`) or together with the request's change (:meth:`PharmacyRequest.commit_with`,
+whose store transaction carries the same authentication items). A failed authentication, before or at the
+commit, is audited as ``auth.failure`` and raised (401).
+
+:class:`PharmacyGate` opens requests; use cases (submit, follow, resend) work on the
+:class:`PharmacyRequest` it returns, never on the grant's parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NoReturn, Protocol, TypeVar
+
+from chalicelib.domain.json_body import load_json
+from chalicelib.domain.records import AuditEvent, AuthGrant, ResultRecord, is_plausible_id
+from chalicelib.errors import AuthenticationError, NotFoundError, UnsupportedMediaTypeError, ValidationError
+from chalicelib.services.authn import KeyDirectory, SignedRequest, authenticate
+
+T = TypeVar("T")
+
+
+class AuthCommits(Protocol):
+    """What the gate needs of the store: the commit of an authenticated request, and lone audit events."""
+
+    def commit_auth(self, grant: AuthGrant, audit: AuditEvent) -> None: ...
+
+    def record_audit(self, event: AuditEvent) -> None: ...
+
+
+@dataclass
+class PharmacyGate:
+    """Authenticates signed pharmacy requests (RFC 9421, ``services/authn.py``) and audits the failures."""
+
+    store: AuthCommits
+    keys: KeyDirectory
+    clock: Callable[[], datetime]
+    signature_window_seconds: int = 300
+    allowed_authorities: frozenset[str] = frozenset()  # empty: whatever Host the client signed
+
+    def open(self, request: SignedRequest, action: str, request_id: str | None) -> PharmacyRequest:
+        """Verify the signature; the request, to be ended by one commit. AuthenticationError (audited) otherwise.
+
+        The nonce is not written here: the commit writes it, atomically with the audit event.
+        """
+        nonces = _DeferredNonce()
+        try:
+            if self.allowed_authorities and request.authority.lower() not in self.allowed_authorities:
+                # A request signed for another host (another stage, a proxy) is not for us.
+                raise AuthenticationError("wrong_authority")
+            principal = authenticate(
+                request, keys=self.keys, nonces=nonces, now=self.clock(), window_seconds=self.signature_window_seconds
+            )
+        except AuthenticationError as exc:
+            self.audit_failure(exc, action, request_id)
+            raise
+        assert nonces.nonce is not None
+        grant = AuthGrant(principal.key_id, principal.pharmacy_id, nonces.nonce, nonces.expires_at)
+        return PharmacyRequest(request=request, grant=grant, action=action, request_id=request_id, gate=self)
+
+    def audit_failure(self, exc: AuthenticationError, action: str, request_id: str | None) -> None:
+        self.store.record_audit(
+            AuditEvent(
+                actor=f"key:{exc.key_id}" if exc.key_id else "anonymous",
+                action="auth.failure",
+                outcome="denied",
+                reason=f"{action}:{exc.reason}",
+                at=self.clock(),
+                request_id=request_id,
+            )
+        )
+
+
+@dataclass
+class PharmacyRequest:
+    """An authenticated request of one pharmacy, for one ``action`` (``result.create``…), not yet committed."""
+
+    request: SignedRequest
+    grant: AuthGrant
+    action: str
+    request_id: str | None
+    gate: PharmacyGate = field(repr=False)
+    _committed: bool = field(default=False, repr=False)
+
+    @property
+    def pharmacy_id(self) -> str:
+        return self.grant.pharmacy_id
+
+    def event(self, outcome: str, record: str | None = None, reason: str | None = None) -> AuditEvent:
+        """This request's audit event, with its outcome."""
+        return AuditEvent(
+            actor=f"key:{self.grant.key_id}",
+            action=self.action,
+            outcome=outcome,
+            record=record,
+            pharmacy_id=self.grant.pharmacy_id,
+            reason=reason,
+            at=self.gate.clock(),
+            request_id=self.request_id,
+        )
+
+    def commit(self, outcome: str, record: str | None = None, reason: str | None = None) -> None:
+        """End the request with its audit event alone (nothing else changes)."""
+        self.commit_with(self.gate.store.commit_auth, outcome, record, reason)
+
+    def commit_with(
+        self,
+        write: Callable[[AuthGrant, AuditEvent], T],
+        outcome: str,
+        record: str | None = None,
+        reason: str | None = None,
+    ) -> T:
+        """End the request with ``write(grant, event)``: a store commit that carries the authentication items,
+        the audit event and the request's change in one transaction. Its AuthenticationError is audited.
+
+        A request commits once: a second commit is a programming error. A write that fails for another
+        reason (a conflict, a quota) leaves the request open, to be ended by a commit of that outcome.
+        """
+        if self._committed:
+            raise RuntimeError(f"{self.action}: the request already committed")
+        try:
+            answer = write(self.grant, self.event(outcome, record, reason))
+        except AuthenticationError as exc:
+            self._committed = True
+            self.gate.audit_failure(exc, self.action, self.request_id)
+            raise
+        self._committed = True
+        return answer
+
+    def reject(self, exc: Exception, record: str | None = None) -> NoReturn:
+        """Commit a ``rejected`` outcome whose reason is the error's type, then raise ``exc``."""
+        self.commit("rejected", record, reason=type(exc).__name__)
+        raise exc
+
+    def json_body(self) -> Any:
+        """The body as a JSON document. A 415 or 400 is committed as ``rejected`` and raised: it is the answer
+        to an authenticated request."""
+        try:
+            return load_json(self.request.body, self.request.headers.get("content-type"))
+        except (UnsupportedMediaTypeError, ValidationError) as exc:
+            self.reject(exc)
+
+    def own_result(self, get_result: Callable[[str], ResultRecord | None], result_id: str) -> ResultRecord:
+        """The caller's result ``result_id``. Unknown or another pharmacy's is the same NotFoundError (404),
+        committed as ``not_found`` (the id is audited only when it is plausible)."""
+        plausible = is_plausible_id(result_id)
+        record = get_result(result_id) if plausible else None
+        if record is None or record.pharmacy_id != self.grant.pharmacy_id:
+            self.commit("not_found", result_id if plausible else None, reason="unknown_or_foreign")
+            raise NotFoundError("no such result")
+        return record
+
+
+class _DeferredNonce:
+    """A NonceStore that remembers the nonce instead of writing it: the commit writes it atomically."""
+
+    def __init__(self) -> None:
+        self.nonce: str | None = None
+        self.expires_at = 0
+
+    def use_once(self, key_id: str, nonce: str, expires_at: int) -> bool:
+        self.nonce = nonce
+        self.expires_at = expires_at
+        return True

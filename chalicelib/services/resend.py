@@ -1,0 +1,78 @@
+"""``POST /v1/results/{id}/resend``: a new link for the patient, older ones revoked.
+
+The resend is counted, the link generation bumped (revoking every older link) and the audit event written in
+the same transaction that ends the request (its nonce, key and pharmacy checks). The new link is then sent at
+once, in the request; when that fails, the job goes to the notify queue (``enqueue``) and is retried like any
+notification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from chalicelib.domain.records import AuditEvent, AuthGrant
+from chalicelib.errors import FieldError, RateLimitedError, RelaisError, ValidationError
+from chalicelib.services.authn import SignedRequest
+from chalicelib.services.notify import NotifyService
+from chalicelib.services.pharmacy_request import PharmacyGate
+from chalicelib.services.ports import ResultStore
+
+
+class NoChannelError(RelaisError):
+    """The patient asked for no message: there is nothing to resend (HTTP 409)."""
+
+
+class ResendStore(Protocol):
+    def commit_resend(
+        self, store: Any, grant: AuthGrant, audit: AuditEvent, *, result_id: str, day: str, limit: int, keep_until: int
+    ) -> int: ...
+
+
+@dataclass
+class ResendService:
+    gate: PharmacyGate
+    results: ResultStore
+    link_store: ResendStore
+    notifier: NotifyService
+    enqueue: Callable[[str, int], None]
+    clock: Callable[[], datetime]
+    resend_per_day: int = 3
+
+    def resend(self, request: SignedRequest, result_id: str, *, request_id: str | None = None) -> dict[str, Any]:
+        """Authenticate, check the body, ownership and the daily limit, revoke, issue and send; the 202 body.
+
+        The body is ``{}`` (an empty body is accepted too); anything else is 400, a non-JSON type 415.
+        """
+        req = self.gate.open(request, "result.resend", request_id)
+        if request.body and req.json_body() != {}:
+            req.reject(ValidationError([FieldError("body", "must be an empty JSON object")]))
+        record = req.own_result(self.results.get_result, result_id)
+        if not record.channels:
+            req.commit("rejected", result_id, reason="no_channel")
+            raise NoChannelError("no channel to resend on")
+        try:
+            generation = req.commit_with(
+                lambda grant, event: self.link_store.commit_resend(
+                    self.results,
+                    grant,
+                    event,
+                    result_id=result_id,
+                    day=self.clock().strftime("%Y-%m-%d"),
+                    limit=self.resend_per_day,
+                    keep_until=record.expires_at,
+                ),
+                "success",
+                result_id,
+            )
+        except RateLimitedError:
+            req.commit("rate_limited", result_id, reason="resend_per_day")
+            raise
+        try:
+            self.notifier.notify(result_id, generation)
+        except Exception:
+            self.enqueue(result_id, generation)
+        updated = self.results.get_result(result_id) or record
+        return {"id": result_id, "patient": updated.public_view()["patient"]}

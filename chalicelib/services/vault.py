@@ -1,0 +1,52 @@
+"""Sealing and opening stored results: the one place that knows a result's encryption context.
+
+A result's plaintext (the validated submission and the SHA-256 of its canonical body, which idempotency
+compares) is encrypted under a context of opaque ids — purpose, result id, pharmacy id — which the
+envelope checks on decrypt: a ciphertext copied onto another record does not open there. Workers (national
+delivery, notification, the patient page) open results through this object alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from chalicelib.domain.model import Submission
+from chalicelib.domain.records import ResultRecord
+from chalicelib.services.ports import Envelope
+
+RESULT_PURPOSE = "result"
+
+
+@dataclass(frozen=True)
+class OpenedResult:
+    """What a result's ciphertext holds."""
+
+    submission: Submission
+    body_sha256: str
+
+
+def result_context(result_id: str, pharmacy_id: str) -> dict[str, str]:
+    """The encryption context of one result: opaque ids only (never personal data)."""
+    return {"purpose": RESULT_PURPOSE, "result_id": result_id, "pharmacy_id": pharmacy_id}
+
+
+@dataclass(frozen=True)
+class ResultVault:
+    envelope: Envelope
+
+    def seal(self, result_id: str, pharmacy_id: str, submission: Submission, body_sha256: str) -> bytes:
+        """The ciphertext to store for a new result, bound to ``result_id`` and ``pharmacy_id``."""
+        plaintext = json.dumps(
+            {"submission": submission.to_record(), "body_sha256": body_sha256}, separators=(",", ":")
+        ).encode()
+        return self.envelope.encrypt(plaintext, result_context(result_id, pharmacy_id))
+
+    def open(self, record: ResultRecord) -> OpenedResult:
+        """Decrypt a stored result; DecryptionError when the ciphertext is not this record's."""
+        data = json.loads(self.envelope.decrypt(record.ciphertext, result_context(record.id, record.pharmacy_id)))
+        return OpenedResult(Submission.from_record(data["submission"]), str(data.get("body_sha256", "")))
+
+    def open_submission(self, record: ResultRecord) -> Submission:
+        """The submission of a stored result (what the workers need)."""
+        return self.open(record).submission
