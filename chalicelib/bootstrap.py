@@ -64,7 +64,7 @@ def component(factory: Callable[[], T]) -> Callable[[], T]:
             pass
         with _lock:
             if name not in _built:
-                _built[name] = factory()
+                _built[name] = _factories[name]()
             return cast(T, _built[name])
 
     return get
