@@ -92,6 +92,14 @@ def test_a_body_that_is_not_json_gets_400(client, pharmacy):
     _assert_nothing_stored()
 
 
+def test_a_body_nested_past_the_parser_s_limit_gets_400_not_500(client, pharmacy):
+    response = post_result(client, pharmacy, b"[" * 5000 + b"]" * 5000)
+
+    assert response.status_code == 400
+    assert [error["field"] for error in problem(response)["errors"]] == ["body"]
+    _assert_nothing_stored()
+
+
 def test_a_json_body_that_is_not_an_object_gets_400(client, pharmacy):
     response = post_result(client, pharmacy, b'["A-2026-000123"]')
 
