@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from botocore.session import Session as BotocoreSession
 
     from chalicelib.adapters.audit_chain import AuditChain
+    from chalicelib.adapters.aws import CallBudget
     from chalicelib.adapters.crypto import Envelope
     from chalicelib.adapters.key_cache import CachedKeyDirectory, CachedPharmacies
     from chalicelib.adapters.links import LinkStore
@@ -116,10 +117,20 @@ def clock() -> datetime:
 # -- AWS -------------------------------------------------------------------------------------------
 @component
 def botocore_session() -> BotocoreSession:
-    """One botocore session for our own clients and the encryption SDK (shares credentials, hooks)."""
+    """One botocore session for our own clients and the encryption SDK (shares credentials, hooks); every
+    client it creates — the SDK's KMS clients included — has the function's timeouts and standard retries."""
     import botocore.session
 
-    return botocore.session.get_session()
+    session = botocore.session.get_session()
+    session.set_default_client_config(call_budget().botocore_config())
+    return session
+
+
+def call_budget() -> CallBudget:
+    """Timeouts and attempts of every AWS call in this function (``adapters/aws.py``)."""
+    from chalicelib.adapters.aws import call_budget as budget_for
+
+    return budget_for(settings().function_timeout_seconds)
 
 
 @component

@@ -59,6 +59,8 @@ class Settings:
     patient_ip_window_seconds: int = 600
     resend_per_day: int = 3
     sms_per_second: int = 20
+    # the function's own timeout (set per function by the template): AWS clients' timeouts fit in it
+    function_timeout_seconds: int = 10
 
     @property
     def authorities(self) -> frozenset[str]:
@@ -105,6 +107,7 @@ _BOUNDS: dict[str, tuple[int, int]] = {
     "patient_lock_attempts": (1, 20),
     "resend_per_day": (1, 20),
     "national_max_attempts": (1, 100),
+    "function_timeout_seconds": (4, 900),
 }
 
 

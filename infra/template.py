@@ -309,7 +309,9 @@ def _finish_function(resources: dict[str, Any], logical_id: str, env: Mapping[st
     }
     if spec.access.sms:
         _skip(resources[role_id], "CKV_AWS_111")
-    props["Environment"] = {"Variables": {**props.get("Environment", {}).get("Variables", {}), **env}}
+    variables = {**props.get("Environment", {}).get("Variables", {}), **env}
+    variables["RELAIS_FUNCTION_TIMEOUT_SECONDS"] = str(spec.timeout)  # its AWS clients' timeouts fit in it
+    props["Environment"] = {"Variables": variables}
     props.update(
         Timeout=spec.timeout,
         MemorySize=spec.memory,

@@ -1,0 +1,54 @@
+"""Every AWS call ends before its function does: timeouts and retries sized per function (adapters/aws.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.adapters.aws import CallBudget, call_budget
+from infra.iam import FUNCTIONS
+
+
+@pytest.mark.parametrize("spec", list(FUNCTIONS.values()), ids=lambda spec: spec.name)
+def test_one_aws_call_with_its_retries_fits_in_half_of_each_function_s_timeout(spec):
+    budget = call_budget(spec.timeout)
+    assert budget.worst_case_seconds() <= spec.timeout / 2
+    assert budget.max_attempts >= 2, "a throttled or dropped call is retried at least once"
+    assert budget.read_timeout >= 1.0, "long enough for a transaction or a KMS call under load"
+
+
+def test_the_worst_case_counts_every_attempt_and_every_backoff():
+    assert CallBudget(connect_timeout=1, read_timeout=2, max_attempts=3).worst_case_seconds() == 3 * 3 + 1 + 2
+
+
+def test_every_function_in_the_template_is_told_its_timeout(packaged_template):
+    functions = {
+        name: r["Properties"]
+        for name, r in packaged_template["Resources"].items()
+        if r["Type"] in ("AWS::Serverless::Function", "AWS::Lambda::Function")
+    }
+    assert functions
+    for name, props in functions.items():
+        variables = props["Environment"]["Variables"]
+        assert variables["RELAIS_FUNCTION_TIMEOUT_SECONDS"] == str(props["Timeout"]), name
+
+
+def test_clients_use_the_standard_retry_mode_and_the_budget_s_timeouts(monkeypatch):
+    from chalicelib import bootstrap
+
+    monkeypatch.setenv("RELAIS_FUNCTION_TIMEOUT_SECONDS", "10")
+    for name in ("STAGE", "KMS_KEY_ARN", "REGISTRY_TABLE", "RESULTS_TABLE", "STATE_TABLE", "AUDIT_TABLE"):
+        monkeypatch.setenv(f"RELAIS_{name}", "x")
+    monkeypatch.setenv("RELAIS_NATIONAL_QUEUE_URL", "http://q")
+    monkeypatch.setenv("RELAIS_NOTIFY_QUEUE_URL", "http://q")
+    bootstrap.reset()
+    try:
+        sqs = bootstrap.client("sqs")
+        kms = bootstrap.botocore_session().create_client("kms", region_name="eu-west-3")  # as the SDK makes it
+        expected = call_budget(10)
+        for client in (sqs, kms):
+            config = client.meta.config
+            assert (config.connect_timeout, config.read_timeout) == (expected.connect_timeout, expected.read_timeout)
+            assert config.retries["mode"] == "standard"
+            assert config.retries["total_max_attempts"] == expected.max_attempts
+    finally:
+        bootstrap.reset()
