@@ -47,7 +47,7 @@ def _send(queue_url: str, result_ids: Sequence[str]) -> None:
             raise RuntimeError(f"{len(answer['Failed'])} messages not queued")
 
 
-def dispatch_results(event: dict[str, Any]) -> dict[str, Any]:
+def dispatch_results(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Queue every inserted result for national delivery and patient notification."""
     ids = inserted_result_ids(event.get("Records", []))
     if ids:
@@ -60,4 +60,4 @@ def dispatch_results(event: dict[str, Any]) -> dict[str, Any]:
 
 @dispatch_events.on_dynamodb_record(stream_arn=RESULTS_STREAM_ARN, batch_size=100)
 def on_results_stream(event: Any) -> dict[str, Any]:
-    return dispatch_results(event.to_dict())
+    return dispatch_results(event.to_dict(), event.context)

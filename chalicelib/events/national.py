@@ -50,8 +50,8 @@ def handle_national_batch(event: dict[str, Any], context: Any = None) -> dict[st
         logger().info("national batch", extra={"outcomes": outcomes})
 
 
-def reconcile_pending(event: Any = None, context: Any = None) -> dict[str, int]:
-    """Queue again the results still pending past the threshold (scheduled)."""
+def reconcile_pending(event: dict[str, Any], context: Any = None) -> dict[str, int]:
+    """Queue again the results still pending past the threshold (the scheduled event itself is not read)."""
     from datetime import timedelta
 
     settings = bootstrap.settings()
@@ -71,9 +71,9 @@ def reconcile_pending(event: Any = None, context: Any = None) -> dict[str, int]:
 
 @national_events.on_sqs_message(queue=NATIONAL_QUEUE, batch_size=10)
 def on_national_message(event: Any) -> dict[str, Any]:
-    return handle_national_batch(event.to_dict(), getattr(event, "context", None))
+    return handle_national_batch(event.to_dict(), event.context)
 
 
 @national_events.schedule(Rate(5, unit=Rate.MINUTES))
 def on_reconcile_schedule(event: Any) -> dict[str, int]:
-    return reconcile_pending()
+    return reconcile_pending(event.to_dict(), event.context)

@@ -73,4 +73,4 @@ NOTIFY_METRICS = {"sent": "PatientNotified", "retry": "PatientNotifyRetried", "m
 
 @notify_events.on_sqs_message(queue=NOTIFY_QUEUE, batch_size=10)
 def on_notify_message(event: Any) -> dict[str, Any]:
-    return handle_notify_batch(event.to_dict(), getattr(event, "context", None))
+    return handle_notify_batch(event.to_dict(), event.context)
