@@ -1,4 +1,5 @@
-"""Event handlers: every handler takes ``(event, context)``, and both queues carry one message format."""
+"""Event handlers: every handler takes ``(event, context)``; both queue consumers share one batch helper and one
+message format."""
 
 from __future__ import annotations
 
@@ -105,3 +106,97 @@ def test_a_malformed_message_is_refused_without_echoing_it(body):
     with pytest.raises(MalformedMessageError) as caught:
         parse_queue_message(body)
     assert str(caught.value) == "malformed queue message"
+
+
+# --- one batch helper -------------------------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.counts: dict[str, float] = {}
+        self.flushed = 0
+        self.lines: list[tuple[str, dict[str, Any]]] = []
+
+    def count(self, name: str, value: float = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + value
+
+    def flush(self) -> None:
+        self.flushed += 1
+
+    def info(self, message: str, extra: dict[str, Any]) -> None:
+        self.lines.append((message, extra))
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    from chalicelib import bootstrap
+    from chalicelib.events import batch
+
+    recorder = Recorder()
+    monkeypatch.setattr(bootstrap, "metrics", lambda: recorder)
+    monkeypatch.setattr(batch, "logger", lambda: recorder)
+    return recorder
+
+
+def sqs_event(*bodies: str) -> dict[str, Any]:
+    return {
+        "Records": [
+            {
+                "messageId": f"m-{i}",
+                "receiptHandle": f"h-{i}",
+                "body": body,
+                "attributes": {"ApproximateReceiveCount": "2"},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:eu-west-3:000000000000:relais-test-notify",
+                "awsRegion": "eu-west-3",
+            }
+            for i, body in enumerate(bodies)
+        ]
+    }
+
+
+def test_the_batch_helper_answers_the_failed_messages_counts_outcomes_and_logs_one_line(recorder):
+    from chalicelib.events.batch import consume_batch
+
+    seen: list[tuple[QueueMessage, int]] = []
+
+    def handle(message: QueueMessage, record: Any) -> str:
+        seen.append((message, int(record.attributes.approximate_receive_count)))
+        if message.generation == 1:
+            raise RuntimeError("Claire Martin 284127512345687")
+        return "sent" if message.generation == 0 else "duplicate"
+
+    event = sqs_event(build_queue_message(RID), build_queue_message(RID, 1), "garbage", build_queue_message(RID, 2))
+    answer = consume_batch(
+        event, None, handle, name="notify", metrics={"sent": "Sent", "retry": "Retried"}, other_metric="Skipped"
+    )
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    assert seen == [(QueueMessage(RID, 0), 2), (QueueMessage(RID, 1), 2), (QueueMessage(RID, 2), 2)]
+    assert recorder.counts == {"Sent": 1, "Retried": 1, "Skipped": 2}  # "malformed" and "duplicate": other_metric
+    assert recorder.flushed == 1
+    assert recorder.lines == [("notify batch", {"outcomes": {"sent": 1, "retry": 1, "malformed": 1, "duplicate": 1}})]
+    assert "Claire" not in repr(recorder.lines) and RID not in repr(recorder.lines)
+
+
+def test_without_metric_names_the_helper_counts_nothing_but_still_flushes_and_logs(recorder):
+    from chalicelib.events.batch import consume_batch
+
+    answer = consume_batch(sqs_event(build_queue_message(RID)), None, lambda m, r: "reported", name="national")
+
+    assert answer == {"batchItemFailures": []}
+    assert recorder.counts == {}
+    assert recorder.flushed == 1
+    assert recorder.lines == [("national batch", {"outcomes": {"reported": 1}})]
+
+
+def test_both_queue_consumers_use_the_one_batch_helper():
+    from chalicelib.events import national, notify
+    from chalicelib.events.batch import consume_batch
+
+    for module in (national, notify):
+        assert module.consume_batch is consume_batch
+        assert "BatchProcessor" not in inspect.getsource(module)
+        assert "json.loads" not in inspect.getsource(module)
