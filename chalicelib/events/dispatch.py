@@ -21,8 +21,8 @@ from chalicelib.observability import logger
 
 dispatch_events = Blueprint(__name__)
 
-#: Replaced by the results table's stream ARN when packaging (``infra/``); the local poller
-#: reads the stream named in the stack outputs and calls :func:`dispatch_results` directly.
+#: Replaced by the results table's stream ARN when packaging (``infra/``); the local poller reads the stream named
+#: by the stack outputs (``RELAIS_RESULTS_STREAM_ARN``) and calls :func:`on_results_stream` as Lambda would.
 RESULTS_STREAM_ARN = "arn:aws:dynamodb:eu-west-3:000000000000:table/relais-results/stream/packaged"
 
 

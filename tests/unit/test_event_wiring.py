@@ -1,5 +1,6 @@
-"""Event handlers: every handler takes ``(event, context)``; both queue consumers share one batch helper and one
-message format."""
+"""Event wiring is declared once: the Chalice decorators. The local poller drives exactly what ``app.event_sources``
+lists, at the deployed batch sizes and rates; every handler takes ``(event, context)``; both queue consumers share one
+batch helper and one message format."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import inspect
 import json
 from typing import Any
 
+import boto3
 import pytest
+from chalice.app import Chalice, Cron, Rate
 
 from chalicelib.domain.queue_messages import (
     MalformedMessageError,
@@ -15,7 +18,15 @@ from chalicelib.domain.queue_messages import (
     build_queue_message,
     parse_queue_message,
 )
-from infra.local.poller import LambdaContext, resolve, scheduled_event
+from infra.local.poller import (
+    LambdaContext,
+    Poller,
+    app_wiring,
+    handler_spec,
+    resolve,
+    schedule_period,
+    scheduled_event,
+)
 
 RID = "r" * 24
 
@@ -25,6 +36,164 @@ def _declared() -> list[str]:
     from app import app
 
     return sorted("{}:{}".format(*source.handler_string.rsplit(".", 1)) for source in app.event_sources)
+
+
+# --- the poller's wiring is the app's -------------------------------------------------------------------------
+
+
+def test_the_poller_wiring_is_exactly_what_app_event_sources_declares():
+    from app import app
+
+    wiring = app_wiring()
+
+    assert sorted(wiring.specs()) == _declared()
+    assert len(wiring.specs()) == len(app.event_sources)  # nothing skipped, nothing twice
+    by_spec = {s.spec: s for s in [*wiring.queues.values(), *wiring.streams.values()]}
+    for source in app.event_sources:
+        if hasattr(source, "batch_size"):
+            assert by_spec[handler_spec(source.handler_string)].batch_size == source.batch_size, source.name
+
+
+def test_queue_and_stream_placeholders_map_to_the_stacks_settings():
+    wiring = app_wiring()
+
+    assert {name: s.spec for name, s in wiring.queues.items()} == {
+        "national_queue_url": "chalicelib.events.national:on_national_message",
+        "notify_queue_url": "chalicelib.events.notify:on_notify_message",
+    }
+    assert {name: (s.spec, s.batch_size) for name, s in wiring.streams.items()} == {
+        "RELAIS_RESULTS_STREAM_ARN": ("chalicelib.events.dispatch:on_results_stream", 100),
+        "RELAIS_AUDIT_STREAM_ARN": ("chalicelib.events.audit:on_audit_stream", 98),
+    }
+
+
+def test_a_poller_built_with_defaults_drives_every_event_source_of_the_app(aws):
+    from chalicelib.config import get_settings
+
+    poller = Poller(get_settings(), stream_arns=aws, wait_seconds=0)
+
+    driven = [spec for spec, _ in poller.queue_handlers.values()]
+    driven += [stream.spec for stream in poller.streams.values()]
+    driven += [poller.wiring.schedules[name].spec for name in poller.schedule_names]
+    assert sorted(driven) == _declared()
+    assert poller.unread_streams == []
+
+
+def _app_with(register: Any) -> Chalice:
+    extra = Chalice(app_name="extra")
+    register(extra)
+    return extra
+
+
+def test_a_handler_the_poller_cannot_drive_fails_it_at_start():
+    def s3(app: Chalice) -> None:
+        @app.on_s3_event(bucket="relais-uploads")
+        def on_upload(event: Any) -> None: ...
+
+    def cron(app: Chalice) -> None:
+        @app.schedule(Cron(0, 12, "*", "*", "?", "*"))
+        def at_noon(event: Any) -> None: ...
+
+    def twice(app: Chalice) -> None:
+        @app.on_sqs_message(queue="relais-notify")
+        def one(event: Any) -> None: ...
+
+        @app.on_sqs_message(queue="relais-notify")
+        def other(event: Any) -> None: ...
+
+    def foreign(app: Chalice) -> None:
+        @app.on_sqs_message(queue="someone-elses-queue")
+        def theirs(event: Any) -> None: ...
+
+    with pytest.raises(ValueError, match="S3EventConfig is not driven by the local poller"):
+        app_wiring(_app_with(s3))
+    with pytest.raises(ValueError, match="rate"):
+        app_wiring(_app_with(cron))
+    with pytest.raises(ValueError, match="notify_queue_url is already driven"):
+        app_wiring(_app_with(twice))
+    with pytest.raises(ValueError, match="does not name a Relais resource"):
+        app_wiring(_app_with(foreign))
+
+
+def test_a_handler_added_to_the_app_is_polled_or_refused(aws):
+    """A new queue or stream handler is wired from its decorator alone, and refused when the stack lacks its queue."""
+    from chalicelib.config import get_settings
+
+    def more(app: Chalice) -> None:
+        @app.on_sqs_message(queue="relais-national", batch_size=5)
+        def national(event: Any) -> None: ...
+
+        @app.on_dynamodb_record(stream_arn="arn:aws:dynamodb:eu-west-3:0:table/relais-state/stream/packaged")
+        def state(event: Any) -> None: ...
+
+        @app.schedule(Rate(1, unit=Rate.HOURS))
+        def hourly(event: Any) -> None: ...
+
+    wiring = app_wiring(_app_with(more))
+    assert {name: s.batch_size for name, s in wiring.queues.items()} == {"national_queue_url": 5}
+    assert list(wiring.streams) == ["RELAIS_STATE_STREAM_ARN"]
+    assert {name: s.period for name, s in wiring.schedules.items()} == {"hourly": 3600}
+
+    def outbox(app: Chalice) -> None:
+        @app.on_sqs_message(queue="relais-outbox")
+        def on_outbox(event: Any) -> None: ...
+
+    with pytest.raises(ValueError, match="'outbox_queue_url' names no queue URL"):
+        Poller(get_settings(), wiring=app_wiring(_app_with(outbox)), stream_arns=aws)
+
+
+# --- schedules run at the deployed rate -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "seconds"),
+    [("rate(1 minute)", 60), ("rate(5 minutes)", 300), ("rate(2 hours)", 7200), ("rate(1 day)", 86400)],
+)
+def test_a_rate_expression_is_a_period(expression, seconds):
+    assert schedule_period(expression) == seconds
+
+
+@pytest.mark.parametrize(
+    "expression", ["cron(0 12 * * ? *)", "rate(0 minutes)", "rate(5 fortnights)", "rate(5minutes)", "5 minutes"]
+)
+def test_anything_but_a_rate_is_refused(expression):
+    with pytest.raises(ValueError, match="rate"):
+        schedule_period(expression)
+
+
+def test_the_poller_runs_each_schedule_at_the_rate_the_template_deploys(aws, packaged_template):
+    from chalicelib.config import get_settings
+
+    deployed = {
+        function["Properties"]["Handler"]: event["Properties"]["Schedule"]
+        for function in packaged_template["Resources"].values()
+        if function["Type"] == "AWS::Serverless::Function"
+        for event in function["Properties"].get("Events", {}).values()
+        if event["Type"] == "Schedule"
+    }
+    assert deployed == {"chalicelib.events.national.on_reconcile_schedule": "rate(5 minutes)"}
+
+    poller = Poller(get_settings(), stream_arns=aws, wait_seconds=0)
+
+    assert poller.schedule_periods == {"on_reconcile_schedule": 300}  # reconciliation: every 5 minutes, as deployed
+    assert {poller.wiring.schedules[name].spec: poller.schedule_periods[name] for name in poller.schedule_names} == {
+        handler_spec(handler): schedule_period(expression) for handler, expression in deployed.items()
+    }
+
+
+def test_the_poller_reads_the_batch_sizes_the_template_deploys(packaged_template):
+    deployed = {
+        function["Properties"]["Handler"]: event["Properties"]["BatchSize"]
+        for function in packaged_template["Resources"].values()
+        if function["Type"] == "AWS::Serverless::Function"
+        for event in function["Properties"].get("Events", {}).values()
+        if event["Type"] in ("SQS", "DynamoDB")
+    }
+    wiring = app_wiring()
+
+    assert {s.spec: s.batch_size for s in [*wiring.queues.values(), *wiring.streams.values()]} == {
+        handler_spec(handler): size for handler, size in deployed.items()
+    }
 
 
 # --- every handler: (event, context) --------------------------------------------------------------------------
@@ -67,6 +236,21 @@ def test_the_scheduled_reconciliation_runs_through_its_decorator(aws):
         scheduled_event("on_reconcile_schedule", "eu-west-3"), LambdaContext("f", "eu-west-3", 60.0)
     )
     assert answer == {"requeued": 0}
+
+
+@pytest.mark.parametrize("queue", ["national_queue_url", "notify_queue_url"])
+def test_the_real_consumers_acknowledge_a_malformed_message_through_the_poller(aws, queue):
+    from chalicelib import bootstrap
+    from chalicelib.config import get_settings
+
+    bootstrap.override(national_client=object())  # never called: the message names no result
+    settings = get_settings()
+    boto3.client("sqs").send_message(QueueUrl=getattr(settings, queue), MessageBody="not a message")
+    poller = Poller(settings, stream_arns=aws, wait_seconds=0)
+
+    batch = poller.poll_queue_once(queue)
+
+    assert (batch.received, batch.deleted, batch.failed, batch.raised) == (1, 1, 0, False)
 
 
 # --- one message format ---------------------------------------------------------------------------------------
