@@ -1,6 +1,6 @@
 """Event wiring is declared once: the Chalice decorators. The local poller drives exactly what ``app.event_sources``
 lists, at the deployed batch sizes and rates; every handler takes ``(event, context)``; both queue consumers share one
-batch helper and one message format."""
+batch helper and one message format; the outbox relay queues what its docstring says."""
 
 from __future__ import annotations
 
@@ -384,3 +384,37 @@ def test_both_queue_consumers_use_the_one_batch_helper():
         assert module.consume_batch is consume_batch
         assert "BatchProcessor" not in inspect.getsource(module)
         assert "json.loads" not in inspect.getsource(module)
+
+
+# --- the outbox relay does what its docstring says ------------------------------------------------------------
+
+
+def test_the_relay_queues_every_inserted_result_on_both_queues(aws):
+    from chalicelib.config import get_settings
+    from chalicelib.events import dispatch
+
+    settings = get_settings()
+    ids = [f"{i:02d}" + "r" * 22 for i in range(12)]  # more than one SendMessageBatch
+    records = [{"eventName": "INSERT", "dynamodb": {"Keys": {"id": {"S": rid}}}} for rid in ids]
+    records.append({"eventName": "MODIFY", "dynamodb": {"Keys": {"id": {"S": "m" * 24}}}})
+
+    assert dispatch.dispatch_results({"Records": records}, None) == {"queued": 12}
+
+    sqs = boto3.client("sqs")
+    for url in (settings.national_queue_url, settings.notify_queue_url):
+        bodies: list[str] = []
+        while answer := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+            bodies += [m["Body"] for m in answer]
+            sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(answer)],
+            )
+        assert sorted(bodies) == sorted(build_queue_message(rid) for rid in ids), url
+
+
+def test_the_relay_cannot_see_whether_a_result_asked_for_a_message():
+    """Why every result goes to the notification queue (dispatch.py's docstring): the stream carries keys only."""
+    from infra.provision import load_template
+
+    stream = load_template()["Resources"]["ResultsTable"]["Properties"]["StreamSpecification"]
+    assert stream == {"StreamViewType": "KEYS_ONLY"}
