@@ -29,4 +29,4 @@ def chain_audit_events(event: dict[str, Any], context: Any = None) -> dict[str, 
 
 @audit_events.on_dynamodb_record(stream_arn=AUDIT_STREAM_ARN, batch_size=98)
 def on_audit_stream(event: Any) -> dict[str, int]:
-    return chain_audit_events(event.to_dict())
+    return chain_audit_events(event.to_dict(), event.context)

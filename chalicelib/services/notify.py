@@ -112,21 +112,6 @@ class RateLimiter:
         return wait
 
 
-def parse_notify_message(body: str) -> tuple[str, int]:
-    """``{"result_id": id, "generation"?: n}`` → ``(id, n)``; anything else is NotFoundError."""
-    try:
-        data = json.loads(body)
-    except (TypeError, ValueError):
-        raise NotFoundError("malformed notify message") from None
-    if not isinstance(data, dict):
-        raise NotFoundError("malformed notify message")
-    result_id = data.get("result_id")
-    generation = data.get("generation", 0)
-    if not isinstance(result_id, str) or not 16 <= len(result_id) <= 64 or not isinstance(generation, int):
-        raise NotFoundError("malformed notify message")
-    return result_id, generation
-
-
 @dataclass
 class NotifyService:
     """Send a result's link on its channels, once per generation."""

@@ -1,17 +1,25 @@
 """The local stand-in for Lambda's event source mappings and schedules.
 
 ``python -m infra.local.poller`` (started by the local stack) drives the app's event handlers with the events Lambda
-would build, from the tables in :mod:`chalicelib.events`:
+would build. What it drives is read from ``app.event_sources``, the list the Chalice decorators fill and ``chalice
+package`` deploys (:func:`app_wiring`): nothing is declared twice. Each handler is called as Lambda calls it, by its
+handler string (the decorated function) with ``(event, context)``.
 
-* the results table's DynamoDB stream → ``STREAM_HANDLER``: every shard is read from ``TRIM_HORIZON`` (nothing is
-  missed), up to 100 records per batch; when the handler raises, the same batch is retried after a short delay and
-  the shard does not advance (Lambda's behaviour with no retry limit);
-* each queue of ``QUEUE_HANDLERS`` → its handler: up to 10 messages per batch (long poll, 1 s), then Lambda's
-  ``ReportBatchItemFailures`` semantics: the messages not listed in ``batchItemFailures`` are deleted, the listed
-  ones stay and come back after the queue's visibility timeout (then, past ``maxReceiveCount``, the dead-letter
-  queue); a handler that raises, or reports an identifier that is not in the batch, fails the whole batch;
-* each ``SCHEDULES`` entry → its handler, every period, with an EventBridge "Scheduled Event".
+* each DynamoDB stream (``on_dynamodb_record``) → its handler: the stream's placeholder ARN names a table
+  ``relais-<x>``, whose stream ARN is in the environment as ``RELAIS_<X>_STREAM_ARN`` (the stack outputs); every
+  shard is read from ``TRIM_HORIZON`` (nothing is missed), up to the source's batch size; when the handler raises,
+  the same batch is retried after a short delay and the shard does not advance (Lambda's behaviour with no retry
+  limit);
+* each queue (``on_sqs_message``) → its consumer: the queue placeholder ``relais-<x>`` is the queue whose URL is the
+  setting ``<x>_queue_url``; up to the source's batch size (at most 10, SQS's limit per receive; long poll, 1 s),
+  then Lambda's ``ReportBatchItemFailures`` semantics: the messages not listed in ``batchItemFailures`` are
+  deleted, the listed ones stay and come back after the queue's visibility timeout (then, past ``maxReceiveCount``,
+  the dead-letter queue); a handler that raises, or reports an identifier that is not in the batch, fails the whole
+  batch;
+* each schedule (``schedule``, a ``rate(...)`` expression) → its handler, at the deployed rate, with an EventBridge
+  "Scheduled Event"; the first run comes one period after start.
 
+Any other kind of event source fails the poller at start (it would otherwise run in AWS and never locally).
 Each source runs in its own thread, each queue in ``QUEUE_CONCURRENCY`` threads (batches in parallel, as Lambda
 scales out; ``RELAIS_LOCAL_QUEUE_CONCURRENCY`` from 1 to 16). The log says what ran and how it ended (counts,
 handler names, exception types), never an event, a message body or an exception message.
@@ -24,9 +32,9 @@ from __future__ import annotations
 import base64
 import functools
 import importlib
-import inspect
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -38,21 +46,143 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from chalicelib.config import Settings
 
 log = logging.getLogger("local.poller")  # outside "relais": Powertools owns that one
 
-Handler = Callable[..., Any]
+#: A handler as Lambda calls it: ``handler(event, context)``.
+Handler = Callable[[dict[str, Any], Any], Any]
 
-STREAM_BATCH_SIZE = 100
-QUEUE_BATCH_SIZE = 10
+#: Messages per ``ReceiveMessage`` at most (SQS's limit; Lambda batches more only with a batching window).
+MAX_RECEIVE = 10
 QUEUE_WAIT_SECONDS = 1
 #: Consumers per queue: Lambda scales a queue's function out to several concurrent batches; one consumer would make
 #: the local stack a single-file line behind a slow receiver. ``RELAIS_LOCAL_QUEUE_CONCURRENCY`` overrides it.
 QUEUE_CONCURRENCY = 4
 MAX_QUEUE_CONCURRENCY = 16
+
+
+# --- what to drive: the app's event sources ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """A stream or queue handler: ``"module:function"``, and the most records one event holds."""
+
+    spec: str
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A scheduled handler: ``"module:function"`` and its expression as deployed (``rate(5 minutes)``)."""
+
+    spec: str
+    expression: str
+
+    @property
+    def period(self) -> float:
+        """Seconds between two runs."""
+        return schedule_period(self.expression)
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the poller drives: every event source of the app, keyed by where the local stack finds it."""
+
+    #: Settings attribute naming the queue URL (``national_queue_url``) → the queue's consumer.
+    queues: Mapping[str, Source] = field(default_factory=dict)
+    #: Environment variable naming the stream ARN (``RELAIS_RESULTS_STREAM_ARN``) → the stream's handler.
+    streams: Mapping[str, Source] = field(default_factory=dict)
+    #: Schedule name (Chalice's: the handler's name) → the schedule.
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
+
+    def specs(self) -> list[str]:
+        """Every handler wired, in no particular order."""
+        sources: list[Source | Schedule] = [*self.queues.values(), *self.streams.values(), *self.schedules.values()]
+        return [source.spec for source in sources]
+
+
+_Wired = TypeVar("_Wired", Source, Schedule)
+
+_RATE = re.compile(r"rate\((?P<value>[1-9][0-9]*) (?P<unit>minute|hour|day)s?\)")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def schedule_period(expression: str) -> float:
+    """Seconds between two runs of an EventBridge ``rate(N minutes|hours|days)`` expression; ValueError otherwise.
+
+    A ``cron(...)`` expression is refused: the poller would have to run it at wall-clock times; none is used.
+    """
+    match = _RATE.fullmatch(expression.strip())
+    if match is None:
+        raise ValueError(f"schedule {expression!r}: the local poller runs rate(N minutes|hours|days) only")
+    return float(int(match["value"]) * _UNIT_SECONDS[match["unit"]])
+
+
+def handler_spec(handler_string: str) -> str:
+    """Chalice's handler string ``"package.module.function"`` → ``"package.module:function"``."""
+    module_name, _, attribute = handler_string.rpartition(".")
+    return f"{module_name}:{attribute}"
+
+
+def _resource_suffix(placeholder: str, handler_string: str) -> str:
+    """``relais-national`` → ``national``, as packaging reads the placeholder (:mod:`infra.template`)."""
+    from infra.template import PackagingError, placeholder_suffix
+
+    try:
+        return placeholder_suffix(placeholder).replace("-", "_")
+    except PackagingError as error:
+        raise ValueError(f"{handler_string}: {error}") from None
+
+
+def _add(table: dict[str, _Wired], key: str, entry: _Wired) -> None:
+    if key in table:
+        raise ValueError(f"{entry.spec}: {key} is already driven by {table[key].spec}")
+    table[key] = entry
+
+
+def app_wiring(app: Any = None) -> Wiring:
+    """Every event source registered on ``app`` (Relais's ``app.py`` by default), as the local stack finds it.
+
+    The names in the code are placeholders that packaging replaces (:mod:`infra.template`): queue ``relais-<x>`` is
+    the queue of setting ``<x>_queue_url``; the stream of table ``relais-<x>`` is the ARN in the environment variable
+    ``RELAIS_<X>_STREAM_ARN`` (the stack outputs, :data:`infra.provision.OUTPUT_ENV`). ``ValueError`` for a source
+    the poller cannot drive (another kind, a cron schedule, two handlers on one queue or stream): a handler that
+    runs in AWS must run locally too.
+    """
+    from chalice.app import DynamoDBEventConfig, ScheduledEventConfig, SQSEventConfig
+
+    if app is None:
+        from app import app as relais_app
+
+        app = relais_app
+    queues: dict[str, Source] = {}
+    streams: dict[str, Source] = {}
+    schedules: dict[str, Schedule] = {}
+    for source in app.event_sources:
+        spec = handler_spec(source.handler_string)
+        if isinstance(source, SQSEventConfig):
+            queue = source.queue or (source.queue_arn or "").rpartition(":")[2]
+            key = _resource_suffix(queue, source.handler_string) + "_queue_url"
+            _add(queues, key, Source(spec, source.batch_size))
+        elif isinstance(source, DynamoDBEventConfig):
+            table_name = source.stream_arn.split(":table/", 1)[-1].split("/", 1)[0]
+            key = f"RELAIS_{_resource_suffix(table_name, source.handler_string).upper()}_STREAM_ARN"
+            _add(streams, key, Source(spec, source.batch_size))
+        elif isinstance(source, ScheduledEventConfig):
+            expression = source.schedule_expression
+            text = expression if isinstance(expression, str) else expression.to_string()
+            schedule_period(text)  # a cron expression fails here, at start
+            _add(schedules, source.name, Schedule(spec, text))
+        else:
+            raise ValueError(f"{source.handler_string}: a {type(source).__name__} is not driven by the local poller")
+    return Wiring(queues=queues, streams=streams, schedules=schedules)
+
+
+# --- invocation ---------------------------------------------------------------------------------------------------
 
 
 def resolve(spec: str) -> Handler:
@@ -72,21 +202,6 @@ def resolve(spec: str) -> Handler:
         raise ValueError(f"handler {spec!r}: not callable")
     handler: Handler = target
     return handler
-
-
-def _takes_context(handler: Handler) -> bool:
-    """Whether ``handler`` accepts ``(event, context)`` (Lambda's signature) rather than ``(event)`` alone."""
-    try:
-        parameters = inspect.signature(handler).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    positional = 0
-    for parameter in parameters:
-        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
-            return True
-        if parameter.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
-            positional += 1
-    return positional >= 2
 
 
 def describe_failure(error: BaseException) -> str:
@@ -139,6 +254,17 @@ class _Shard:
     finished: bool = False
     failures: int = 0
     retry_at: float = 0.0
+
+
+@dataclass
+class _Stream:
+    variable: str
+    arn: str
+    spec: str
+    handler: Handler
+    batch_size: int
+    shards: dict[str, _Shard] = field(default_factory=dict)
+    refreshed_at: float | None = None
 
 
 @dataclass
@@ -210,21 +336,21 @@ def scheduled_event(name: str, region: str, account: str = "000000000000") -> di
 
 
 class Poller:
-    """Calls the app's event handlers with Lambda-shaped events read from the stream, the queues and the clock.
+    """Calls the app's event handlers with Lambda-shaped events read from the streams, the queues and the clock.
 
-    The handler tables default to those of :mod:`chalicelib.events`, read when the poller is built; every handler
-    is resolved then, so a wrong ``"module:function"`` fails at start rather than at the first event.
+    What it drives is :func:`app_wiring` of the app unless ``wiring`` is given (tests); the stream ARNs are read from
+    ``stream_arns`` (the environment by default). Every handler is resolved when the poller is built, so a wrong
+    ``"module:function"`` fails at start rather than at the first event; a stream whose ARN is not known is listed
+    in :attr:`unread_streams` and not read.
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
-        stream_arn: str | None,
+        wiring: Wiring | None = None,
+        stream_arns: Mapping[str, str] | None = None,
         session: Any = None,
-        queue_handlers: Mapping[str, str] | None = None,
-        schedules: Mapping[str, tuple[int, str]] | None = None,
-        stream_handler: str | None = None,
         stream_retry_delay: float = 1.0,
         stream_retry_max_delay: float = 10.0,
         wait_seconds: int = QUEUE_WAIT_SECONDS,
@@ -232,15 +358,17 @@ class Poller:
         shard_refresh_seconds: float = 5.0,
         queue_concurrency: int = QUEUE_CONCURRENCY,
     ) -> None:
-        from chalicelib import events
-
+        if wiring is None:
+            wiring = app_wiring()
+        if stream_arns is None:
+            stream_arns = os.environ
         if session is None:
             import boto3
 
             session = boto3.session.Session(region_name=settings.region)
         self.settings = settings
         self.region = settings.region
-        self.stream_arn = stream_arn or None
+        self.wiring = wiring
         self.stream_retry_delay = stream_retry_delay
         self.stream_retry_max_delay = stream_retry_max_delay
         self.wait_seconds = wait_seconds
@@ -251,87 +379,101 @@ class Poller:
         self._sqs = session.client("sqs")
         self._streams = session.client("dynamodbstreams")
 
-        table = dict(events.QUEUE_HANDLERS if queue_handlers is None else queue_handlers)
         self.queue_handlers: dict[str, tuple[str, Handler]] = {}
         self._queue_urls: dict[str, str] = {}
-        for setting_name, spec in table.items():
+        self._queue_batch_sizes: dict[str, int] = {}
+        for setting_name, source in wiring.queues.items():
             url = getattr(settings, setting_name, None)
             if not isinstance(url, str) or not url:
-                raise ValueError(f"queue handler {spec!r}: setting {setting_name!r} names no queue URL")
-            self.queue_handlers[setting_name] = (spec, resolve(spec))
+                raise ValueError(f"queue handler {source.spec!r}: setting {setting_name!r} names no queue URL")
+            self.queue_handlers[setting_name] = (source.spec, resolve(source.spec))
             self._queue_urls[setting_name] = url
+            self._queue_batch_sizes[setting_name] = min(source.batch_size, MAX_RECEIVE)
         self._queue_arns: dict[str, str] = {}
 
-        spec = events.STREAM_HANDLER if stream_handler is None else stream_handler
-        self.stream_handler: tuple[str, Handler] | None = (spec, resolve(spec)) if spec else None
-        self._shards: dict[str, _Shard] = {}
+        self.streams: dict[str, _Stream] = {}
+        self.unread_streams: list[str] = []
+        for variable, source in wiring.streams.items():
+            handler = resolve(source.spec)
+            arn = stream_arns.get(variable)
+            if arn:
+                self.streams[variable] = _Stream(variable, arn, source.spec, handler, source.batch_size)
+            else:
+                self.unread_streams.append(variable)
         self.shard_refresh_seconds = shard_refresh_seconds
-        self._shards_refreshed_at: float | None = None
 
         now = time.monotonic()
-        self._schedules = [
-            _Schedule(name, float(period), spec, resolve(spec), next_run=now + float(period))
-            for name, (period, spec) in (events.SCHEDULES if schedules is None else schedules).items()
-        ]
+        self._schedules = []
+        for name, schedule in wiring.schedules.items():
+            period = schedule.period
+            handler = resolve(schedule.spec)
+            self._schedules.append(_Schedule(name, period, schedule.spec, handler, next_run=now + period))
 
     @property
     def schedule_names(self) -> list[str]:
         """The names of the schedules this poller runs."""
         return [schedule.name for schedule in self._schedules]
 
+    @property
+    def schedule_periods(self) -> dict[str, float]:
+        """Each schedule's period in seconds, by name."""
+        return {schedule.name: schedule.period for schedule in self._schedules}
+
     # --- invocation --------------------------------------------------------------------------------------------
 
     def _invoke(self, spec: str, handler: Handler, event: dict[str, Any]) -> Any:
+        """Call ``handler`` as Lambda does: ``(event, context)``."""
         context = LambdaContext(spec.rpartition(":")[2], self.region, self.function_timeout_seconds)
-        if _takes_context(handler):
-            return handler(event, context)
-        return handler(event)
+        return handler(event, context)
 
-    # --- DynamoDB stream ---------------------------------------------------------------------------------------
+    # --- DynamoDB streams --------------------------------------------------------------------------------------
 
-    def _refresh_shards(self) -> None:
-        assert self.stream_arn is not None
+    def _refresh_shards(self, stream: _Stream) -> None:
         start: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"StreamArn": self.stream_arn}
+            kwargs: dict[str, Any] = {"StreamArn": stream.arn}
             if start:
                 kwargs["ExclusiveStartShardId"] = start
             description = self._streams.describe_stream(**kwargs)["StreamDescription"]
             for shard in description.get("Shards", []):
                 shard_id = shard["ShardId"]
-                if shard_id not in self._shards:
-                    self._shards[shard_id] = _Shard(shard_id, shard.get("ParentShardId"))
+                if shard_id not in stream.shards:
+                    stream.shards[shard_id] = _Shard(shard_id, shard.get("ParentShardId"))
             start = description.get("LastEvaluatedShardId")
             if not start:
                 return
 
-    def _ready(self, shard: _Shard, now: float) -> bool:
+    @staticmethod
+    def _ready(stream: _Stream, shard: _Shard, now: float) -> bool:
         if shard.finished or shard.retry_at > now:
             return False
-        parent = self._shards.get(shard.parent_id) if shard.parent_id else None
+        parent = stream.shards.get(shard.parent_id) if shard.parent_id else None
         return parent is None or parent.finished  # a child shard waits for its parent: order is kept per key
 
-    def poll_stream_once(self) -> int:
-        """Read one batch from every ready shard and hand it to the stream handler; the records handled.
+    def poll_stream_once(self, variable: str | None = None) -> int:
+        """Read one batch from every ready shard of every stream (or of the one whose ARN ``variable`` names) and
+        hand it to the stream's handler; the records handled.
 
         A batch whose handler raises is not acknowledged: the shard is re-read from the last handled record after
         a backoff (``stream_retry_delay``, doubling up to ``stream_retry_max_delay``).
         """
-        if self.stream_arn is None or self.stream_handler is None:
-            return 0
-        spec, handler = self.stream_handler
+        streams = list(self.streams.values()) if variable is None else [self.streams[variable]]
+        return sum(self._poll_stream(stream) for stream in streams)
+
+    def _poll_stream(self, stream: _Stream) -> int:
+        spec, handler = stream.spec, stream.handler
         now = time.monotonic()
-        if self._shards_refreshed_at is None or now - self._shards_refreshed_at >= self.shard_refresh_seconds:
-            self._refresh_shards()
-            self._shards_refreshed_at = now
+        if stream.refreshed_at is None or now - stream.refreshed_at >= self.shard_refresh_seconds:
+            self._refresh_shards(stream)
+            stream.refreshed_at = now
         handled = 0
-        for shard in list(self._shards.values()):
-            if not self._ready(shard, now):
+        for shard in list(stream.shards.values()):
+            if not self._ready(stream, shard, now):
                 continue
             if shard.iterator is None:
-                shard.iterator = self._shard_iterator(shard)
+                shard.iterator = self._shard_iterator(stream, shard)
             try:
-                answer = self._streams.get_records(ShardIterator=shard.iterator, Limit=STREAM_BATCH_SIZE)
+                answer = self._streams.get_records(ShardIterator=shard.iterator, Limit=stream.batch_size)
             except self._streams.exceptions.ExpiredIteratorException:
                 shard.iterator = None
                 continue
@@ -343,7 +485,7 @@ class Poller:
                 continue
             records = answer.get("Records", [])
             if records:
-                event = {"Records": [stream_record(r, self.stream_arn, self.region) for r in records]}
+                event = {"Records": [stream_record(r, stream.arn, self.region) for r in records]}
                 try:
                     self._invoke(spec, handler, event)
                 except Exception as error:
@@ -369,12 +511,11 @@ class Poller:
             shard.iterator = answer.get("NextShardIterator")
             if shard.iterator is None:
                 shard.finished = True  # closed shard, read to its end: its children may start
-                self._shards_refreshed_at = None
+                stream.refreshed_at = None
         return handled
 
-    def _shard_iterator(self, shard: _Shard) -> str:
-        assert self.stream_arn is not None
-        kwargs: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": shard.shard_id}
+    def _shard_iterator(self, stream: _Stream, shard: _Shard) -> str:
+        kwargs: dict[str, Any] = {"StreamArn": stream.arn, "ShardId": shard.shard_id}
         if shard.last_sequence is None:
             kwargs["ShardIteratorType"] = "TRIM_HORIZON"
         else:
@@ -402,7 +543,7 @@ class Poller:
         queue_arn = self._queue_arn(setting_name)
         answer = self._sqs.receive_message(
             QueueUrl=url,
-            MaxNumberOfMessages=QUEUE_BATCH_SIZE,
+            MaxNumberOfMessages=self._queue_batch_sizes[setting_name],
             WaitTimeSeconds=self.wait_seconds,
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
@@ -485,8 +626,8 @@ class Poller:
     def run(self, stop: threading.Event) -> None:
         """Poll every source, each in its own thread, until ``stop`` is set."""
         loops: list[tuple[str, Callable[[], object], float]] = []
-        if self.stream_arn is not None and self.stream_handler is not None:
-            loops.append(("stream", self.poll_stream_once, 0.25))
+        for variable, stream in self.streams.items():
+            loops.append((stream.spec.rpartition(":")[2], functools.partial(self.poll_stream_once, variable), 0.25))
         for setting_name in self.queue_handlers:
             step = functools.partial(self.poll_queue_once, setting_name)
             for consumer in range(self.queue_concurrency):
@@ -545,22 +686,10 @@ def queue_concurrency(environ: Mapping[str, str]) -> int:
 def main() -> int:
     """Run the poller with the settings of the environment until SIGINT or SIGTERM."""
     _log_to_stdout()
-    from chalicelib import events
     from chalicelib.config import SettingsError, get_settings
 
     try:
-        settings = get_settings()
-        poller = Poller(
-            settings,
-            stream_arn=os.environ.get("RELAIS_RESULTS_STREAM_ARN"),
-            queue_concurrency=queue_concurrency(os.environ),
-        )
-        # Every other stream (the audit chain's…) gets a stream-only poller of its own.
-        others = [
-            Poller(settings, stream_arn=os.environ.get(env_name), stream_handler=spec, queue_handlers={}, schedules={})
-            for env_name, spec in events.STREAM_HANDLERS.items()
-            if env_name != "RELAIS_RESULTS_STREAM_ARN" and os.environ.get(env_name)
-        ]
+        poller = Poller(get_settings(), queue_concurrency=queue_concurrency(os.environ))
     except (SettingsError, ValueError) as error:
         print(f"poller: {error}", file=sys.stderr)
         return 2
@@ -571,21 +700,16 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    sources = (["stream"] if poller.stream_arn and poller.stream_handler else []) + list(poller.queue_handlers)
+    sources = [stream.spec for stream in poller.streams.values()] + list(poller.queue_handlers)
     log.info(
         "poller: driving %s (%d consumers per queue); %d schedule(s)",
         ", ".join(sources) if sources else "nothing",
         poller.queue_concurrency,
         len(poller.schedule_names),
     )
-    if not poller.stream_arn:
-        log.warning("poller: RELAIS_RESULTS_STREAM_ARN is not set; the results stream is not read")
-    threads = [threading.Thread(target=other.run, args=(stop,), daemon=True) for other in others]
-    for thread in threads:
-        thread.start()
+    for variable in poller.unread_streams:
+        log.warning("poller: %s is not set; %s is not driven", variable, poller.wiring.streams[variable].spec)
     poller.run(stop)
-    for thread in threads:
-        thread.join(timeout=10)
     return 0
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import requests
 
-from chalicelib import events
 from chalicelib.domain.records import new_id
+from infra.local.poller import app_wiring
 from tests.e2e.conftest import REPO_ROOT, LocalStack, free_ports, group_alive, start_stack
 from tests.factories import valid_body
 from tests.signing import sign
@@ -174,7 +174,8 @@ def test_a_signed_result_over_http_is_accepted_and_relayed(local_stack):
     assert follow(local_stack, key_id, private_key, result_id).status_code == 200
 
     env = local_stack.env
-    if "national_queue_url" in events.QUEUE_HANDLERS:
+    polled_queues = app_wiring().queues
+    if "national_queue_url" in polled_queues:
         # Consumed by the poller as Lambda would: the stand-in receives the bundle for this result.
         def delivered() -> bool:
             return any(r["bundle"]["identifier"]["value"] == result_id for r in national_received(local_stack))
@@ -186,7 +187,7 @@ def test_a_signed_result_over_http_is_accepted_and_relayed(local_stack):
             lambda: result_id in queued_result_ids(local_stack, env["RELAIS_NATIONAL_QUEUE_URL"]),
             timeout=10,
         )
-    if "notify_queue_url" not in events.QUEUE_HANDLERS:
+    if "notify_queue_url" not in polled_queues:
         wait_for(
             "result id on the notification queue",
             lambda: result_id in queued_result_ids(local_stack, env["RELAIS_NOTIFY_QUEUE_URL"]),

@@ -179,15 +179,15 @@ def test_reconciliation_queues_again_results_left_pending_once_per_threshold(nat
     os.environ["RELAIS_RECONCILE_AFTER_SECONDS"] = "60"
     try:
         bootstrap.reset()
-        assert reconcile_pending() == {"requeued": 0}  # received just now: not stranded yet
+        assert reconcile_pending({}) == {"requeued": 0}  # received just now: not stranded yet
         later = datetime.now(UTC) + timedelta(seconds=120)
         bootstrap.override(clock=lambda: later)
-        assert reconcile_pending() == {"requeued": 3}
-        assert reconcile_pending() == {"requeued": 0}  # already queued again since the cutoff: no snowball
+        assert reconcile_pending({}) == {"requeued": 3}
+        assert reconcile_pending({}) == {"requeued": 0}  # already queued again since the cutoff: no snowball
         _drain(20)
         even_later = later + timedelta(seconds=600)
         bootstrap.override(clock=lambda: even_later)
-        assert reconcile_pending() == {"requeued": 0}  # reported: nothing pending
+        assert reconcile_pending({}) == {"requeued": 0}  # reported: nothing pending
     finally:
         os.environ.pop("RELAIS_RECONCILE_AFTER_SECONDS")
     assert {r["bundle"]["identifier"]["value"] for r in national.state.records} == set(ids)

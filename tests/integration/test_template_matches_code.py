@@ -166,7 +166,7 @@ def test_every_stream_placeholder_of_the_code_names_a_streaming_table(aws, merge
         suffix = finishing.placeholder_suffix(arn.split(":table/", 1)[1].split("/", 1)[0])
         assert suffix in tables, where
         assert "StreamSpecification" in merged["Resources"][tables[suffix]]["Properties"], where
-    from chalicelib.events import STREAM_HANDLERS
+    from infra.local.poller import app_wiring
 
     dynamodb = boto3.client("dynamodb")
     streams = {
@@ -174,7 +174,7 @@ def test_every_stream_placeholder_of_the_code_names_a_streaming_table(aws, merge
         for f in RESOURCE_FIELDS
         if f.endswith("_table")
     }
-    for variable in STREAM_HANDLERS:  # what the local poller reads: the same streams
+    for variable in app_wiring().streams:  # what the local poller reads: the same streams
         assert aws.get(variable) in streams, variable
 
 

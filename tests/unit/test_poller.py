@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from infra.local import poller as poller_module
-from infra.local.poller import Poller, describe_failure, resolve
+from infra.local.poller import Poller, Schedule, Source, Wiring, describe_failure, resolve
 
 #: What the fake handlers below saw, and what they should answer; reset by the ``calls`` fixture.
 CALLS: list[tuple[dict[str, Any], Any]] = []
@@ -30,9 +30,9 @@ def record_batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"] if r["body"] in failing]}
 
 
-def record_stream(event: dict[str, Any]) -> dict[str, Any]:
-    """A stream handler taking the event only (like dispatch_results); raises while BEHAVIOUR["raise"] > 0."""
-    CALLS.append((event, None))
+def record_stream(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A stream handler; raises while BEHAVIOUR["raise"] > 0."""
+    CALLS.append((event, context))
     if BEHAVIOUR.get("raise", 0) > 0:
         BEHAVIOUR["raise"] -= 1
         raise RuntimeError("stream handler broke")
@@ -62,12 +62,23 @@ def settings(aws):
     return get_settings()
 
 
-def make_poller(settings, aws, **kwargs) -> Poller:
-    kwargs.setdefault("queue_handlers", {})
-    kwargs.setdefault("schedules", {})
-    kwargs.setdefault("stream_handler", "")
+def make_poller(
+    settings,
+    aws,
+    *,
+    queue_handlers: dict[str, str] | None = None,
+    schedules: dict[str, Schedule] | None = None,
+    stream_handler: str = "",
+    **kwargs,
+) -> Poller:
+    """A poller of the results stream (when ``stream_handler`` is given), these queues and these schedules."""
+    wiring = Wiring(
+        queues={name: Source(spec, 10) for name, spec in (queue_handlers or {}).items()},
+        streams={"RELAIS_RESULTS_STREAM_ARN": Source(stream_handler, 100)} if stream_handler else {},
+        schedules=schedules or {},
+    )
     kwargs.setdefault("stream_retry_delay", 0.0)
-    return Poller(settings, stream_arn=aws["RELAIS_RESULTS_STREAM_ARN"], wait_seconds=0, **kwargs)
+    return Poller(settings, wiring=wiring, stream_arns=aws, wait_seconds=0, **kwargs)
 
 
 def send(queue_url: str, *bodies: str) -> None:
@@ -220,16 +231,41 @@ def test_a_batch_response_from_powertools_is_understood(aws, settings, calls, mo
     assert (batch.received, batch.deleted, batch.failed) == (3, 2, 1)
 
 
-def test_the_handler_table_is_read_from_chalicelib_events_at_start(aws, settings, calls, monkeypatch):
-    from chalicelib import events
+def test_by_default_the_poller_drives_the_event_sources_of_the_app(aws, settings):
+    from app import app
 
-    monkeypatch.setattr(events, "QUEUE_HANDLERS", {"notify_queue_url": f"{HERE}:record_batch"})
-    monkeypatch.setattr(events, "SCHEDULES", {})
-    poller = Poller(settings, stream_arn=None, wait_seconds=0)
+    poller = Poller(settings, stream_arns=aws, wait_seconds=0)
 
-    assert list(poller.queue_handlers) == ["notify_queue_url"]
+    assert set(poller.queue_handlers) == {"national_queue_url", "notify_queue_url"}
+    assert set(poller.streams) == {"RELAIS_RESULTS_STREAM_ARN", "RELAIS_AUDIT_STREAM_ARN"}
+    assert poller.schedule_names == ["on_reconcile_schedule"]
+    driven = [spec for spec, _ in poller.queue_handlers.values()] + [s.spec for s in poller.streams.values()]
+    driven += [poller.wiring.schedules[name].spec for name in poller.schedule_names]
+    assert sorted(driven) == sorted("{}:{}".format(*s.handler_string.rsplit(".", 1)) for s in app.event_sources)
     with pytest.raises(KeyError):
-        poller.poll_queue_once("national_queue_url")
+        poller.poll_queue_once("no_such_queue_url")
+
+
+def test_a_stream_whose_arn_is_not_known_is_not_read(aws, settings):
+    poller = Poller(settings, stream_arns={"RELAIS_RESULTS_STREAM_ARN": aws["RELAIS_RESULTS_STREAM_ARN"]})
+
+    assert list(poller.streams) == ["RELAIS_RESULTS_STREAM_ARN"]
+    assert poller.unread_streams == ["RELAIS_AUDIT_STREAM_ARN"]
+
+
+def test_a_batch_holds_at_most_the_sources_batch_size(aws, settings, calls):
+    wiring = Wiring(
+        queues={"notify_queue_url": Source(f"{HERE}:record_batch", 2)},
+        streams={"RELAIS_RESULTS_STREAM_ARN": Source(f"{HERE}:record_stream", 1)},
+    )
+    poller = Poller(settings, wiring=wiring, stream_arns=aws, wait_seconds=0)
+    send(settings.notify_queue_url, "a", "b", "c")
+    put_result(settings, "result-1")
+    put_result(settings, "result-2")
+
+    assert poller.poll_queue_once("notify_queue_url").received == 2
+    assert poller.poll_stream_once() == 1
+    assert poller.poll_stream_once() == 1
 
 
 def test_a_wrong_handler_name_fails_at_start(aws, settings):
@@ -268,6 +304,24 @@ def test_an_inserted_result_reaches_the_stream_handler_as_a_lambda_record(aws, s
     assert len(calls) == 1  # no second call, and none with an empty batch
 
 
+def test_each_stream_goes_to_its_own_handler(aws, settings, calls):
+    wiring = Wiring(
+        streams={
+            "RELAIS_RESULTS_STREAM_ARN": Source(f"{HERE}:record_stream", 100),
+            "RELAIS_AUDIT_STREAM_ARN": Source(f"{HERE}:record_batch", 98),
+        }
+    )
+    poller = Poller(settings, wiring=wiring, stream_arns=aws, wait_seconds=0)
+    put_result(settings, "result-1")
+
+    assert poller.poll_stream_once("RELAIS_AUDIT_STREAM_ARN") == 0
+    assert poller.poll_stream_once() == 1
+
+    ((event, context),) = calls
+    assert event["Records"][0]["eventSourceARN"] == aws["RELAIS_RESULTS_STREAM_ARN"]
+    assert context.function_name == "record_stream"
+
+
 def test_a_failing_stream_batch_is_retried_without_advancing(aws, settings, calls):
     poller = make_poller(settings, aws, stream_handler=f"{HERE}:record_stream")
     put_result(settings, "result-1")
@@ -297,7 +351,7 @@ def test_a_failing_stream_batch_waits_before_its_retry(aws, settings, calls):
 
 
 def test_the_real_relay_queues_an_inserted_result_for_national_delivery(aws, settings):
-    poller = make_poller(settings, aws, stream_handler="chalicelib.events.dispatch:dispatch_results")
+    poller = make_poller(settings, aws, stream_handler="chalicelib.events.dispatch:on_results_stream")
     put_result(settings, "result-42")
 
     assert poller.poll_stream_once() == 1
@@ -310,7 +364,7 @@ def test_the_real_relay_queues_an_inserted_result_for_national_delivery(aws, set
 
 
 def test_schedules_get_an_eventbridge_scheduled_event(aws, settings, calls):
-    poller = make_poller(settings, aws, schedules={"sweep": (60, f"{HERE}:record_schedule")})
+    poller = make_poller(settings, aws, schedules={"sweep": Schedule(f"{HERE}:record_schedule", "rate(1 minute)")})
 
     assert poller.run_schedules_once(due_only=True) == []  # the first run comes one period after start
     assert poller.run_schedules_once() == ["sweep"]
