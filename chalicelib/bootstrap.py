@@ -349,8 +349,7 @@ def notify_service() -> NotifyService:
 
 @component
 def resend_service() -> ResendService:
-    import json
-
+    from chalicelib.domain.queue_messages import build_queue_message
     from chalicelib.errors import DependencyUnavailableError
     from chalicelib.services.resend import ResendService
 
@@ -359,7 +358,7 @@ def resend_service() -> ResendService:
     def enqueue(result_id: str, generation: int) -> None:
         try:
             client("sqs").send_message(
-                QueueUrl=s.notify_queue_url, MessageBody=json.dumps({"result_id": result_id, "generation": generation})
+                QueueUrl=s.notify_queue_url, MessageBody=build_queue_message(result_id, generation)
             )
         except Exception as exc:
             raise DependencyUnavailableError("sqs") from exc

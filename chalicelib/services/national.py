@@ -8,7 +8,6 @@ identifier) but never loses it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -129,18 +128,6 @@ class NationalDelivery:
                 at=self.clock(),
             )
         )
-
-
-def parse_message(body: str) -> str:
-    """The result id of a national-queue message (``{"result_id": "..."}``); anything else: NotFoundError."""
-    try:
-        data = json.loads(body)
-        result_id = data["result_id"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise NotFoundError("not a delivery message") from exc
-    if not isinstance(result_id, str) or not 16 <= len(result_id) <= 64:
-        raise NotFoundError("not a delivery message")
-    return result_id
 
 
 def reconcile(

@@ -19,7 +19,6 @@ account's SNS SMS quota (transactional messages per second): e.g. reserved concu
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +31,6 @@ from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, email_content
 from chalicelib.domain.model import Submission
 from chalicelib.domain.records import AuditEvent, Pharmacy, ResultRecord, new_id
 from chalicelib.errors import (
-    NotFoundError,
     RelaisError,
 )
 

@@ -12,7 +12,7 @@ from chalicelib.domain.model import Submission
 from chalicelib.domain.records import Pharmacy, ResultRecord
 from chalicelib.domain.validation import parse_submission
 from chalicelib.errors import DependencyUnavailableError
-from chalicelib.services.national import Delivery, NationalDelivery, RetryLater, parse_message
+from chalicelib.services.national import Delivery, NationalDelivery, RetryLater
 from tests.factories import FIXED_NOW, VALID_NIR, valid_body
 
 RID = "r" * 24
@@ -184,13 +184,6 @@ def test_outcome_reasons_keep_codes_and_drop_free_text():
     }
     assert outcome_reason(422, body) == "http-422:invalid,MSG_BAD_FORMAT"
     assert outcome_reason(None, None) == "no-answer"
-
-
-def test_queue_messages_must_carry_a_plausible_result_id():
-    assert parse_message('{"result_id": "%s"}' % RID) == RID
-    for body in ("", "{}", '{"result_id": 3}', '{"result_id": "short"}', "not json"):
-        with pytest.raises(Exception, match="not a delivery message"):
-            parse_message(body)
 
 
 def test_record_round_trip_keeps_the_submission():
