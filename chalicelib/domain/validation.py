@@ -59,6 +59,7 @@ import phonenumbers
 from stdnum import luhn
 from stdnum.fr import nir as stdnum_nir
 
+from chalicelib.domain.channels import CHANNELS, parse_channel, required_addresses
 from chalicelib.domain.model import Address, Channel, Patient, Sex, Submission, TestInfo, TestKind, TestResult
 from chalicelib.errors import FieldError, ValidationError
 
@@ -84,7 +85,6 @@ _TEST_RESULTS: Final[Mapping[str, TestResult]] = {
     "negative": "negative",
     "invalid": "invalid",
 }
-_CHANNELS: Final[Mapping[str, Channel]] = {"sms": "sms", "email": "email"}
 
 # --- patterns (all ASCII: \d would also match Arabic-Indic and other Unicode digits) --------------------
 
@@ -335,9 +335,9 @@ def _parse_notify(value: object, errors: _Errors) -> tuple[Channel, ...]:
     channels: list[Channel] = []
     for index, item in enumerate(value):
         path = f"notify[{index}]"
-        channel = _CHANNELS.get(item) if isinstance(item, str) else None
+        channel = parse_channel(item)
         if channel is None:
-            errors.add(path, "must be one of: " + ", ".join(_CHANNELS))
+            errors.add(path, "must be one of: " + ", ".join(CHANNELS))
         elif channel in channels:
             errors.add(path, "is a duplicate")
         else:
@@ -361,8 +361,9 @@ def _parse_patient(value: object, *, now: datetime, notify: tuple[Channel, ...],
     birth_date = _parse_birth_date(patient.get("birth_date"), now, errors)
     sex = _parse_choice(patient.get("sex"), "patient.sex", _SEXES, errors)
     nir = _parse_nir(patient.get("nir"), birth_date, errors)
-    phone = _parse_phone(patient.get("phone"), mobile_required="sms" in notify, errors=errors)
-    email = _parse_email(patient.get("email"), required="email" in notify, errors=errors)
+    required_by = required_addresses(notify)
+    phone = _parse_phone(patient.get("phone"), required_by=required_by.get("phone"), errors=errors)
+    email = _parse_email(patient.get("email"), required_by=required_by.get("email"), errors=errors)
     address = _parse_address(patient.get("address"), errors)
     if family_name is None or given_name is None or birth_date is None or sex is None:
         return None
@@ -450,12 +451,13 @@ def _parse_nir(value: object, birth_date: date | None, errors: _Errors) -> str |
     return nir
 
 
-def _parse_phone(value: object, *, mobile_required: bool, errors: _Errors) -> str | None:
+def _parse_phone(value: object, *, required_by: Channel | None, errors: _Errors) -> str | None:
+    """A phone number, in E.164; a mobile one when a channel (``required_by``, i.e. SMS) sends to it."""
     path = "patient.phone"
     text = _optional_string(value, path, errors)
     if text is None:
-        if mobile_required and not errors.has(path):
-            errors.add(path, "is required when notify contains sms")
+        if required_by is not None and not errors.has(path):
+            errors.add(path, f"is required when notify contains {required_by}")
         return None
     compact = _PHONE_SEPARATORS.sub("", text) if len(text) <= _PHONE_RAW_MAX else ""
     if not _E164.fullmatch(compact):
@@ -469,18 +471,18 @@ def _parse_phone(value: object, *, mobile_required: bool, errors: _Errors) -> st
         errors.add(path, "must be a valid phone number")
         return None
     mobile_types = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
-    if mobile_required and phonenumbers.number_type(number) not in mobile_types:
-        errors.add(path, "must be a mobile number when notify contains sms")
+    if required_by is not None and phonenumbers.number_type(number) not in mobile_types:
+        errors.add(path, f"must be a mobile number when notify contains {required_by}")
         return None
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
-def _parse_email(value: object, *, required: bool, errors: _Errors) -> str | None:
+def _parse_email(value: object, *, required_by: Channel | None, errors: _Errors) -> str | None:
     path = "patient.email"
     text = _optional_string(value, path, errors)
     if text is None:
-        if required and not errors.has(path):
-            errors.add(path, "is required when notify contains email")
+        if required_by is not None and not errors.has(path):
+            errors.add(path, f"is required when notify contains {required_by}")
         return None
     if len(text) > _EMAIL_MAX:
         errors.add(path, f"must be at most {_EMAIL_MAX} characters")
