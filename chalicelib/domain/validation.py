@@ -52,8 +52,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import fields
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar, get_args
 
 import phonenumbers
 from stdnum import luhn
@@ -67,24 +68,27 @@ __all__ = ["is_valid_nir", "is_valid_rpps", "normalise_nir", "parse_submission"]
 
 T = TypeVar("T")
 
-# --- field sets (unknown fields are rejected) -------------------------------------------------------
+# --- field sets (unknown fields are rejected) and enumerations: read from the domain types ---------------
 
-_TOP_LEVEL_FIELDS: Final = frozenset({"pharmacy_reference", "performer_rpps", "patient", "test", "notify"})
-_PATIENT_FIELDS: Final = frozenset(
-    {"family_name", "given_name", "birth_date", "sex", "nir", "phone", "email", "address"}
-)
-_ADDRESS_FIELDS: Final = frozenset({"line", "postal_code", "city", "country"})
-_TEST_FIELDS: Final = frozenset({"kind", "device_id", "sampled_at", "result"})
 
-# --- enumerations ------------------------------------------------------------------------------------
+def _wire_fields(cls: type[Any]) -> frozenset[str]:
+    """The JSON names of a body object: the fields of its dataclass (each JSON name is its field name)."""
+    return frozenset(f.name for f in fields(cls))
 
-_SEXES: Final[Mapping[str, Sex]] = {"female": "female", "male": "male", "other": "other", "unknown": "unknown"}
-_TEST_KINDS: Final[Mapping[str, TestKind]] = {"antigen": "antigen", "rt-pcr": "rt-pcr"}
-_TEST_RESULTS: Final[Mapping[str, TestResult]] = {
-    "positive": "positive",
-    "negative": "negative",
-    "invalid": "invalid",
-}
+
+def _choices(literal: object) -> Mapping[str, Any]:
+    """A ``Literal`` type's values, in their declared order (error messages list them so)."""
+    return {value: value for value in get_args(literal)}
+
+
+_TOP_LEVEL_FIELDS: Final = _wire_fields(Submission)
+_PATIENT_FIELDS: Final = _wire_fields(Patient)
+_ADDRESS_FIELDS: Final = _wire_fields(Address)
+_TEST_FIELDS: Final = _wire_fields(TestInfo)
+
+_SEXES: Final[Mapping[str, Sex]] = _choices(Sex)
+_TEST_KINDS: Final[Mapping[str, TestKind]] = _choices(TestKind)
+_TEST_RESULTS: Final[Mapping[str, TestResult]] = _choices(TestResult)
 
 # --- patterns (all ASCII: \d would also match Arabic-Indic and other Unicode digits) --------------------
 
