@@ -26,7 +26,8 @@ from typing import Any, Final
 
 from chalicelib.domain import fhir_codes as codes
 from chalicelib.domain.channels import required_addresses
-from chalicelib.domain.model import Address, Patient, PharmacyInfo, Submission, TestInfo
+from chalicelib.domain.model import Address, Patient, Submission, TestInfo
+from chalicelib.domain.records import Pharmacy
 
 # Namespace of the entry UUIDs; never change it, or bundles for already-delivered results would change.
 _ENTRY_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://relais.sante.fr/fhir/bundle-entry")
@@ -43,7 +44,7 @@ def build_bundle(
     *,
     result_id: str,
     submission: Submission,
-    pharmacy: PharmacyInfo,
+    pharmacy: Pharmacy,
     device_name: str | None = None,
     timestamp: datetime,
 ) -> dict[str, Any]:
@@ -160,7 +161,7 @@ def _practitioner(rpps: str) -> dict[str, Any]:
     return {"resourceType": "Practitioner", "identifier": [{"system": codes.RPPS_SYSTEM, "value": rpps}]}
 
 
-def _organization(pharmacy: PharmacyInfo) -> dict[str, Any]:
+def _organization(pharmacy: Pharmacy) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Organization",
         "identifier": [{"system": codes.FINESS_SYSTEM, "value": pharmacy.finess}],

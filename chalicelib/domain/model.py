@@ -77,12 +77,3 @@ class Submission:
         t = dict(data["test"])
         test = TestInfo(**{**t, "sampled_at": datetime.fromisoformat(t["sampled_at"])})
         return cls(**{**data, "patient": patient, "test": test, "notify": tuple(data.get("notify", ()))})
-
-
-@dataclass(frozen=True)
-class PharmacyInfo:
-    """What the rest of the system knows of a pharmacy (no personal data)."""
-
-    pharmacy_id: str
-    finess: str
-    name: str
