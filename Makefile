@@ -21,11 +21,13 @@ install: $(STAMP)
 run: $(STAMP)
 	@$(PY) -m infra.local.stack
 
-## lint: ruff (lint + format check) and mypy
+## lint: ruff (lint + format check), mypy, and the dead-code check (vulture; vulture_whitelist.py lists what it cannot see)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy chalicelib relais_cli infra app.py
+	$(VENV)/bin/vulture chalicelib relais_cli infra app.py vulture_whitelist.py --min-confidence 60 \
+	  --ignore-decorators "@*.route,@*.on_sqs_message,@*.on_dynamodb_record,@*.schedule"
 
 ## test: lint, then every tier of tests (unit, integration with moto, e2e over the local stack, browser)
 test: lint iac-check
