@@ -21,13 +21,15 @@ SENDER_ID = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9]{1,11}$")
 PERMANENT_CODES = frozenset(
     {"InvalidParameter", "InvalidParameterValue", "MessageRejected", "OptedOut", "MailFromDomainNotVerifiedException"}
 )
+#: The AWS service that carries each channel (``domain/channels.py``; a test checks both name the same channels).
+PROVIDERS = {"sms": "sns", "email": "ses"}
 
 
 class DeliveryError(DependencyUnavailableError):
     """A message could not be handed to SNS or SES. ``permanent`` when retrying cannot help."""
 
     def __init__(self, channel: str, code: str, *, permanent: bool = False) -> None:
-        super().__init__("sns" if channel == "sms" else "ses")
+        super().__init__(PROVIDERS[channel])
         self.channel = channel
         self.code = code
         self.permanent = permanent

@@ -25,7 +25,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from chalicelib.domain import fhir_codes as codes
-from chalicelib.domain.model import Address, Patient, PharmacyInfo, Submission, TestInfo
+from chalicelib.domain.channels import required_addresses
+from chalicelib.domain.model import Address, Patient, Submission, TestInfo
+from chalicelib.domain.records import Pharmacy
 
 # Namespace of the entry UUIDs; never change it, or bundles for already-delivered results would change.
 _ENTRY_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://relais.sante.fr/fhir/bundle-entry")
@@ -33,7 +35,8 @@ _ENTRY_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://relais.sante.f
 _VALUES: Final = {"positive": codes.SNOMED_DETECTED, "negative": codes.SNOMED_NOT_DETECTED}
 _TEST_CODES: Final = {"antigen": codes.LOINC_ANTIGEN, "rt-pcr": codes.LOINC_RT_PCR}
 _METHODS: Final = {"antigen": codes.METHOD_RAPID_IMMUNOASSAY, "rt-pcr": codes.METHOD_NAAT}
-# Metropolitan French mobile numbers; the rest is only known to be mobile when it was validated for SMS.
+# Metropolitan French mobile numbers; the rest is only known to be mobile when a channel sends to it (validated
+# as a mobile then, see validation.py).
 _FR_MOBILE_PREFIXES: Final = ("+336", "+337")
 
 
@@ -41,7 +44,7 @@ def build_bundle(
     *,
     result_id: str,
     submission: Submission,
-    pharmacy: PharmacyInfo,
+    pharmacy: Pharmacy,
     device_name: str | None = None,
     timestamp: datetime,
 ) -> dict[str, Any]:
@@ -70,7 +73,7 @@ def build_bundle(
     )
     resources: list[tuple[str, dict[str, Any]]] = [
         (full_url("Observation"), observation),
-        (patient_url, _patient(submission.patient, sms_validated="sms" in submission.notify)),
+        (patient_url, _patient(submission.patient, mobile_validated="phone" in required_addresses(submission.notify))),
         (practitioner_url, _practitioner(submission.performer_rpps)),
         (organization_url, _organization(pharmacy)),
     ]
@@ -113,7 +116,7 @@ def _observation(
     return observation
 
 
-def _patient(patient: Patient, *, sms_validated: bool) -> dict[str, Any]:
+def _patient(patient: Patient, *, mobile_validated: bool) -> dict[str, Any]:
     resource: dict[str, Any] = {"resourceType": "Patient"}
     if nir := _text(patient.nir):
         resource["identifier"] = [{"use": "official", "system": codes.NIR_SYSTEM, "value": nir}]
@@ -127,7 +130,7 @@ def _patient(patient: Patient, *, sms_validated: bool) -> dict[str, Any]:
     telecom: list[dict[str, str]] = []
     if phone := _text(patient.phone):
         contact = {"system": "phone", "value": phone}
-        if sms_validated or phone.startswith(_FR_MOBILE_PREFIXES):
+        if mobile_validated or phone.startswith(_FR_MOBILE_PREFIXES):
             contact["use"] = "mobile"
         telecom.append(contact)
     if email := _text(patient.email):
@@ -158,7 +161,7 @@ def _practitioner(rpps: str) -> dict[str, Any]:
     return {"resourceType": "Practitioner", "identifier": [{"system": codes.RPPS_SYSTEM, "value": rpps}]}
 
 
-def _organization(pharmacy: PharmacyInfo) -> dict[str, Any]:
+def _organization(pharmacy: Pharmacy) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Organization",
         "identifier": [{"system": codes.FINESS_SYSTEM, "value": pharmacy.finess}],

@@ -114,12 +114,6 @@ def rate_window(now: datetime, window_seconds: int) -> tuple[int, int]:
     return index, max(1, (index + 1) * window_seconds - epoch)
 
 
-def seconds_to_midnight_utc(now: datetime) -> int:
-    """Seconds until the next UTC day (when per-day counters start again)."""
-    epoch = int(now.timestamp())
-    return max(1, 86_400 - epoch % 86_400)
-
-
 def client_key(client_ip: str, stage: str) -> str:
     """The per-client counter key: SHA-256 of the address (an address is personal data: never stored as such).
 

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, tzinfo
 from typing import Literal
 
 Language = Literal["fr", "en"]
-LANGUAGES: tuple[Language, ...] = ("fr", "en")
 DEFAULT_LANGUAGE: Language = "fr"
 MAX_PHARMACY_NAME = 60
 

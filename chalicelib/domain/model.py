@@ -64,7 +64,10 @@ class Submission:
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Submission:
-        """Inverse of :meth:`to_record` (input is trusted: it was validated before encryption)."""
+        """Inverse of :meth:`to_record` (input is trusted: it was validated before encryption).
+
+        Fields are passed on by name: a new field with a default also reads the records written before it.
+        """
         p = dict(data["patient"])
         addr = p.pop("address", None)
         patient = Patient(
@@ -73,19 +76,4 @@ class Submission:
         )
         t = dict(data["test"])
         test = TestInfo(**{**t, "sampled_at": datetime.fromisoformat(t["sampled_at"])})
-        return cls(
-            pharmacy_reference=data["pharmacy_reference"],
-            performer_rpps=data["performer_rpps"],
-            patient=patient,
-            test=test,
-            notify=tuple(data.get("notify", ())),
-        )
-
-
-@dataclass(frozen=True)
-class PharmacyInfo:
-    """What the rest of the system knows of a pharmacy (no personal data)."""
-
-    pharmacy_id: str
-    finess: str
-    name: str
+        return cls(**{**data, "patient": patient, "test": test, "notify": tuple(data.get("notify", ()))})

@@ -6,9 +6,6 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-NATIONAL_STATUSES = ("pending", "reported", "failed")
-PATIENT_STATUSES = ("not_requested", "pending", "sent", "failed")
-
 
 def new_id(nbytes: int = 18) -> str:
     """An opaque, unguessable id: ``nbytes`` random bytes (≥ 16, i.e. ≥ 128 bits), base64url."""

@@ -52,13 +52,15 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import fields
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar, get_args
 
 import phonenumbers
 from stdnum import luhn
 from stdnum.fr import nir as stdnum_nir
 
+from chalicelib.domain.channels import CHANNELS, parse_channel, required_addresses
 from chalicelib.domain.model import Address, Channel, Patient, Sex, Submission, TestInfo, TestKind, TestResult
 from chalicelib.errors import FieldError, ValidationError
 
@@ -66,25 +68,27 @@ __all__ = ["is_valid_nir", "is_valid_rpps", "normalise_nir", "parse_submission"]
 
 T = TypeVar("T")
 
-# --- field sets (unknown fields are rejected) -------------------------------------------------------
+# --- field sets (unknown fields are rejected) and enumerations: read from the domain types ---------------
 
-_TOP_LEVEL_FIELDS: Final = frozenset({"pharmacy_reference", "performer_rpps", "patient", "test", "notify"})
-_PATIENT_FIELDS: Final = frozenset(
-    {"family_name", "given_name", "birth_date", "sex", "nir", "phone", "email", "address"}
-)
-_ADDRESS_FIELDS: Final = frozenset({"line", "postal_code", "city", "country"})
-_TEST_FIELDS: Final = frozenset({"kind", "device_id", "sampled_at", "result"})
 
-# --- enumerations ------------------------------------------------------------------------------------
+def _wire_fields(cls: type[Any]) -> frozenset[str]:
+    """The JSON names of a body object: the fields of its dataclass (each JSON name is its field name)."""
+    return frozenset(f.name for f in fields(cls))
 
-_SEXES: Final[Mapping[str, Sex]] = {"female": "female", "male": "male", "other": "other", "unknown": "unknown"}
-_TEST_KINDS: Final[Mapping[str, TestKind]] = {"antigen": "antigen", "rt-pcr": "rt-pcr"}
-_TEST_RESULTS: Final[Mapping[str, TestResult]] = {
-    "positive": "positive",
-    "negative": "negative",
-    "invalid": "invalid",
-}
-_CHANNELS: Final[Mapping[str, Channel]] = {"sms": "sms", "email": "email"}
+
+def _choices(literal: object) -> Mapping[str, Any]:
+    """A ``Literal`` type's values, in their declared order (error messages list them so)."""
+    return {value: value for value in get_args(literal)}
+
+
+_TOP_LEVEL_FIELDS: Final = _wire_fields(Submission)
+_PATIENT_FIELDS: Final = _wire_fields(Patient)
+_ADDRESS_FIELDS: Final = _wire_fields(Address)
+_TEST_FIELDS: Final = _wire_fields(TestInfo)
+
+_SEXES: Final[Mapping[str, Sex]] = _choices(Sex)
+_TEST_KINDS: Final[Mapping[str, TestKind]] = _choices(TestKind)
+_TEST_RESULTS: Final[Mapping[str, TestResult]] = _choices(TestResult)
 
 # --- patterns (all ASCII: \d would also match Arabic-Indic and other Unicode digits) --------------------
 
@@ -335,9 +339,9 @@ def _parse_notify(value: object, errors: _Errors) -> tuple[Channel, ...]:
     channels: list[Channel] = []
     for index, item in enumerate(value):
         path = f"notify[{index}]"
-        channel = _CHANNELS.get(item) if isinstance(item, str) else None
+        channel = parse_channel(item)
         if channel is None:
-            errors.add(path, "must be one of: " + ", ".join(_CHANNELS))
+            errors.add(path, "must be one of: " + ", ".join(CHANNELS))
         elif channel in channels:
             errors.add(path, "is a duplicate")
         else:
@@ -361,8 +365,9 @@ def _parse_patient(value: object, *, now: datetime, notify: tuple[Channel, ...],
     birth_date = _parse_birth_date(patient.get("birth_date"), now, errors)
     sex = _parse_choice(patient.get("sex"), "patient.sex", _SEXES, errors)
     nir = _parse_nir(patient.get("nir"), birth_date, errors)
-    phone = _parse_phone(patient.get("phone"), mobile_required="sms" in notify, errors=errors)
-    email = _parse_email(patient.get("email"), required="email" in notify, errors=errors)
+    required_by = required_addresses(notify)
+    phone = _parse_phone(patient.get("phone"), required_by=required_by.get("phone"), errors=errors)
+    email = _parse_email(patient.get("email"), required_by=required_by.get("email"), errors=errors)
     address = _parse_address(patient.get("address"), errors)
     if family_name is None or given_name is None or birth_date is None or sex is None:
         return None
@@ -450,12 +455,13 @@ def _parse_nir(value: object, birth_date: date | None, errors: _Errors) -> str |
     return nir
 
 
-def _parse_phone(value: object, *, mobile_required: bool, errors: _Errors) -> str | None:
+def _parse_phone(value: object, *, required_by: Channel | None, errors: _Errors) -> str | None:
+    """A phone number, in E.164; a mobile one when a channel (``required_by``, i.e. SMS) sends to it."""
     path = "patient.phone"
     text = _optional_string(value, path, errors)
     if text is None:
-        if mobile_required and not errors.has(path):
-            errors.add(path, "is required when notify contains sms")
+        if required_by is not None and not errors.has(path):
+            errors.add(path, f"is required when notify contains {required_by}")
         return None
     compact = _PHONE_SEPARATORS.sub("", text) if len(text) <= _PHONE_RAW_MAX else ""
     if not _E164.fullmatch(compact):
@@ -469,18 +475,18 @@ def _parse_phone(value: object, *, mobile_required: bool, errors: _Errors) -> st
         errors.add(path, "must be a valid phone number")
         return None
     mobile_types = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
-    if mobile_required and phonenumbers.number_type(number) not in mobile_types:
-        errors.add(path, "must be a mobile number when notify contains sms")
+    if required_by is not None and phonenumbers.number_type(number) not in mobile_types:
+        errors.add(path, f"must be a mobile number when notify contains {required_by}")
         return None
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
-def _parse_email(value: object, *, required: bool, errors: _Errors) -> str | None:
+def _parse_email(value: object, *, required_by: Channel | None, errors: _Errors) -> str | None:
     path = "patient.email"
     text = _optional_string(value, path, errors)
     if text is None:
-        if required and not errors.has(path):
-            errors.add(path, "is required when notify contains email")
+        if required_by is not None and not errors.has(path):
+            errors.add(path, f"is required when notify contains {required_by}")
         return None
     if len(text) > _EMAIL_MAX:
         errors.add(path, f"must be at most {_EMAIL_MAX} characters")

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from chalicelib.domain.delivery import Answer, Verdict, backoff_seconds, classify, outcome_reason
 from chalicelib.domain.devices import device_name
 from chalicelib.domain.fhir import build_bundle
-from chalicelib.domain.model import PharmacyInfo, Submission
+from chalicelib.domain.model import Submission
 from chalicelib.domain.records import AuditEvent, ResultRecord
 from chalicelib.errors import NotFoundError
 
@@ -85,7 +85,7 @@ class NationalDelivery:
         bundle = build_bundle(
             result_id=record.id,
             submission=submission,
-            pharmacy=PharmacyInfo(pharmacy.pharmacy_id, pharmacy.finess, pharmacy.name),
+            pharmacy=pharmacy,
             device_name=device_name(submission.test.device_id) if submission.test.device_id else None,
             timestamp=record.received_at,
         )

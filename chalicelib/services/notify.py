@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from chalicelib.domain.channels import channel_spec
 from chalicelib.domain.links import Link, SupersededError, link_expiry, new_token, token_hash
-from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, email_content, link_url, sms_text
+from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, link_url
 from chalicelib.domain.model import Submission
 from chalicelib.domain.records import AuditEvent, Pharmacy, ResultRecord, new_id
 from chalicelib.errors import (
@@ -157,7 +158,8 @@ class NotifyService:
         return "sent"
 
     def _send(self, record: ResultRecord, generation: int, claim: ClaimView) -> datetime:
-        remaining = [c for c in record.channels if c not in claim.sent]
+        # Every channel is looked up before anything is issued or sent: an unknown one fails the attempt.
+        remaining = [channel_spec(c) for c in record.channels if c not in claim.sent]
         if not remaining:
             assert claim.link_expires_at is not None
             return claim.link_expires_at
@@ -176,27 +178,24 @@ class NotifyService:
         )
         self.links.put_link(link)
         url = link_url(self.public_base_url, token)
-        texts = {
-            "pharmacy_name": pharmacy.name,
-            "url": url,
-            "expires_at": link.expires_at,
-            "ttl_hours": self.link_ttl_hours,
-            "lang": self.language,
-        }
         for channel in remaining:
-            if channel == "sms":
-                if not submission.patient.phone:
-                    raise NotifyFailedError("no_phone")
+            address = channel.address(submission.patient)
+            if address is None:
+                raise NotifyFailedError(f"no_{channel.address_field}")
+            message = channel.template(
+                pharmacy_name=pharmacy.name,
+                url=url,
+                expires_at=link.expires_at,
+                ttl_hours=self.link_ttl_hours,
+                lang=self.language,
+            )
+            if channel.rate_limited:
                 self.limiter.acquire()
-                self.sender.send_sms(submission.patient.phone, sms_text(**texts))  # type: ignore[arg-type]
-            else:
-                if not submission.patient.email:
-                    raise NotifyFailedError("no_email")
-                self.sender.send_email(submission.patient.email, email_content(**texts))  # type: ignore[arg-type]
+            getattr(self.sender, channel.transport)(address, message)
             self.links.record_send(
                 record.id,
                 generation,
-                channel,
+                channel.name,
                 link.expires_at,
                 AuditEvent(
                     actor=ACTOR,
@@ -205,7 +204,7 @@ class NotifyService:
                     at=self.clock(),
                     record=record.id,
                     pharmacy_id=record.pharmacy_id,
-                    reason=f"{channel}:link:{link.link_id}",
+                    reason=f"{channel.name}:link:{link.link_id}",
                 ),
             )
         return link.expires_at

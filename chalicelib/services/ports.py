@@ -6,7 +6,6 @@ Adapters in ``chalicelib/adapters`` implement them over AWS; tests implement the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Protocol
 
 from chalicelib.domain.records import AuditEvent, AuthGrant, Pharmacy, ResultRecord
@@ -34,7 +33,3 @@ class ResultStore(Protocol):
 
 class PharmacyDirectory(Protocol):
     def get_pharmacy(self, pharmacy_id: str) -> Pharmacy: ...
-
-
-class Clock(Protocol):
-    def __call__(self) -> datetime: ...

@@ -77,14 +77,14 @@ def national_received(stack: LocalStack) -> list[dict[str, Any]]:
 def a_bundle(result_id: str | None = None) -> dict[str, Any]:
     """A valid FHIR Bundle for a new result, as Relais builds it."""
     from chalicelib.domain.fhir import build_bundle
-    from chalicelib.domain.model import PharmacyInfo
+    from chalicelib.domain.records import Pharmacy
     from chalicelib.domain.validation import parse_submission
 
     now = datetime.now(UTC)
     return build_bundle(
         result_id=result_id or new_id(),
         submission=parse_submission(valid_body(now), now=now),
-        pharmacy=PharmacyInfo("ph-e2e", "750000001", "Pharmacie e2e"),
+        pharmacy=Pharmacy("ph-e2e", "750000001", "Pharmacie e2e", "active"),
         timestamp=now,
     )
 

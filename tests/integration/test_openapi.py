@@ -212,6 +212,59 @@ def test_the_request_example_fits_the_request_schema_and_an_unknown_field_does_n
     assert _errors(set_field(copy.deepcopy(example), "patient.blood_group", "O+"), REQUEST_SCHEMA)
 
 
+#: Each body object of the request schema, the dataclass it becomes, and the server's set of allowed fields.
+BODY_OBJECTS = {
+    "Submission": ("Submission", "_TOP_LEVEL_FIELDS"),
+    "Patient": ("Patient", "_PATIENT_FIELDS"),
+    "Address": ("Address", "_ADDRESS_FIELDS"),
+    "Test": ("TestInfo", "_TEST_FIELDS"),
+}
+
+
+@pytest.mark.parametrize("schema_name", BODY_OBJECTS)
+def test_the_request_schema_documents_exactly_the_fields_the_server_takes(schema_name):
+    from dataclasses import MISSING, fields
+
+    from chalicelib.domain import model, validation
+
+    class_name, allowed_name = BODY_OBJECTS[schema_name]
+    schema = _document()["components"]["schemas"][schema_name]
+    domain_fields = fields(getattr(model, class_name))
+
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == {f.name for f in domain_fields} == getattr(validation, allowed_name)
+    if schema_name != "Address":  # every address field is optional on the wire (country defaults to FR)
+        assert set(schema.get("required", [])) == {f.name for f in domain_fields if f.default is MISSING}
+
+
+def test_the_documented_enumerations_are_the_domain_types():
+    from typing import get_args
+
+    from chalicelib.domain import model
+
+    schemas = _document()["components"]["schemas"]
+
+    assert schemas["Patient"]["properties"]["sex"]["enum"] == list(get_args(model.Sex))
+    assert schemas["Test"]["properties"]["kind"]["enum"] == list(get_args(model.TestKind))
+    assert schemas["Test"]["properties"]["result"]["enum"] == list(get_args(model.TestResult))
+
+
+def test_the_documented_channels_are_those_of_the_channel_table():
+    from chalicelib.domain.channels import CHANNELS
+
+    schemas = _document()["components"]["schemas"]
+    notify = schemas["Submission"]["properties"]["notify"]
+
+    assert notify["items"]["enum"] == list(CHANNELS)
+    assert notify["maxItems"] == len(CHANNELS)
+    assert schemas["PatientDelivery"]["properties"]["channels"]["items"]["enum"] == list(CHANNELS)
+    documented_requirements = {
+        rule["if"]["properties"]["notify"]["contains"]["const"]: rule["then"]["properties"]["patient"]["required"]
+        for rule in schemas["Submission"]["allOf"]
+    }
+    assert documented_requirements == {name: [spec.address_field] for name, spec in CHANNELS.items()}
+
+
 SCHEMA_AND_SERVER_REFUSE: dict[str, tuple[str, Any]] = {
     "reference with a space": ("pharmacy_reference", "A 1"),
     "reference too long": ("pharmacy_reference", "A" * 65),

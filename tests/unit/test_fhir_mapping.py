@@ -13,12 +13,13 @@ import pytest
 
 from chalicelib.domain import fhir_codes, model  # model.TestInfo: a bare TestInfo name would be collected by pytest
 from chalicelib.domain.fhir import build_bundle
-from chalicelib.domain.model import Address, Patient, PharmacyInfo, Submission
+from chalicelib.domain.model import Address, Patient, Submission
+from chalicelib.domain.records import Pharmacy
 from infra.local.fhir_check import operation_outcome, validate_bundle
 
 PARIS = timezone(timedelta(hours=1))
 RESULT_ID = "q8Zk3v0m-PZ_aB1cD2eF3g"
-PHARMACY = PharmacyInfo(pharmacy_id="ph_1", finess="750012345", name="Pharmacie du Canal")
+PHARMACY = Pharmacy(pharmacy_id="ph_1", finess="750012345", name="Pharmacie du Canal", status="active")
 TIMESTAMP = datetime(2026, 11, 30, 8, 20, tzinfo=UTC)
 DEVICE_NAME = "Abbott Rapid Diagnostics, Panbio COVID-19 Ag Rapid Test"
 
