@@ -75,6 +75,8 @@ _.override  # chalicelib/bootstrap.py: tests swap dependencies
 _.patch_moto  # infra/local/moto_patches.py: tests/conftest.py
 _.serve  # infra/local/national.py: the stand-in national system, started by tests
 _.run_schedules_once  # infra/local/poller.py
+_.specs  # infra/local/poller.py: Wiring.specs, the wiring test compares it with app.event_sources
+_.schedule_periods  # infra/local/poller.py: the wiring test compares it with the template
 _.deleted  # infra/local/poller.py: QueueBatch counters, read by tests
 _.raised
 _.load_template  # infra/provision.py: tests/integration/test_template_matches_code.py
@@ -82,4 +84,3 @@ _.load_template  # infra/provision.py: tests/integration/test_template_matches_c
 # --- dead, in files another branch is changing: remove these lines with the code --------------------------------
 
 _.revoke_link  # chalicelib/adapters/links.py: LinkStore.revoke_link, removed where adapters/links.py is reworked
-_.FHIR_PACKAGE  # infra/local/fhir_check.py: an unused constant

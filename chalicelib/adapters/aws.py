@@ -50,4 +50,7 @@ def call_budget(function_timeout_seconds: int) -> CallBudget:
     per_attempt = (budget - backoff) / attempts
     connect = min(1.0, per_attempt / 4)
     read = min(5.0, per_attempt - connect)
-    return CallBudget(connect_timeout=round(connect, 2), read_timeout=round(read, 2), max_attempts=attempts)
+    chosen = CallBudget(connect_timeout=round(connect, 2), read_timeout=round(read, 2), max_attempts=attempts)
+    if chosen.worst_case_seconds() > budget:  # pragma: no cover - the arithmetic above guarantees it
+        raise AssertionError("AWS call budget over half the function's timeout")
+    return chosen

@@ -24,8 +24,6 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from pydantic import ValidationError
 
-FHIR_PACKAGE: Final = "fhir.resources.R4B"
-
 # Required bindings, per model class and element (FHIR R4 4.0.1 value sets).
 _REQUIRED_BINDINGS: Final[dict[tuple[str, str], tuple[str, frozenset[str]]]] = {
     ("Bundle", "type"): (
