@@ -11,15 +11,15 @@ from __future__ import annotations
 import hashlib
 import heapq
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import GetError, PutError, PynamoDBConnectionError, TransactWriteError, UpdateError
+from pynamodb.exceptions import PynamoDBConnectionError, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
+from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
 from chalicelib.adapters.tables import (
     AuditItem,
     FinessItem,
@@ -28,10 +28,13 @@ from chalicelib.adapters.tables import (
     ResultItem,
     StateItem,
     day_key,
+    epoch_seconds,
     pending_key,
     shard_keys,
     sharded_key,
+    sortable_time,
 )
+from chalicelib.domain.links import seconds_to_midnight_utc
 from chalicelib.domain.records import AuditEvent, AuthGrant, Pharmacy, PharmacyKey, ResultRecord
 from chalicelib.errors import (
     AuthenticationError,
@@ -61,21 +64,8 @@ def usage_key(pharmacy_id: str, month: str) -> str:
     return _state_key("usage", pharmacy_id, month)
 
 
-def _epoch(moment: datetime) -> int:
-    return int(moment.timestamp())
-
-
 def _cancel_codes(exc: TransactWriteError) -> list[str | None]:
     return [reason.code if reason else None for reason in (exc.cancellation_reasons or [])]
-
-
-@contextmanager
-def _dynamodb_errors() -> Iterator[None]:
-    """Translate transport and service failures of DynamoDB into a 503-worthy error."""
-    try:
-        yield
-    except (PynamoDBConnectionError, GetError, PutError, UpdateError) as exc:
-        raise DependencyUnavailableError("dynamodb") from exc
 
 
 def _audit_subject(event: AuditEvent) -> str:
@@ -90,7 +80,7 @@ def _audit_subject(event: AuditEvent) -> str:
 
 def audit_item(event: AuditEvent, retention_days: int) -> AuditItem:
     at = event.at.astimezone(UTC)
-    iso = at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    iso = sortable_time(at)
     return AuditItem(
         subject=_audit_subject(event),
         sk=f"{iso}#{event.event_id}",
@@ -104,7 +94,7 @@ def audit_item(event: AuditEvent, retention_days: int) -> AuditItem:
         pharmacy_id=event.pharmacy_id,
         reason=event.reason,
         request_id=event.request_id,
-        expires_at=_epoch(at + timedelta(days=retention_days)),
+        expires_at=epoch_seconds(at + timedelta(days=retention_days)),
     )
 
 
@@ -214,7 +204,7 @@ class DynamoStore:
             pharmacy_id=record.pharmacy_id,
             pharmacy_reference=record.pharmacy_reference,
             key_id=record.key_id,
-            received_at=received.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            received_at=sortable_time(received),
             expires_at=record.expires_at,
             payload=record.ciphertext,
             channels=list(record.channels),
@@ -238,14 +228,17 @@ class DynamoStore:
                 quota,
                 actions=[
                     StateItem.n.add(1),
-                    StateItem.expires_at.set(_epoch(received + timedelta(days=2))),
+                    StateItem.expires_at.set(epoch_seconds(received + timedelta(days=2))),
                 ],
                 condition=StateItem.n.does_not_exist() | (StateItem.n < quota_limit),
             )
             tx.save(item, condition=ResultItem.id.does_not_exist())  # item 5
             tx.update(  # item 7: billing — counted once per accepted result, never for a duplicate
                 usage,
-                actions=[StateItem.n.add(1), StateItem.expires_at.set(_epoch(received + timedelta(days=USAGE_DAYS)))],
+                actions=[
+                    StateItem.n.add(1),
+                    StateItem.expires_at.set(epoch_seconds(received + timedelta(days=USAGE_DAYS))),
+                ],
             )
 
         codes = self.run_transaction(build, grant)
@@ -254,12 +247,12 @@ class DynamoStore:
         if codes[REFERENCE_ITEM] == "ConditionalCheckFailed":
             raise DuplicateReferenceError("pharmacy_reference already used")
         if codes[QUOTA_ITEM] == "ConditionalCheckFailed":
-            raise RateLimitedError("daily submission quota reached", retry_after=_seconds_to_midnight(received))
+            raise RateLimitedError("daily submission quota reached", retry_after=seconds_to_midnight_utc(received))
         raise DependencyUnavailableError("dynamodb")
 
     # -- reads ----------------------------------------------------------------------------------
     def find_reference(self, pharmacy_id: str, reference: str) -> str | None:
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 item = StateItem.get(_state_key("ref", pharmacy_id, reference), consistent_read=True)
             except StateItem.DoesNotExist:
@@ -268,12 +261,12 @@ class DynamoStore:
 
     def get_result(self, result_id: str) -> ResultRecord | None:
         """A live result, or None: unknown, erased, or past its retention (checked here, not only by TTL)."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 item = ResultItem.get(result_id, consistent_read=True)
             except ResultItem.DoesNotExist:
                 return None
-        if item.erased_at is not None or item.payload is None or int(item.expires_at) <= _epoch(self._clock()):
+        if item.erased_at is not None or item.payload is None or int(item.expires_at) <= epoch_seconds(self._clock()):
             return None
         return _to_record(item)
 
@@ -309,32 +302,27 @@ class DynamoStore:
 
     def record_audit(self, event: AuditEvent) -> None:
         """Write one audit event on its own (failures that have no transaction to join)."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             audit_item(event, self._audit_retention_days).save()
 
     def audit_events(self, result_id: str) -> list[dict[str, Any]]:
         """Audit events of one result, oldest first: who did what to it, when (operator queries)."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             return [_audit_view(item) for item in AuditItem.query(f"result#{result_id}")]
 
     def audit_since(self, since: datetime, *, pharmacy_id: str | None = None) -> list[dict[str, Any]]:
         """Audit events at or after ``since`` (optionally of one pharmacy), oldest first, day by day."""
         since = since.astimezone(UTC)
-        start = since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        start = sortable_time(since)
         day, last = since.date(), self._clock().astimezone(UTC).date()
         events: list[dict[str, Any]] = []
-        with _dynamodb_errors():
+        with dynamodb_errors():
             while day <= last:
                 shards = [AuditItem.by_day.query(key, AuditItem.sk >= start) for key in shard_keys(day.isoformat())]
                 items = heapq.merge(*shards, key=lambda item: item.sk)  # each shard is in time order already
                 events.extend(_audit_view(i) for i in items if pharmacy_id is None or i.pharmacy_id == pharmacy_id)
                 day += timedelta(days=1)
         return events
-
-
-def _seconds_to_midnight(moment: datetime) -> int:
-    tomorrow = (moment.astimezone(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return max(1, int((tomorrow - moment).total_seconds()))
 
 
 class Registry:
@@ -386,40 +374,33 @@ class Registry:
     def add_key(self, key: PharmacyKey) -> None:
         """Add a key to an existing pharmacy (key rotation: add the new one, then revoke the old)."""
         self.get_pharmacy(key.pharmacy_id)
-        with _dynamodb_errors():
+        with dynamodb_errors():
             self._key_item(key).save(condition=KeyItem.pk.does_not_exist())
 
     def revoke_key(self, key_id: str) -> datetime:
         """Revoke a key at once; revoking twice keeps the first time. Unknown key: NotFoundError."""
         now = self._clock()
         item = KeyItem(pk=f"key#{key_id}")
-        try:
-            item.update(
-                actions=[KeyItem.revoked_at.set(now)],
-                condition=KeyItem.pk.exists() & KeyItem.revoked_at.does_not_exist(),
-            )
-        except UpdateError as exc:
-            if exc.cause_response_code != "ConditionalCheckFailedException":
-                raise DependencyUnavailableError("dynamodb") from exc
-            existing = self.get_key(key_id)
-            if existing is None:
-                raise NotFoundError("unknown key") from exc
-            assert existing.revoked_at is not None
-            return existing.revoked_at
-        return now
+        if update_if(
+            item,
+            [KeyItem.revoked_at.set(now)],
+            KeyItem.pk.exists() & KeyItem.revoked_at.does_not_exist(),
+        ):
+            return now
+        existing = self.get_key(key_id)
+        if existing is None:
+            raise NotFoundError("unknown key")
+        assert existing.revoked_at is not None
+        return existing.revoked_at
 
     def set_status(self, pharmacy_id: str, status: str) -> Pharmacy:
         item = PharmacyItem(pk=f"pharmacy#{pharmacy_id}")
-        try:
-            item.update(actions=[PharmacyItem.status.set(status)], condition=PharmacyItem.pk.exists())
-        except UpdateError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                raise NotFoundError("unknown pharmacy") from exc
-            raise DependencyUnavailableError("dynamodb") from exc
+        if not update_if(item, [PharmacyItem.status.set(status)], PharmacyItem.pk.exists()):
+            raise NotFoundError("unknown pharmacy")
         return self.get_pharmacy(pharmacy_id)
 
     def get_pharmacy(self, pharmacy_id: str) -> Pharmacy:
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 item = PharmacyItem.get(f"pharmacy#{pharmacy_id}", consistent_read=True)
             except PharmacyItem.DoesNotExist as exc:
@@ -427,7 +408,7 @@ class Registry:
         return _to_pharmacy(item)
 
     def get_key(self, key_id: str) -> PharmacyKey | None:
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 item = KeyItem.get(f"key#{key_id}", consistent_read=True)
             except KeyItem.DoesNotExist:
@@ -445,7 +426,7 @@ class Registry:
         pharmacies = self.list_pharmacies()
         counts: dict[str, int] = {}
         keys = [usage_key(p.pharmacy_id, month) for p in pharmacies]
-        with _dynamodb_errors():
+        with dynamodb_errors():
             for item in StateItem.batch_get(keys):
                 counts[item.pk] = int(item.n or 0)
         return [
@@ -458,7 +439,7 @@ class Registry:
         ]
 
     def list_pharmacies(self) -> list[Pharmacy]:
-        with _dynamodb_errors():
+        with dynamodb_errors():
             return [_to_pharmacy(item) for item in PharmacyItem.scan(PharmacyItem.pk.startswith("pharmacy#"))]
 
 
@@ -512,12 +493,8 @@ class NationalStatusStore:
     @staticmethod
     def _update(result_id: str, actions: list[Any], condition: Any = None) -> None:
         required = ResultItem.id.exists() if condition is None else ResultItem.id.exists() & condition
-        try:
-            ResultItem(id=result_id).update(actions=actions, condition=required)
-        except UpdateError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                raise NotFoundError("no such result") from exc
-            raise DependencyUnavailableError("dynamodb") from exc
+        if not update_if(ResultItem(id=result_id), actions, required):
+            raise NotFoundError("no such result")
 
     @staticmethod
     def claim_requeue(result_id: str, now: datetime, cutoff: datetime) -> bool:
@@ -526,23 +503,18 @@ class NationalStatusStore:
         Reconciliation queues a stranded result once per threshold, not once per run: a backlog must not
         snowball into duplicate messages.
         """
-        try:
-            ResultItem(id=result_id).update(
-                actions=[ResultItem.national_requeued_at.set(now)],
-                condition=(ResultItem.national_status == "pending")
-                & (ResultItem.national_requeued_at.does_not_exist() | (ResultItem.national_requeued_at < cutoff)),
-            )
-        except UpdateError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise DependencyUnavailableError("dynamodb") from exc
-        return True
+        return update_if(
+            ResultItem(id=result_id),
+            [ResultItem.national_requeued_at.set(now)],
+            (ResultItem.national_status == "pending")
+            & (ResultItem.national_requeued_at.does_not_exist() | (ResultItem.national_requeued_at < cutoff)),
+        )
 
     @staticmethod
     def pending_before(cutoff: datetime, limit: int = 1000) -> list[str]:
         """Ids of results still pending national delivery that were received before ``cutoff``."""
-        bound = cutoff.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        with _dynamodb_errors():
+        bound = sortable_time(cutoff)
+        with dynamodb_errors():
             shards = [
                 ResultItem.pending_index.query(key, ResultItem.received_at < bound, limit=limit)
                 for key in shard_keys("pending")
