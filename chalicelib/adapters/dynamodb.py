@@ -18,7 +18,7 @@ from pynamodb.models import Model
 from chalicelib.errors import DependencyUnavailableError
 
 #: The service's code of a write refused by its condition.
-CONDITION_FAILED = "ConditionalCheckFailedException"
+_CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 @contextmanager
@@ -37,7 +37,7 @@ def update_if(item: Model, actions: list[Action], condition: Condition) -> bool:
         try:
             item.update(actions=actions, condition=condition)
         except UpdateError as exc:
-            if exc.cause_response_code == CONDITION_FAILED:
+            if exc.cause_response_code == _CONDITION_FAILED:
                 return False
             raise
     return True

@@ -22,14 +22,13 @@ from datetime import datetime, timedelta
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.connection import Connection
-from pynamodb.exceptions import PynamoDBConnectionError, TransactWriteError
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
-from pynamodb.transactions import TransactWrite
 
 from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
 from chalicelib.adapters.store import DynamoStore, audit_item
 from chalicelib.adapters.tables import ResultItem, StateItem, TableMeta, epoch_seconds
+from chalicelib.adapters.transaction import Transaction
 from chalicelib.config import Settings
 from chalicelib.domain.links import ClaimBusyError, Link, SupersededError, seconds_to_midnight_utc
 from chalicelib.domain.records import AuditEvent, AuthGrant
@@ -98,9 +97,6 @@ class Claim:
 class LinkStore:
     """Links, send claims, resend and failure counters (see the module docstring for the keys)."""
 
-    # Index of the items in the resend transaction (after the 3 authentication items of DynamoStore).
-    _RESEND_AUDIT, _RESEND_COUNTER, _RESEND_GENERATION, _RESEND_RESULT = 3, 4, 5, 6
-
     def __init__(self, *, region: str, audit_retention_days: int, clock: Callable[[], datetime]) -> None:
         self._connection = Connection(region=region, max_retry_attempts=2)
         self._audit_retention_days = audit_retention_days
@@ -158,13 +154,6 @@ class LinkStore:
         if not update_if(item, [LinkItem.attempts.add(1)], LinkItem.pk.exists() & (LinkItem.attempts < lock_attempts)):
             return lock_attempts
         return int(item.attempts)
-
-    def revoke_link(self, token_sha256: str) -> None:
-        """Revoke one link for good (operators; resends revoke by generation instead)."""
-        with dynamodb_errors():
-            LinkItem(pk=link_key(token_sha256)).update(
-                actions=[LinkItem.revoked_at.set(self._clock())], condition=LinkItem.pk.exists()
-            )
 
     def _generation(self, result_id: str) -> int:
         try:
@@ -226,9 +215,10 @@ class LinkStore:
         """Mark one channel sent for this generation and write its audit event, atomically."""
         attribute = ClaimItem.sms_sent_at if channel == "sms" else ClaimItem.email_sent_at
         claim = ClaimItem(pk=f"notify#{result_id}#{generation}")
-        with dynamodb_errors(), TransactWrite(connection=self._connection) as tx:
-            tx.update(claim, actions=[attribute.set(audit.at), ClaimItem.link_expires_at.set(link_expires_at)])
-            tx.save(audit_item(audit, self._audit_retention_days))
+        tx = Transaction(self._connection)
+        tx.update("claim", claim, actions=[attribute.set(audit.at), ClaimItem.link_expires_at.set(link_expires_at)])
+        tx.put("audit", audit_item(audit, self._audit_retention_days))
+        tx.commit()  # no condition: it writes both or raises
 
     def release_claim(self, result_id: str, generation: int) -> None:
         """Give the lease back after a failure, so that the retry need not wait for it to run out."""
@@ -260,27 +250,24 @@ class LinkStore:
     def _set_status(
         self, result_id: str, generation: int, actions: list[Action], close_claim_at: datetime | None
     ) -> None:
-        current = StateItem(pk=f"linkcur#{result_id}")
         if generation == 0:
             condition = StateItem.n.does_not_exist() | (StateItem.n == 0)
         else:
             condition = StateItem.n == generation
-        try:
-            with TransactWrite(connection=self._connection) as tx:
-                tx.condition_check(StateItem, current.pk, condition=condition)
-                tx.update(ResultItem(id=result_id), actions=actions, condition=ResultItem.id.exists())
-                if close_claim_at is not None:
-                    tx.update(
-                        ClaimItem(pk=f"notify#{result_id}#{generation}"),
-                        actions=[ClaimItem.done_at.set(close_claim_at)],
-                    )
-        except TransactWriteError as exc:
-            codes = [r.code if r else None for r in (exc.cancellation_reasons or [])]
-            if codes and codes[0] == "ConditionalCheckFailed":
-                raise SupersededError("generation superseded") from None
-            raise DependencyUnavailableError("dynamodb") from exc
-        except PynamoDBConnectionError as exc:
-            raise DependencyUnavailableError("dynamodb") from exc
+        tx = Transaction(self._connection)
+        tx.check("generation", StateItem, f"linkcur#{result_id}", condition=condition)
+        tx.update("result", ResultItem(id=result_id), actions=actions, condition=ResultItem.id.exists())
+        if close_claim_at is not None:
+            tx.update(
+                "claim",
+                ClaimItem(pk=f"notify#{result_id}#{generation}"),
+                actions=[ClaimItem.done_at.set(close_claim_at)],
+            )
+        if tx.commit():
+            return
+        if tx.failed("generation"):
+            raise SupersededError("generation superseded")
+        raise DependencyUnavailableError("dynamodb")
 
     # -- resend -------------------------------------------------------------------------------------
     def commit_resend(
@@ -303,29 +290,28 @@ class LinkStore:
         previous = self.current_generation(result_id)
         now = self._clock()
 
-        def build(tx: TransactWrite) -> None:
-            store.add_auth(tx, grant)
-            tx.save(audit_item(audit, self._audit_retention_days))
-            tx.update(
-                StateItem(pk=f"resend#{result_id}#{day}"),
-                actions=[StateItem.n.add(1), StateItem.expires_at.set(epoch_seconds(now + timedelta(days=2)))],
-                condition=StateItem.n.does_not_exist() | (StateItem.n < limit),
-            )
-            current = StateItem.n.does_not_exist() if previous == 0 else (StateItem.n == previous)
-            tx.update(
-                StateItem(pk=f"linkcur#{result_id}"),
-                actions=[StateItem.n.set(previous + 1), StateItem.expires_at.set(keep_until)],
-                condition=current,
-            )
-            tx.update(
-                ResultItem(id=result_id),
-                actions=[ResultItem.patient_status.set("pending")],
-                condition=ResultItem.id.exists(),
-            )
-
-        codes = store.run_transaction(build, grant)
-        if not codes:
+        tx = store.authenticated(grant)
+        tx.put("audit", audit_item(audit, self._audit_retention_days))
+        tx.update(
+            "resends",
+            StateItem(pk=f"resend#{result_id}#{day}"),
+            actions=[StateItem.n.add(1), StateItem.expires_at.set(epoch_seconds(now + timedelta(days=2)))],
+            condition=StateItem.n.does_not_exist() | (StateItem.n < limit),
+        )
+        tx.update(
+            "generation",
+            StateItem(pk=f"linkcur#{result_id}"),
+            actions=[StateItem.n.set(previous + 1), StateItem.expires_at.set(keep_until)],
+            condition=StateItem.n.does_not_exist() if previous == 0 else (StateItem.n == previous),
+        )
+        tx.update(
+            "result",
+            ResultItem(id=result_id),
+            actions=[ResultItem.patient_status.set("pending")],
+            condition=ResultItem.id.exists(),
+        )
+        if tx.commit():
             return previous + 1
-        if len(codes) > self._RESEND_COUNTER and codes[self._RESEND_COUNTER] == "ConditionalCheckFailed":
+        if tx.failed("resends"):
             raise RateLimitedError("resend limit reached", retry_after=seconds_to_midnight_utc(now))
         raise DependencyUnavailableError("dynamodb", retry_after=1)

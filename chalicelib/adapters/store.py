@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import PynamoDBConnectionError, TransactWriteError
-from pynamodb.transactions import TransactWrite
 
 from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
 from chalicelib.adapters.tables import (
@@ -34,6 +31,7 @@ from chalicelib.adapters.tables import (
     sharded_key,
     sortable_time,
 )
+from chalicelib.adapters.transaction import Transaction
 from chalicelib.domain.links import seconds_to_midnight_utc
 from chalicelib.domain.records import AuditEvent, AuthGrant, Pharmacy, PharmacyKey, ResultRecord
 from chalicelib.errors import (
@@ -62,10 +60,6 @@ USAGE_DAYS = 400
 def usage_key(pharmacy_id: str, month: str) -> str:
     """Billable results of one pharmacy in one month (``YYYY-MM``)."""
     return _state_key("usage", pharmacy_id, month)
-
-
-def _cancel_codes(exc: TransactWriteError) -> list[str | None]:
-    return [reason.code if reason else None for reason in (exc.cancellation_reasons or [])]
 
 
 def _audit_subject(event: AuditEvent) -> str:
@@ -123,18 +117,38 @@ def _to_record(item: ResultItem) -> ResultRecord:
     )
 
 
-#: pynamodb sends a transaction's items grouped by kind: condition checks, deletes, puts, then updates.
-#: Cancellation reasons come back in that order; these are the positions in ``commit_new_result``
-#: (checks: key 0, pharmacy 1; puts: nonce 2, audit 3, reference 4, result 5; updates: quota 6, usage 7).
-REFERENCE_ITEM = 4
-QUOTA_ITEM = 6
+#: The authentication items every request's transaction starts with, and the refusal each one's failure means.
+AUTH_REASONS = {"key": "revoked_key", "pharmacy": "suspended_pharmacy", "nonce": "replayed_nonce"}
+
+
+class AuthenticatedTransaction(Transaction):
+    """A request's transaction: it re-checks the key (not revoked) and the pharmacy (active) and consumes the
+    nonce, with the request's own items; ``commit`` raises AuthenticationError when one of those three failed."""
+
+    def __init__(self, connection: Connection, grant: AuthGrant) -> None:
+        super().__init__(connection)
+        self._key_id = grant.key_id
+        self.check(
+            "key", KeyItem, f"key#{grant.key_id}", condition=KeyItem.pk.exists() & KeyItem.revoked_at.does_not_exist()
+        )
+        self.check("pharmacy", PharmacyItem, f"pharmacy#{grant.pharmacy_id}", condition=PharmacyItem.status == "active")
+        self.put(
+            "nonce",
+            StateItem(pk=nonce_key(grant.key_id, grant.nonce), expires_at=grant.nonce_expires_at),
+            condition=StateItem.pk.does_not_exist(),
+        )
+
+    def commit(self) -> bool:
+        if super().commit():
+            return True
+        for name, reason in AUTH_REASONS.items():
+            if self.failed(name):
+                raise AuthenticationError(reason, self._key_id)
+        return False
 
 
 class DynamoStore:
     """Results, pharmacy references, quotas, nonces and audit events in DynamoDB."""
-
-    # Order of the authentication items in every transaction; cancellation reasons are read by index.
-    _AUTH_REASONS = ("revoked_key", "suspended_pharmacy", "replayed_nonce")
 
     def __init__(self, *, region: str, audit_retention_days: int, clock: Callable[[], datetime]) -> None:
         self._connection = Connection(region=region, max_retry_attempts=2)
@@ -142,53 +156,17 @@ class DynamoStore:
         self._clock = clock
 
     # -- transactions -------------------------------------------------------------------------
-    def add_auth(self, tx: TransactWrite, grant: AuthGrant) -> None:
-        tx.condition_check(
-            KeyItem, f"key#{grant.key_id}", condition=KeyItem.pk.exists() & KeyItem.revoked_at.does_not_exist()
-        )
-        tx.condition_check(PharmacyItem, f"pharmacy#{grant.pharmacy_id}", condition=PharmacyItem.status == "active")
-        tx.save(
-            StateItem(pk=nonce_key(grant.key_id, grant.nonce), expires_at=grant.nonce_expires_at),
-            condition=StateItem.pk.does_not_exist(),
-        )
-
-    def run_transaction(self, build: Callable[[TransactWrite], None], grant: AuthGrant) -> list[str | None]:
-        """Run one transaction; return [] on success, else the cancellation codes (auth ones raised)."""
-        for attempt in range(3):
-            try:
-                with TransactWrite(connection=self._connection) as tx:
-                    build(tx)
-                return []
-            except TransactWriteError as exc:
-                codes = _cancel_codes(exc)
-                if not codes:
-                    if exc.cause_response_code in ("TransactionConflictException", "ThrottlingException") and (
-                        attempt < 2
-                    ):
-                        time.sleep(0.02 * (attempt + 1))
-                        continue
-                    raise DependencyUnavailableError("dynamodb") from exc
-                if "TransactionConflict" in codes and attempt < 2:
-                    time.sleep(0.02 * (attempt + 1))
-                    continue
-                for index, reason in enumerate(self._AUTH_REASONS):
-                    if len(codes) > index and codes[index] == "ConditionalCheckFailed":
-                        raise AuthenticationError(reason, grant.key_id) from exc
-                if "ConditionalCheckFailed" not in codes:
-                    raise DependencyUnavailableError("dynamodb") from exc
-                return codes
-            except PynamoDBConnectionError as exc:
-                raise DependencyUnavailableError("dynamodb") from exc
-        raise DependencyUnavailableError("dynamodb")
+    def authenticated(self, grant: AuthGrant) -> AuthenticatedTransaction:
+        """A new transaction holding the authentication items of ``grant``; add the request's own and commit."""
+        return AuthenticatedTransaction(self._connection, grant)
 
     def commit_auth(self, grant: AuthGrant, audit: AuditEvent) -> None:
         """Re-check the key and pharmacy, consume the nonce and record ``audit``, atomically."""
 
-        def build(tx: TransactWrite) -> None:
-            self.add_auth(tx, grant)
-            tx.save(audit_item(audit, self._audit_retention_days))
-
-        self.run_transaction(build, grant)
+        tx = self.authenticated(grant)
+        tx.put("audit", audit_item(audit, self._audit_retention_days))
+        if not tx.commit():
+            raise DependencyUnavailableError("dynamodb")
 
     def commit_new_result(
         self, grant: AuthGrant, audit: AuditEvent, record: ResultRecord, *, quota_day: str, quota_limit: int
@@ -220,33 +198,29 @@ class DynamoStore:
         quota = StateItem(pk=_state_key("quota", record.pharmacy_id, quota_day))
         usage = StateItem(pk=usage_key(record.pharmacy_id, received.strftime("%Y-%m")))
 
-        def build(tx: TransactWrite) -> None:
-            self.add_auth(tx, grant)
-            tx.save(audit_item(audit, self._audit_retention_days))
-            tx.save(ref, condition=StateItem.pk.does_not_exist())  # item 4 (puts follow the checks)
-            tx.update(  # item 6 (updates follow the puts)
-                quota,
-                actions=[
-                    StateItem.n.add(1),
-                    StateItem.expires_at.set(epoch_seconds(received + timedelta(days=2))),
-                ],
-                condition=StateItem.n.does_not_exist() | (StateItem.n < quota_limit),
-            )
-            tx.save(item, condition=ResultItem.id.does_not_exist())  # item 5
-            tx.update(  # item 7: billing — counted once per accepted result, never for a duplicate
-                usage,
-                actions=[
-                    StateItem.n.add(1),
-                    StateItem.expires_at.set(epoch_seconds(received + timedelta(days=USAGE_DAYS))),
-                ],
-            )
-
-        codes = self.run_transaction(build, grant)
-        if not codes:
+        tx = self.authenticated(grant)
+        tx.put("audit", audit_item(audit, self._audit_retention_days))
+        tx.put("reference", ref, condition=StateItem.pk.does_not_exist())
+        tx.put("result", item, condition=ResultItem.id.does_not_exist())
+        tx.update(
+            "quota",
+            quota,
+            actions=[StateItem.n.add(1), StateItem.expires_at.set(epoch_seconds(received + timedelta(days=2)))],
+            condition=StateItem.n.does_not_exist() | (StateItem.n < quota_limit),
+        )
+        tx.update(  # billing: counted once per accepted result, never for a duplicate
+            "usage",
+            usage,
+            actions=[
+                StateItem.n.add(1),
+                StateItem.expires_at.set(epoch_seconds(received + timedelta(days=USAGE_DAYS))),
+            ],
+        )
+        if tx.commit():
             return
-        if codes[REFERENCE_ITEM] == "ConditionalCheckFailed":
+        if tx.failed("reference"):
             raise DuplicateReferenceError("pharmacy_reference already used")
-        if codes[QUOTA_ITEM] == "ConditionalCheckFailed":
+        if tx.failed("quota"):
             raise RateLimitedError("daily submission quota reached", retry_after=seconds_to_midnight_utc(received))
         raise DependencyUnavailableError("dynamodb")
 
@@ -277,27 +251,16 @@ class DynamoStore:
         retry of the same reference is still recognised (409) and billing stays true. Unknown: NotFoundError.
         """
         now = self._clock()
-        item = ResultItem(id=result_id)
-
-        def build(tx: TransactWrite) -> None:
-            tx.update(
-                item,
-                actions=[
-                    ResultItem.payload.remove(),
-                    ResultItem.erased_at.set(now),
-                    ResultItem.pending_national.remove(),
-                ],
-                condition=ResultItem.id.exists(),
-            )
-            tx.save(audit_item(audit, self._audit_retention_days))
-
-        try:
-            with TransactWrite(connection=self._connection) as tx:
-                build(tx)
-        except TransactWriteError as exc:
-            if "ConditionalCheckFailed" in _cancel_codes(exc):
-                raise NotFoundError("no such result") from exc
-            raise DependencyUnavailableError("dynamodb") from exc
+        tx = Transaction(self._connection)
+        tx.update(
+            "result",
+            ResultItem(id=result_id),
+            actions=[ResultItem.payload.remove(), ResultItem.erased_at.set(now), ResultItem.pending_national.remove()],
+            condition=ResultItem.id.exists(),
+        )
+        tx.put("audit", audit_item(audit, self._audit_retention_days))
+        if not tx.commit():
+            raise NotFoundError("no such result")
         return now
 
     def record_audit(self, event: AuditEvent) -> None:
@@ -336,30 +299,28 @@ class Registry:
         """Register a pharmacy with its first key; FINESS numbers are unique (ConflictError)."""
         if self._connection is None:  # one client for the process, not one per registration
             self._connection = Connection(region=PharmacyItem.Meta.region, max_retry_attempts=2)
-        connection = self._connection
-        try:
-            with TransactWrite(connection=connection) as tx:
-                tx.save(
-                    FinessItem(pk=f"finess#{pharmacy.finess}", pharmacy_id=pharmacy.pharmacy_id),
-                    condition=FinessItem.pk.does_not_exist(),
-                )
-                tx.save(
-                    PharmacyItem(
-                        pk=f"pharmacy#{pharmacy.pharmacy_id}",
-                        pharmacy_id=pharmacy.pharmacy_id,
-                        finess=pharmacy.finess,
-                        name=pharmacy.name,
-                        status=pharmacy.status,
-                        daily_quota=pharmacy.daily_quota,
-                        created_at=pharmacy.created_at or self._clock(),
-                    ),
-                    condition=PharmacyItem.pk.does_not_exist(),
-                )
-                tx.save(self._key_item(key), condition=KeyItem.pk.does_not_exist())
-        except TransactWriteError as exc:
-            if "ConditionalCheckFailed" in _cancel_codes(exc):
-                raise ConflictError("a pharmacy with this FINESS is already registered") from exc
-            raise DependencyUnavailableError("dynamodb") from exc
+        tx = Transaction(self._connection)
+        tx.put(
+            "finess",
+            FinessItem(pk=f"finess#{pharmacy.finess}", pharmacy_id=pharmacy.pharmacy_id),
+            condition=FinessItem.pk.does_not_exist(),
+        )
+        tx.put(
+            "pharmacy",
+            PharmacyItem(
+                pk=f"pharmacy#{pharmacy.pharmacy_id}",
+                pharmacy_id=pharmacy.pharmacy_id,
+                finess=pharmacy.finess,
+                name=pharmacy.name,
+                status=pharmacy.status,
+                daily_quota=pharmacy.daily_quota,
+                created_at=pharmacy.created_at or self._clock(),
+            ),
+            condition=PharmacyItem.pk.does_not_exist(),
+        )
+        tx.put("key", self._key_item(key), condition=KeyItem.pk.does_not_exist())
+        if not tx.commit():  # ids are random: a FINESS already registered, in practice
+            raise ConflictError("a pharmacy with this FINESS is already registered")
 
     @staticmethod
     def _key_item(key: PharmacyKey) -> KeyItem:
