@@ -109,7 +109,7 @@ def _bind() -> None:
 
 @cache
 def registry() -> Any:
-    from chalicelib.adapters.store import Registry
+    from chalicelib.adapters.registry import Registry
 
     _bind()
     return Registry(clock=clock)
@@ -117,7 +117,7 @@ def registry() -> Any:
 
 @cache
 def store() -> Any:
-    from chalicelib.adapters.store import DynamoStore
+    from chalicelib.adapters.results_store import DynamoStore
 
     _bind()
     s = settings()
@@ -172,7 +172,7 @@ def national_queue() -> Any:
 
 @cache
 def national_statuses() -> Any:
-    from chalicelib.adapters.store import NationalStatusStore
+    from chalicelib.adapters.national_status import NationalStatusStore
 
     _bind()
     return NationalStatusStore()

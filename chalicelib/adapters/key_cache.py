@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from chalicelib.adapters.store import Registry
+from chalicelib.adapters.registry import Registry
 from chalicelib.domain.records import Pharmacy
 from chalicelib.services.authn import KeyRecord
 

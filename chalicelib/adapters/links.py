@@ -25,8 +25,9 @@ from pynamodb.connection import Connection
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
+from chalicelib.adapters.audit import audit_item
 from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
-from chalicelib.adapters.store import DynamoStore, audit_item
+from chalicelib.adapters.results_store import DynamoStore
 from chalicelib.adapters.tables import ResultItem, StateItem, TableMeta, epoch_seconds
 from chalicelib.adapters.transaction import Transaction
 from chalicelib.config import Settings

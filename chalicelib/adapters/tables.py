@@ -94,6 +94,11 @@ class StateItem(Model):
     result_id = UnicodeAttribute(null=True)
 
 
+def usage_key(pharmacy_id: str, month: str) -> str:
+    """State table: the billable results of one pharmacy in one month (``YYYY-MM``)."""
+    return f"usage#{pharmacy_id}#{month}"
+
+
 #: Index partition keys are spread over this many shards. A constant key ("pending", one day's date) would send
 #: every index write of the national peak to one index partition (about 1,000 writes/s at most), and DynamoDB
 #: throttles a table's writes while one of its global indexes is throttled: intake and audit would fail at bursts.
