@@ -5,9 +5,10 @@ DynamoDB answers a cancelled transaction with one reason per item, in the order 
 puts, then updates), so reading a reason "by position" depended on that grouping. :class:`Transaction` sends its
 items exactly in the order they are added and remembers each one's name: ``tx.failed("quota")``.
 
-Every transaction of Relais commits here, with one policy: a conflict with another transaction, or throttling, is
+The stores' transactions commit here, with one policy: a conflict with another transaction, or throttling, is
 tried again (:data:`ATTEMPTS` in all, :data:`BACKOFF_SECONDS` times the attempt apart); a failed condition is an answer
-(``commit`` returns False: ask :meth:`Transaction.failed`); anything else is DependencyUnavailableError.
+(``commit`` returns False: ask :meth:`Transaction.failed`); anything else is DependencyUnavailableError. (The audit
+chain keeps its own loop: after any failure it re-reads the chain's head and builds new items.)
 """
 
 from __future__ import annotations
