@@ -82,5 +82,3 @@ _.raised
 _.load_template  # infra/provision.py: tests/integration/test_template_matches_code.py
 
 # --- dead, in files another branch is changing: remove these lines with the code --------------------------------
-
-_.revoke_link  # chalicelib/adapters/links.py: LinkStore.revoke_link, removed where adapters/links.py is reworked

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
     from chalicelib.adapters.messaging import Messaging
     from chalicelib.adapters.metrics import EmfMetrics
     from chalicelib.adapters.national_client import NationalClient
+    from chalicelib.adapters.national_status import NationalStatusStore
     from chalicelib.adapters.queues import WorkQueue
-    from chalicelib.adapters.store import DynamoStore, NationalStatusStore, Registry
+    from chalicelib.adapters.registry import Registry
+    from chalicelib.adapters.results_store import DynamoStore
     from chalicelib.services.national import NationalDelivery
     from chalicelib.services.notify import NotifyService
     from chalicelib.services.patient import PatientService
@@ -183,7 +185,7 @@ def _bind() -> None:
 # -- registry and pharmacy requests ----------------------------------------------------------------
 @component
 def registry() -> Registry:
-    from chalicelib.adapters.store import Registry
+    from chalicelib.adapters.registry import Registry
 
     _bind()
     return Registry(clock=clock)
@@ -191,7 +193,7 @@ def registry() -> Registry:
 
 @component
 def store() -> DynamoStore:
-    from chalicelib.adapters.store import DynamoStore
+    from chalicelib.adapters.results_store import DynamoStore
 
     _bind()
     s = settings()
@@ -262,7 +264,7 @@ def national_queue() -> WorkQueue:
 
 @component
 def national_statuses() -> NationalStatusStore:
-    from chalicelib.adapters.store import NationalStatusStore
+    from chalicelib.adapters.national_status import NationalStatusStore
 
     _bind()
     return NationalStatusStore()

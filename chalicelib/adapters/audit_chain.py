@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
@@ -13,7 +13,7 @@ from pynamodb.exceptions import TransactWriteError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.adapters.tables import AuditItem
+from chalicelib.adapters.tables import AuditItem, sortable_time
 from chalicelib.domain.audit_chain import EVENT_FIELDS, GENESIS, ChainEntry, Problem, digest, extend, verify_links
 from chalicelib.errors import DecryptionError, DependencyUnavailableError
 from chalicelib.services.ports import Envelope
@@ -139,7 +139,7 @@ class AuditChain:
                 continue
             if digest({**{k: getattr(item, k) for k in EVENT_FIELDS}}) != entry.digest:
                 problems.append(Problem(entry.seq, "altered-event", entry.event_id))
-        settled = (now - timedelta(seconds=settle_seconds)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        settled = sortable_time(now - timedelta(seconds=settle_seconds))
         for item in AuditItem.scan():
             if item.event_id not in chained and item.at < settled:
                 problems.append(Problem(None, "unchained-event", item.event_id))

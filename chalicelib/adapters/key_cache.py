@@ -2,7 +2,7 @@
 
 A key's public key and pharmacy never change, so they are cached for the life of a warm
 process; whether a key is revoked or its pharmacy suspended is *not* trusted from the cache:
-every request's commit re-checks both atomically (``DynamoStore.add_auth``), so revocation and
+every request's commit re-checks both atomically (``AuthenticatedTransaction``), so revocation and
 suspension take effect at once. A key seen revoked is remembered as revoked (revocation is final).
 Pharmacy profiles (name, quota) are cached for ``ttl_seconds``.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from chalicelib.adapters.store import Registry
+from chalicelib.adapters.registry import Registry
 from chalicelib.domain.records import Pharmacy
 from chalicelib.services.authn import KeyRecord
 

@@ -16,23 +16,24 @@ Counters are single atomic ``UpdateItem`` calls with conditions, so they stay ri
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.connection import Connection
-from pynamodb.exceptions import GetError, PutError, PynamoDBConnectionError, TransactWriteError, UpdateError
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
-from pynamodb.transactions import TransactWrite
 
-from chalicelib.adapters.store import DynamoStore, audit_item
-from chalicelib.adapters.tables import ResultItem, StateItem, TableMeta
+from chalicelib.adapters.audit import audit_item
+from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
+from chalicelib.adapters.results_store import DynamoStore
+from chalicelib.adapters.tables import ResultItem, StateItem, TableMeta, epoch_seconds
+from chalicelib.adapters.transaction import Transaction
 from chalicelib.config import Settings
+from chalicelib.domain.channels import channel_spec
 from chalicelib.domain.links import ClaimBusyError, Link, SupersededError
-from chalicelib.domain.records import AuditEvent, AuthGrant
+from chalicelib.domain.records import AuditEvent, AuthGrant, seconds_to_midnight_utc
 from chalicelib.errors import DependencyUnavailableError, RateLimitedError
 
 #: Whatever the TTL of a link, its item is kept this long after expiry (so a late click is "expired",
@@ -73,6 +74,10 @@ class ClaimItem(Model):
     done_at = UTCDateTimeAttribute(null=True)
 
 
+#: The claim's "sent at" attribute of each channel (a test checks it covers ``domain.channels.CHANNELS``).
+SENT_AT: dict[str, UTCDateTimeAttribute] = {"sms": ClaimItem.sms_sent_at, "email": ClaimItem.email_sent_at}
+
+
 def bind_link_tables(settings: Settings) -> None:
     """Point the link models at the state table of ``settings`` (idempotent)."""
     for model in (LinkItem, ClaimItem):
@@ -84,23 +89,6 @@ def bind_link_tables(settings: Settings) -> None:
 
 def link_key(token_sha256: str) -> str:
     return f"link#{token_sha256}"
-
-
-def _epoch(moment: datetime) -> int:
-    return int(moment.timestamp())
-
-
-def _cause(exc: Exception) -> str | None:
-    code: str | None = getattr(exc, "cause_response_code", None)
-    return code
-
-
-@contextmanager
-def _dynamodb_errors() -> Iterator[None]:
-    try:
-        yield
-    except (PynamoDBConnectionError, GetError, PutError, UpdateError, TransactWriteError) as exc:
-        raise DependencyUnavailableError("dynamodb") from exc
 
 
 @dataclass(frozen=True)
@@ -115,9 +103,6 @@ class Claim:
 class LinkStore:
     """Links, send claims, resend and failure counters (see the module docstring for the keys)."""
 
-    # Index of the items in the resend transaction (after the 3 authentication items of DynamoStore).
-    _RESEND_AUDIT, _RESEND_COUNTER, _RESEND_GENERATION, _RESEND_RESULT = 3, 4, 5, 6
-
     def __init__(self, *, region: str, audit_retention_days: int, clock: Callable[[], datetime]) -> None:
         self._connection = Connection(region=region, max_retry_attempts=2)
         self._audit_retention_days = audit_retention_days
@@ -128,7 +113,7 @@ class LinkStore:
         """Store a new link (its hash only); a hash collision is impossible in practice and refused."""
         item = LinkItem(
             pk=link_key(link.token_hash),
-            expires_at=_epoch(link.expires_at + LINK_ITEM_GRACE),
+            expires_at=epoch_seconds(link.expires_at + LINK_ITEM_GRACE),
             link_id=link.link_id,
             result_id=link.result_id,
             pharmacy_id=link.pharmacy_id,
@@ -137,7 +122,7 @@ class LinkStore:
             link_expires_at=link.expires_at,
             attempts=link.attempts,
         )
-        with _dynamodb_errors():
+        with dynamodb_errors():
             item.save(condition=LinkItem.pk.does_not_exist())
 
     def find_link(self, token_sha256: str) -> tuple[Link | None, int]:
@@ -145,7 +130,7 @@ class LinkStore:
 
         Always two consistent reads, known token or not, so that both cases take similar time.
         """
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 item: LinkItem | None = LinkItem.get(link_key(token_sha256), consistent_read=True)
             except LinkItem.DoesNotExist:
@@ -172,25 +157,9 @@ class LinkStore:
         One conditional ``ADD``: at most ``lock_attempts`` increments ever succeed, whatever the concurrency.
         """
         item = LinkItem(pk=link_key(token_sha256))
-        try:
-            item.update(
-                actions=[LinkItem.attempts.add(1)],
-                condition=LinkItem.pk.exists() & (LinkItem.attempts < lock_attempts),
-            )
-        except UpdateError as exc:
-            if _cause(exc) == "ConditionalCheckFailedException":
-                return lock_attempts
-            raise DependencyUnavailableError("dynamodb") from exc
-        except PynamoDBConnectionError as exc:
-            raise DependencyUnavailableError("dynamodb") from exc
+        if not update_if(item, [LinkItem.attempts.add(1)], LinkItem.pk.exists() & (LinkItem.attempts < lock_attempts)):
+            return lock_attempts
         return int(item.attempts)
-
-    def revoke_link(self, token_sha256: str) -> None:
-        """Revoke one link for good (operators; resends revoke by generation instead)."""
-        with _dynamodb_errors():
-            LinkItem(pk=link_key(token_sha256)).update(
-                actions=[LinkItem.revoked_at.set(self._clock())], condition=LinkItem.pk.exists()
-            )
 
     def _generation(self, result_id: str) -> int:
         try:
@@ -201,12 +170,12 @@ class LinkStore:
 
     def current_generation(self, result_id: str) -> int:
         """The result's current link generation (0 until the first resend)."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             return self._generation(result_id)
 
     # -- per-client failures ------------------------------------------------------------------------
     def client_failures(self, client_key: str, window: int) -> int:
-        with _dynamodb_errors():
+        with dynamodb_errors():
             try:
                 item = StateItem.get(f"ipfail#{client_key}#{window}", consistent_read=True)
             except StateItem.DoesNotExist:
@@ -217,7 +186,7 @@ class LinkStore:
         """Add one failure to this client's window; the new count."""
         item = StateItem(pk=f"ipfail#{client_key}#{window}")
         expires = (window + 2) * window_seconds
-        with _dynamodb_errors():
+        with dynamodb_errors():
             item.update(actions=[StateItem.n.add(1), StateItem.expires_at.set(expires)])
         return int(item.n or 0)
 
@@ -227,44 +196,39 @@ class LinkStore:
 
         A claim already done is returned as such (nothing is leased: the caller has nothing to do).
         """
-        now = _epoch(self._clock())
+        now = epoch_seconds(self._clock())
         item = ClaimItem(pk=f"notify#{result_id}#{generation}")
-        try:
-            item.update(
-                actions=[ClaimItem.lease_until.set(now + lease_seconds), ClaimItem.expires_at.set(keep_until)],
-                condition=(ClaimItem.pk.does_not_exist() | (ClaimItem.lease_until < now))
-                & ClaimItem.done_at.does_not_exist(),
-            )
-        except UpdateError as exc:
-            if _cause(exc) != "ConditionalCheckFailedException":
-                raise DependencyUnavailableError("dynamodb") from exc
-            with _dynamodb_errors():
-                current = ClaimItem.get(item.pk, consistent_read=True)
-            if current.done_at is None:
-                raise ClaimBusyError("send claim leased by another worker") from None
-            return self._claim(current)
-        except PynamoDBConnectionError as exc:
-            raise DependencyUnavailableError("dynamodb") from exc
-        return self._claim(item)
+        if update_if(
+            item,
+            [ClaimItem.lease_until.set(now + lease_seconds), ClaimItem.expires_at.set(keep_until)],
+            (ClaimItem.pk.does_not_exist() | (ClaimItem.lease_until < now)) & ClaimItem.done_at.does_not_exist(),
+        ):
+            return self._claim(item)
+        with dynamodb_errors():
+            current = ClaimItem.get(item.pk, consistent_read=True)
+        if current.done_at is None:
+            raise ClaimBusyError("send claim leased by another worker")
+        return self._claim(current)
 
     @staticmethod
     def _claim(item: ClaimItem) -> Claim:
-        sent = {name for name, at in (("sms", item.sms_sent_at), ("email", item.email_sent_at)) if at is not None}
+        sent = {name for name, attribute in SENT_AT.items() if getattr(item, attribute.attr_name) is not None}
         return Claim(sent=frozenset(sent), done=item.done_at is not None, link_expires_at=item.link_expires_at)
 
     def record_send(
         self, result_id: str, generation: int, channel: str, link_expires_at: datetime, audit: AuditEvent
     ) -> None:
         """Mark one channel sent for this generation and write its audit event, atomically."""
-        attribute = ClaimItem.sms_sent_at if channel == "sms" else ClaimItem.email_sent_at
+        attribute = SENT_AT[channel_spec(channel).name]  # an unknown channel raises: never recorded as another
         claim = ClaimItem(pk=f"notify#{result_id}#{generation}")
-        with _dynamodb_errors(), TransactWrite(connection=self._connection) as tx:
-            tx.update(claim, actions=[attribute.set(audit.at), ClaimItem.link_expires_at.set(link_expires_at)])
-            tx.save(audit_item(audit, self._audit_retention_days))
+        tx = Transaction(self._connection)
+        tx.update("claim", claim, actions=[attribute.set(audit.at), ClaimItem.link_expires_at.set(link_expires_at)])
+        tx.put("audit", audit_item(audit, self._audit_retention_days))
+        tx.commit()  # no condition: it writes both or raises
 
     def release_claim(self, result_id: str, generation: int) -> None:
         """Give the lease back after a failure, so that the retry need not wait for it to run out."""
-        with _dynamodb_errors():
+        with dynamodb_errors():
             ClaimItem(pk=f"notify#{result_id}#{generation}").update(
                 actions=[ClaimItem.lease_until.set(0)], condition=ClaimItem.pk.exists()
             )
@@ -292,27 +256,24 @@ class LinkStore:
     def _set_status(
         self, result_id: str, generation: int, actions: list[Action], close_claim_at: datetime | None
     ) -> None:
-        current = StateItem(pk=f"linkcur#{result_id}")
         if generation == 0:
             condition = StateItem.n.does_not_exist() | (StateItem.n == 0)
         else:
             condition = StateItem.n == generation
-        try:
-            with TransactWrite(connection=self._connection) as tx:
-                tx.condition_check(StateItem, current.pk, condition=condition)
-                tx.update(ResultItem(id=result_id), actions=actions, condition=ResultItem.id.exists())
-                if close_claim_at is not None:
-                    tx.update(
-                        ClaimItem(pk=f"notify#{result_id}#{generation}"),
-                        actions=[ClaimItem.done_at.set(close_claim_at)],
-                    )
-        except TransactWriteError as exc:
-            codes = [r.code if r else None for r in (exc.cancellation_reasons or [])]
-            if codes and codes[0] == "ConditionalCheckFailed":
-                raise SupersededError("generation superseded") from None
-            raise DependencyUnavailableError("dynamodb") from exc
-        except PynamoDBConnectionError as exc:
-            raise DependencyUnavailableError("dynamodb") from exc
+        tx = Transaction(self._connection)
+        tx.check("generation", StateItem, f"linkcur#{result_id}", condition=condition)
+        tx.update("result", ResultItem(id=result_id), actions=actions, condition=ResultItem.id.exists())
+        if close_claim_at is not None:
+            tx.update(
+                "claim",
+                ClaimItem(pk=f"notify#{result_id}#{generation}"),
+                actions=[ClaimItem.done_at.set(close_claim_at)],
+            )
+        if tx.commit():
+            return
+        if tx.failed("generation"):
+            raise SupersededError("generation superseded")
+        raise DependencyUnavailableError("dynamodb")
 
     # -- resend -------------------------------------------------------------------------------------
     def commit_resend(
@@ -335,30 +296,28 @@ class LinkStore:
         previous = self.current_generation(result_id)
         now = self._clock()
 
-        def build(tx: TransactWrite) -> None:
-            store.add_auth(tx, grant)
-            tx.save(audit_item(audit, self._audit_retention_days))
-            tx.update(
-                StateItem(pk=f"resend#{result_id}#{day}"),
-                actions=[StateItem.n.add(1), StateItem.expires_at.set(_epoch(now + timedelta(days=2)))],
-                condition=StateItem.n.does_not_exist() | (StateItem.n < limit),
-            )
-            current = StateItem.n.does_not_exist() if previous == 0 else (StateItem.n == previous)
-            tx.update(
-                StateItem(pk=f"linkcur#{result_id}"),
-                actions=[StateItem.n.set(previous + 1), StateItem.expires_at.set(keep_until)],
-                condition=current,
-            )
-            tx.update(
-                ResultItem(id=result_id),
-                actions=[ResultItem.patient_status.set("pending")],
-                condition=ResultItem.id.exists(),
-            )
-
-        codes = store.run_transaction(build, grant)
-        if not codes:
+        tx = store.authenticated(grant)
+        tx.put("audit", audit_item(audit, self._audit_retention_days))
+        tx.update(
+            "resends",
+            StateItem(pk=f"resend#{result_id}#{day}"),
+            actions=[StateItem.n.add(1), StateItem.expires_at.set(epoch_seconds(now + timedelta(days=2)))],
+            condition=StateItem.n.does_not_exist() | (StateItem.n < limit),
+        )
+        tx.update(
+            "generation",
+            StateItem(pk=f"linkcur#{result_id}"),
+            actions=[StateItem.n.set(previous + 1), StateItem.expires_at.set(keep_until)],
+            condition=StateItem.n.does_not_exist() if previous == 0 else (StateItem.n == previous),
+        )
+        tx.update(
+            "result",
+            ResultItem(id=result_id),
+            actions=[ResultItem.patient_status.set("pending")],
+            condition=ResultItem.id.exists(),
+        )
+        if tx.commit():
             return previous + 1
-        if len(codes) > self._RESEND_COUNTER and codes[self._RESEND_COUNTER] == "ConditionalCheckFailed":
-            retry = max(1, 86_400 - _epoch(now) % 86_400)
-            raise RateLimitedError("resend limit reached", retry_after=retry)
+        if tx.failed("resends"):
+            raise RateLimitedError("resend limit reached", retry_after=seconds_to_midnight_utc(now))
         raise DependencyUnavailableError("dynamodb", retry_after=1)

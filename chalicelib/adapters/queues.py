@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib.domain.records import utc_iso
+
 
 class WorkQueue:
     def __init__(self, sqs: Any, *, queue_url: str, dlq_url: str) -> None:
@@ -31,7 +33,7 @@ class WorkQueue:
                 "attempts": {"DataType": "Number", "StringValue": str(attempts)},
                 "dead_lettered_at": {
                     "DataType": "String",
-                    "StringValue": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "StringValue": utc_iso(datetime.now(UTC)),
                 },
             },
         )

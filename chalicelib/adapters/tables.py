@@ -7,6 +7,7 @@ from ``bootstrap``. Keys hold opaque ids only; personal data lives in ``payload`
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 
 from pynamodb.attributes import (
     BinaryAttribute,
@@ -29,6 +30,17 @@ class TableMeta:
     max_retry_attempts = 2
     connect_timeout_seconds = 2
     read_timeout_seconds = 4
+
+
+def sortable_time(moment: datetime) -> str:
+    """A moment as the tables store it in strings (keys, ``received_at``, ``at``): UTC to the microsecond with a
+    ``Z``, so that the strings sort in time order."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def epoch_seconds(moment: datetime) -> int:
+    """A moment as the tables store it in numbers (the ``expires_at`` TTLs): whole seconds since the epoch."""
+    return int(moment.timestamp())
 
 
 class PharmacyItem(Model):
@@ -80,6 +92,11 @@ class StateItem(Model):
     expires_at = NumberAttribute()
     n = NumberAttribute(null=True)
     result_id = UnicodeAttribute(null=True)
+
+
+def usage_key(pharmacy_id: str, month: str) -> str:
+    """State table: the billable results of one pharmacy in one month (``YYYY-MM``)."""
+    return f"usage#{pharmacy_id}#{month}"
 
 
 #: Index partition keys are spread over this many shards. A constant key ("pending", one day's date) would send

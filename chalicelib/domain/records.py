@@ -24,6 +24,12 @@ def is_plausible_id(value: str) -> bool:
     return 16 <= len(value) <= 64 and all(c.isalnum() or c in "-_" for c in value)
 
 
+def seconds_to_midnight_utc(now: datetime) -> int:
+    """Seconds until the next UTC day, when per-day counters (quota, resends) start again; at least 1."""
+    epoch = int(now.timestamp())
+    return max(1, 86_400 - epoch % 86_400)
+
+
 def utc_iso(moment: datetime) -> str:
     """ISO 8601 in UTC with a ``Z``, to the second."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

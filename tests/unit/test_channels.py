@@ -143,3 +143,10 @@ def test_an_unknown_channel_fails_the_attempt_before_anything_is_issued_or_sent(
     names = [name for name, _args in fake.calls]
     assert "put_link" not in names and "send_sms" not in names and "send_email" not in names
     assert "release_claim" in names and "record_audit" in names
+
+
+def test_the_send_claim_records_each_channel_in_its_own_attribute():
+    from chalicelib.adapters.links import SENT_AT
+
+    assert list(SENT_AT) == list(CHANNELS)
+    assert len({attribute.attr_name for attribute in SENT_AT.values()}) == len(CHANNELS)

@@ -8,3 +8,13 @@ def test_ids_never_start_with_a_dash_so_command_lines_take_them():
     assert not any(i.startswith("-") for i in ids)
     assert min(len(i) for i in ids) >= 22
     assert len(set(ids)) == len(ids)
+
+
+def test_seconds_to_midnight_utc_count_to_the_next_utc_day_and_never_zero():
+    from datetime import UTC, datetime
+
+    from chalicelib.domain.records import seconds_to_midnight_utc
+
+    assert seconds_to_midnight_utc(datetime(2022, 1, 10, 23, 59, 30, tzinfo=UTC)) == 30
+    assert seconds_to_midnight_utc(datetime(2022, 1, 10, 0, 0, 0, tzinfo=UTC)) == 86_400
+    assert seconds_to_midnight_utc(datetime(2022, 1, 10, 23, 59, 59, 999_000, tzinfo=UTC)) == 1

@@ -1,0 +1,43 @@
+"""What every DynamoDB adapter shares: one translation of the SDK's failures, and the conditional update.
+
+A failure to reach or use DynamoDB (network, throttling past the SDK's retries, a service error) becomes a
+``DependencyUnavailableError`` (503 with Retry-After: nothing was accepted). A failed condition is not a failure
+but an answer, which each adapter turns into its own domain error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pynamodb.exceptions import PynamoDBConnectionError, TransactWriteError, UpdateError
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
+from pynamodb.models import Model
+
+from chalicelib.errors import DependencyUnavailableError
+
+#: The service's code of a write refused by its condition.
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+@contextmanager
+def dynamodb_errors() -> Iterator[None]:
+    """Translate transport and service failures of DynamoDB into a 503-worthy error."""
+    try:
+        yield
+    except (PynamoDBConnectionError, TransactWriteError) as exc:  # get, put, update, query, scan, transactions
+        raise DependencyUnavailableError("dynamodb") from exc
+
+
+def update_if(item: Model, actions: list[Action], condition: Condition) -> bool:
+    """One conditional ``UpdateItem``: True when done (``item`` then holds the new values), False when
+    ``condition`` did not hold (nothing written)."""
+    with dynamodb_errors():
+        try:
+            item.update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if exc.cause_response_code == _CONDITION_FAILED:
+                return False
+            raise
+    return True

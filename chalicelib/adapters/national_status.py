@@ -1,0 +1,80 @@
+"""National delivery status of results, in the results table."""
+
+from __future__ import annotations
+
+import heapq
+from datetime import datetime
+from typing import Any
+
+from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
+from chalicelib.adapters.tables import ResultItem, pending_key, shard_keys, sortable_time
+from chalicelib.errors import NotFoundError
+
+
+class NationalStatusStore:
+    """National delivery status of results (``national_status``; the sparse ``pending_national`` index)."""
+
+    def mark_reported(self, result_id: str, at: datetime) -> None:
+        self._update(
+            result_id,
+            [
+                ResultItem.national_status.set("reported"),
+                ResultItem.national_reported_at.set(at),
+                ResultItem.pending_national.remove(),
+                ResultItem.national_attempts.add(1),
+            ],
+        )
+
+    def mark_failed(self, result_id: str, reason: str) -> None:
+        """Never over a ``reported`` status: a result the receiver has is not a failure."""
+        self._update(
+            result_id,
+            [
+                ResultItem.national_status.set("failed"),
+                ResultItem.national_failure.set(reason),
+                ResultItem.pending_national.remove(),
+            ],
+            condition=ResultItem.national_status != "reported",
+        )
+
+    def mark_pending(self, result_id: str) -> None:
+        self._update(
+            result_id,
+            [
+                ResultItem.national_status.set("pending"),
+                ResultItem.pending_national.set(pending_key(result_id)),
+                ResultItem.national_failure.remove(),
+            ],
+        )
+
+    @staticmethod
+    def _update(result_id: str, actions: list[Any], condition: Any = None) -> None:
+        required = ResultItem.id.exists() if condition is None else ResultItem.id.exists() & condition
+        if not update_if(ResultItem(id=result_id), actions, required):
+            raise NotFoundError("no such result")
+
+    @staticmethod
+    def claim_requeue(result_id: str, now: datetime, cutoff: datetime) -> bool:
+        """Mark a pending result as queued again unless that already happened since ``cutoff``.
+
+        Reconciliation queues a stranded result once per threshold, not once per run: a backlog must not
+        snowball into duplicate messages.
+        """
+        return update_if(
+            ResultItem(id=result_id),
+            [ResultItem.national_requeued_at.set(now)],
+            (ResultItem.national_status == "pending")
+            & (ResultItem.national_requeued_at.does_not_exist() | (ResultItem.national_requeued_at < cutoff)),
+        )
+
+    @staticmethod
+    def pending_before(cutoff: datetime, limit: int = 1000) -> list[str]:
+        """Ids of results still pending national delivery that were received before ``cutoff``."""
+        bound = sortable_time(cutoff)
+        with dynamodb_errors():
+            shards = [
+                ResultItem.pending_index.query(key, ResultItem.received_at < bound, limit=limit)
+                for key in shard_keys("pending")
+            ]
+            oldest = heapq.merge(*shards, key=lambda item: item.received_at)
+            return [item.id for _, item in zip(range(limit), oldest, strict=False)]

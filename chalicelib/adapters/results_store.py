@@ -1,0 +1,227 @@
+"""The results table and the request's transaction: every authenticated request commits in one.
+
+A request's authentication facts (key not revoked, pharmacy active, nonce unused), its audit event and its change
+(a new result, its pharmacy reference, the daily quota and the month's billable count, in the state table) are
+written in a single ``TransactWriteItems`` (``adapters/transaction.py``): either all of it holds or nothing is
+stored. Failed conditions are translated into domain errors here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pynamodb.connection import Connection
+
+from chalicelib.adapters.audit import audit_item, events_of, events_since
+from chalicelib.adapters.dynamodb import dynamodb_errors
+from chalicelib.adapters.tables import (
+    KeyItem,
+    PharmacyItem,
+    ResultItem,
+    StateItem,
+    epoch_seconds,
+    pending_key,
+    sortable_time,
+    usage_key,
+)
+from chalicelib.adapters.transaction import Transaction
+from chalicelib.domain.records import AuditEvent, AuthGrant, ResultRecord, seconds_to_midnight_utc
+from chalicelib.errors import (
+    AuthenticationError,
+    DependencyUnavailableError,
+    DuplicateReferenceError,
+    NotFoundError,
+    RateLimitedError,
+)
+
+#: Usage counters outlive results: billing and disputes need them for a while (13 months).
+USAGE_DAYS = 400
+
+
+def _state_key(kind: str, *parts: str) -> str:
+    return "#".join((kind, *parts))
+
+
+def nonce_key(key_id: str, nonce: str) -> str:
+    """Nonces are hashed: bounded key length, and nothing of the header verbatim in a key."""
+    return _state_key("nonce", key_id, hashlib.sha256(nonce.encode()).hexdigest()[:40])
+
+
+def _to_record(item: ResultItem) -> ResultRecord:
+    return ResultRecord(
+        id=item.id,
+        pharmacy_id=item.pharmacy_id,
+        pharmacy_reference=item.pharmacy_reference,
+        key_id=item.key_id,
+        received_at=datetime.fromisoformat(item.received_at.replace("Z", "+00:00")),
+        expires_at=int(item.expires_at),
+        ciphertext=bytes(item.payload or b""),
+        channels=tuple(str(c) for c in (item.channels or ())),
+        national_status=item.national_status,
+        national_reported_at=item.national_reported_at,
+        patient_status=item.patient_status,
+        patient_sent_at=item.patient_sent_at,
+        link_expires_at=item.link_expires_at,
+    )
+
+
+#: The authentication items every request's transaction starts with, and the refusal each one's failure means.
+AUTH_REASONS = {"key": "revoked_key", "pharmacy": "suspended_pharmacy", "nonce": "replayed_nonce"}
+
+
+class AuthenticatedTransaction(Transaction):
+    """A request's transaction: it re-checks the key (not revoked) and the pharmacy (active) and consumes the
+    nonce, with the request's own items; ``commit`` raises AuthenticationError when one of those three failed."""
+
+    def __init__(self, connection: Connection, grant: AuthGrant) -> None:
+        super().__init__(connection)
+        self._key_id = grant.key_id
+        self.check(
+            "key", KeyItem, f"key#{grant.key_id}", condition=KeyItem.pk.exists() & KeyItem.revoked_at.does_not_exist()
+        )
+        self.check("pharmacy", PharmacyItem, f"pharmacy#{grant.pharmacy_id}", condition=PharmacyItem.status == "active")
+        self.put(
+            "nonce",
+            StateItem(pk=nonce_key(grant.key_id, grant.nonce), expires_at=grant.nonce_expires_at),
+            condition=StateItem.pk.does_not_exist(),
+        )
+
+    def commit(self) -> bool:
+        if super().commit():
+            return True
+        for name, reason in AUTH_REASONS.items():
+            if self.failed(name):
+                raise AuthenticationError(reason, self._key_id)
+        return False
+
+
+class DynamoStore:
+    """Results, pharmacy references, quotas, nonces and audit events in DynamoDB."""
+
+    def __init__(self, *, region: str, audit_retention_days: int, clock: Callable[[], datetime]) -> None:
+        self._connection = Connection(region=region, max_retry_attempts=2)
+        self._audit_retention_days = audit_retention_days
+        self._clock = clock
+
+    # -- transactions -------------------------------------------------------------------------
+    def authenticated(self, grant: AuthGrant) -> AuthenticatedTransaction:
+        """A new transaction holding the authentication items of ``grant``; add the request's own and commit."""
+        return AuthenticatedTransaction(self._connection, grant)
+
+    def commit_auth(self, grant: AuthGrant, audit: AuditEvent) -> None:
+        """Re-check the key and pharmacy, consume the nonce and record ``audit``, atomically."""
+        tx = self.authenticated(grant)
+        tx.put("audit", audit_item(audit, self._audit_retention_days))
+        if not tx.commit():
+            raise DependencyUnavailableError("dynamodb")
+
+    def commit_new_result(
+        self, grant: AuthGrant, audit: AuditEvent, record: ResultRecord, *, quota_day: str, quota_limit: int
+    ) -> None:
+        """Store a new result with its reference, quota count, nonce and audit event, or nothing.
+
+        Raises DuplicateReferenceError when the pharmacy reference is taken, RateLimitedError past
+        the daily quota, AuthenticationError when the key, pharmacy or nonce no longer hold.
+        """
+        received = record.received_at.astimezone(UTC)
+        item = ResultItem(
+            id=record.id,
+            pharmacy_id=record.pharmacy_id,
+            pharmacy_reference=record.pharmacy_reference,
+            key_id=record.key_id,
+            received_at=sortable_time(received),
+            expires_at=record.expires_at,
+            payload=record.ciphertext,
+            channels=list(record.channels),
+            national_status=record.national_status,
+            pending_national=pending_key(record.id),
+            patient_status=record.patient_status,
+        )
+        ref = StateItem(
+            pk=_state_key("ref", record.pharmacy_id, record.pharmacy_reference),
+            expires_at=record.expires_at,
+            result_id=record.id,
+        )
+        quota = StateItem(pk=_state_key("quota", record.pharmacy_id, quota_day))
+        usage = StateItem(pk=usage_key(record.pharmacy_id, received.strftime("%Y-%m")))
+
+        tx = self.authenticated(grant)
+        tx.put("audit", audit_item(audit, self._audit_retention_days))
+        tx.put("reference", ref, condition=StateItem.pk.does_not_exist())
+        tx.put("result", item, condition=ResultItem.id.does_not_exist())
+        tx.update(
+            "quota",
+            quota,
+            actions=[StateItem.n.add(1), StateItem.expires_at.set(epoch_seconds(received + timedelta(days=2)))],
+            condition=StateItem.n.does_not_exist() | (StateItem.n < quota_limit),
+        )
+        tx.update(  # billing: counted once per accepted result, never for a duplicate
+            "usage",
+            usage,
+            actions=[
+                StateItem.n.add(1),
+                StateItem.expires_at.set(epoch_seconds(received + timedelta(days=USAGE_DAYS))),
+            ],
+        )
+        if tx.commit():
+            return
+        if tx.failed("reference"):
+            raise DuplicateReferenceError("pharmacy_reference already used")
+        if tx.failed("quota"):
+            raise RateLimitedError("daily submission quota reached", retry_after=seconds_to_midnight_utc(received))
+        raise DependencyUnavailableError("dynamodb")
+
+    # -- reads ----------------------------------------------------------------------------------
+    def find_reference(self, pharmacy_id: str, reference: str) -> str | None:
+        with dynamodb_errors():
+            try:
+                item = StateItem.get(_state_key("ref", pharmacy_id, reference), consistent_read=True)
+            except StateItem.DoesNotExist:
+                return None
+        return item.result_id
+
+    def get_result(self, result_id: str) -> ResultRecord | None:
+        """A live result, or None: unknown, erased, or past its retention (checked here, not only by TTL)."""
+        with dynamodb_errors():
+            try:
+                item = ResultItem.get(result_id, consistent_read=True)
+            except ResultItem.DoesNotExist:
+                return None
+        if item.erased_at is not None or item.payload is None or int(item.expires_at) <= epoch_seconds(self._clock()):
+            return None
+        return _to_record(item)
+
+    def erase(self, result_id: str, audit: AuditEvent) -> datetime:
+        """Erase a result's personal data at once (the ciphertext is deleted), with its audit event.
+
+        The item keeps only opaque ids, statuses and ``erased_at`` until its TTL, so that a pharmacy's
+        retry of the same reference is still recognised (409) and billing stays true. Unknown: NotFoundError.
+        """
+        now = self._clock()
+        tx = Transaction(self._connection)
+        tx.update(
+            "result",
+            ResultItem(id=result_id),
+            actions=[ResultItem.payload.remove(), ResultItem.erased_at.set(now), ResultItem.pending_national.remove()],
+            condition=ResultItem.id.exists(),
+        )
+        tx.put("audit", audit_item(audit, self._audit_retention_days))
+        if not tx.commit():
+            raise NotFoundError("no such result")
+        return now
+
+    def record_audit(self, event: AuditEvent) -> None:
+        """Write one audit event on its own (failures that have no transaction to join)."""
+        with dynamodb_errors():
+            audit_item(event, self._audit_retention_days).save()
+
+    def audit_events(self, result_id: str) -> list[dict[str, Any]]:
+        """Audit events of one result, oldest first: who did what to it, when (operator queries)."""
+        return events_of(result_id)
+
+    def audit_since(self, since: datetime, *, pharmacy_id: str | None = None) -> list[dict[str, Any]]:
+        """Audit events at or after ``since`` (optionally of one pharmacy), oldest first, day by day."""
+        return events_since(since, self._clock(), pharmacy_id=pharmacy_id)

@@ -1,0 +1,108 @@
+"""One ``TransactWriteItems`` whose items have names, so that a cancellation says which of them failed.
+
+DynamoDB answers a cancelled transaction with one reason per item, in the order of the request. pynamodb's
+``TransactWrite`` does not send items in the order they were added but grouped by kind (condition checks, deletes,
+puts, then updates), so reading a reason "by position" depended on that grouping. :class:`Transaction` sends its
+items exactly in the order they are added and remembers each one's name: ``tx.failed("quota")``.
+
+The stores' transactions commit here, with one policy: a conflict with another transaction, or throttling, is
+tried again (:data:`ATTEMPTS` in all, :data:`BACKOFF_SECONDS` times the attempt apart); a failed condition is an answer
+(``commit`` returns False: ask :meth:`Transaction.failed`); anything else is DependencyUnavailableError. (The audit
+chain keeps its own loop: after any failure it re-reads the chain's head and builds new items.)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.connection import Connection
+from pynamodb.constants import (
+    TRANSACT_CONDITION_CHECK,
+    TRANSACT_ITEMS,
+    TRANSACT_PUT,
+    TRANSACT_UPDATE,
+    TRANSACT_WRITE_ITEMS,
+)
+from pynamodb.exceptions import TransactWriteError
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
+from pynamodb.models import Model
+
+from chalicelib.adapters.dynamodb import dynamodb_errors
+
+#: Tries of one transaction when it conflicts with another one or is throttled; then 503.
+ATTEMPTS = 3
+#: Pause before the n-th retry: n times this.
+BACKOFF_SECONDS = 0.02
+#: Cancellation reasons of an item: its condition did not hold; another transaction was writing it.
+_CONDITION_FAILED, _CONFLICT = "ConditionalCheckFailed", "TransactionConflict"
+#: Whole-request failures (no reason per item) worth another try.
+_TRANSIENT = ("TransactionConflictException", "ThrottlingException")
+
+
+class Transaction:
+    """Named items written together or not at all: ``check``, ``put`` and ``update``, then ``commit``."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._names: list[str] = []
+        self._items: list[dict[str, Any]] = []
+        self._reasons: list[str | None] = []
+
+    def check(self, name: str, model: type[Model], hash_key: str, *, condition: Condition) -> None:
+        """Require ``condition`` of the item ``hash_key`` of ``model``, without writing it."""
+        self._add(name, TRANSACT_CONDITION_CHECK, model.get_operation_kwargs_from_class(hash_key, condition=condition))
+
+    def put(self, name: str, item: Model, *, condition: Condition | None = None) -> None:
+        """Write ``item`` whole (if ``condition`` holds)."""
+        self._add(name, TRANSACT_PUT, item.get_save_kwargs_from_instance(condition=condition))
+
+    def update(self, name: str, item: Model, *, actions: list[Action], condition: Condition | None = None) -> None:
+        """Apply ``actions`` to the item of ``item``'s key (if ``condition`` holds)."""
+        self._add(name, TRANSACT_UPDATE, item.get_update_kwargs_from_instance(actions=actions, condition=condition))
+
+    def _add(self, name: str, kind: str, operation: dict[str, Any]) -> None:
+        if name in self._names:
+            raise ValueError(f"two items named {name!r} in one transaction")
+        self._names.append(name)
+        self._items.append({kind: operation})
+
+    def commit(self) -> bool:
+        """Write every item, or none: True once written, False when a condition failed (see :meth:`failed`).
+
+        Conflicts and throttling are tried again (:data:`ATTEMPTS`); any other failure, or a conflict that
+        persists, raises DependencyUnavailableError.
+        """
+        attempt = 1
+        with dynamodb_errors():
+            while True:
+                self._reasons = []
+                try:
+                    self._send()
+                    return True
+                except TransactWriteError as exc:
+                    self._reasons = [reason.code if reason else None for reason in exc.cancellation_reasons or []]
+                    transient = _CONFLICT in self._reasons if self._reasons else exc.cause_response_code in _TRANSIENT
+                    if transient and attempt < ATTEMPTS:
+                        time.sleep(BACKOFF_SECONDS * attempt)
+                        attempt += 1
+                        continue
+                    if _CONDITION_FAILED not in self._reasons:
+                        raise
+                    return False
+
+    def failed(self, name: str) -> bool:
+        """Whether the item ``name`` failed its condition in the last, cancelled, commit."""
+        if name not in self._names:  # a mistake, not "it did not fail"
+            raise ValueError(f"no item named {name!r} in this transaction")
+        index = self._names.index(name)
+        return index < len(self._reasons) and self._reasons[index] == _CONDITION_FAILED
+
+    def _send(self) -> None:
+        """One ``TransactWriteItems`` with the items in the order they were added (errors as pynamodb's own)."""
+        try:
+            self._connection.dispatch(TRANSACT_WRITE_ITEMS, {TRANSACT_ITEMS: list(self._items)})
+        except (BotoCoreError, ClientError) as exc:
+            raise TransactWriteError("Failed to write transaction items", exc) from exc

@@ -1,0 +1,168 @@
+"""adapters/transaction.py on moto: items are sent in the order they are added, each cancellation reason is read
+by the item's name, and conflicts and throttling are tried again (3 attempts) before a 503."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pynamodb.connection import Connection
+
+from chalicelib import bootstrap
+from chalicelib.adapters.tables import StateItem
+from chalicelib.adapters.transaction import Transaction
+from chalicelib.errors import DependencyUnavailableError
+from tests.integration.helpers import REGION
+
+EXPIRES = 4_000_000_000
+
+
+@pytest.fixture
+def state(aws: dict[str, str]) -> None:
+    """The state table, bound, holding ``full`` (a counter at its limit 5) and ``taken``."""
+    bootstrap.store()  # binds the models to the stack's tables
+    StateItem(pk="full", n=5, expires_at=EXPIRES).save()
+    StateItem(pk="taken", expires_at=EXPIRES).save()
+
+
+def _sent(monkeypatch: pytest.MonkeyPatch, answers: list[dict[str, Any]] | None = None) -> list[list[str]]:
+    """Record each TransactWriteItems request (the kinds of its items, in order); the first ``answers`` are
+    errors returned instead of sending it (``{"Code": ..., "CancellationReasons": [...]}``)."""
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    real_call = BaseClient._make_api_call
+    sent: list[list[str]] = []
+    pending = list(answers or [])
+
+    def recording(self: Any, operation_name: str, params: dict[str, Any]) -> Any:
+        if operation_name == "TransactWriteItems":
+            sent.append([next(iter(item)) for item in params["TransactItems"]])
+            if pending:
+                answer = pending.pop(0)
+                error: dict[str, Any] = {"Error": {"Code": answer["Code"], "Message": "simulated"}}
+                if "CancellationReasons" in answer:
+                    error["CancellationReasons"] = answer["CancellationReasons"]
+                raise ClientError(error, operation_name)
+        return real_call(self, operation_name, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording)
+    return sent
+
+
+def _count(pk: str) -> int | None:
+    try:
+        item = StateItem.get(pk, consistent_read=True)
+    except StateItem.DoesNotExist:
+        return None
+    return int(item.n or 0)
+
+
+def _mixed(tx: Transaction) -> None:
+    """An update, a put, then a check: the reverse of pynamodb's grouping (checks, puts, updates)."""
+    tx.update("quota", StateItem(pk="full"), actions=[StateItem.n.add(1)], condition=StateItem.n < 5)
+    tx.put("reference", StateItem(pk="fresh", expires_at=EXPIRES), condition=StateItem.pk.does_not_exist())
+    tx.check("nonce", StateItem, "taken", condition=StateItem.pk.exists())
+
+
+def test_items_are_sent_in_the_order_they_are_added(state, monkeypatch):
+    sent = _sent(monkeypatch)
+    tx = Transaction(Connection(region=REGION))
+    _mixed(tx)
+
+    assert tx.commit() is False  # "full" is at its limit
+
+    assert sent == [["Update", "Put", "ConditionCheck"]]
+
+
+def test_the_failed_item_is_named_even_when_pynamodb_would_have_sent_it_last(state):
+    tx = Transaction(Connection(region=REGION))
+    _mixed(tx)
+
+    assert tx.commit() is False
+
+    assert tx.failed("quota")
+    assert not tx.failed("reference")
+    assert not tx.failed("nonce")
+    assert (_count("full"), _count("fresh")) == (5, None)  # nothing written
+
+
+def test_a_failed_put_added_after_an_update_is_the_one_named(state):
+    tx = Transaction(Connection(region=REGION))
+    tx.update("counter", StateItem(pk="counter"), actions=[StateItem.n.add(1), StateItem.expires_at.set(EXPIRES)])
+    tx.put("reference", StateItem(pk="taken", expires_at=EXPIRES), condition=StateItem.pk.does_not_exist())
+    tx.check("key", StateItem, "full", condition=StateItem.pk.exists())
+
+    assert tx.commit() is False
+
+    assert [name for name in ("counter", "reference", "key") if tx.failed(name)] == ["reference"]
+    assert _count("counter") is None
+
+
+def test_a_transaction_whose_conditions_hold_writes_every_item(state):
+    tx = Transaction(Connection(region=REGION))
+    tx.update("counter", StateItem(pk="counter"), actions=[StateItem.n.add(1), StateItem.expires_at.set(EXPIRES)])
+    tx.put("reference", StateItem(pk="fresh", expires_at=EXPIRES), condition=StateItem.pk.does_not_exist())
+    tx.check("key", StateItem, "taken", condition=StateItem.pk.exists())
+
+    assert tx.commit() is True
+
+    assert not tx.failed("reference")
+    assert (_count("counter"), _count("fresh")) == (1, 0)
+
+
+def test_names_are_unique_and_known():
+    tx = Transaction(Connection(region=REGION))
+    tx.check("key", StateItem, "taken", condition=StateItem.pk.exists())
+
+    with pytest.raises(ValueError, match="two items named 'key'"):
+        tx.put("key", StateItem(pk="other", expires_at=EXPIRES))
+    with pytest.raises(ValueError, match="no item named 'kye'"):
+        tx.failed("kye")  # a typo is an error, not "it did not fail"
+
+
+def _conflict_on(position: int, size: int) -> dict[str, Any]:
+    reasons = [{"Code": "None"}] * size
+    reasons[position] = {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+    return {"Code": "TransactionCanceledException", "CancellationReasons": reasons}
+
+
+@pytest.mark.parametrize(
+    "transient",
+    [_conflict_on(0, 2), {"Code": "TransactionConflictException"}, {"Code": "ThrottlingException"}],
+    ids=["conflict-on-an-item", "conflict", "throttling"],
+)
+def test_conflicts_and_throttling_are_tried_again(state, monkeypatch, transient):
+    sent = _sent(monkeypatch, [transient, transient])
+    tx = Transaction(Connection(region=REGION))
+    tx.update("counter", StateItem(pk="counter"), actions=[StateItem.n.add(1), StateItem.expires_at.set(EXPIRES)])
+    tx.put("reference", StateItem(pk="fresh", expires_at=EXPIRES), condition=StateItem.pk.does_not_exist())
+
+    assert tx.commit() is True
+
+    assert len(sent) == 3
+    assert _count("counter") == 1  # once
+
+
+def test_a_conflict_that_persists_is_a_503_after_three_attempts(state, monkeypatch):
+    sent = _sent(monkeypatch, [_conflict_on(1, 2)] * 3)
+    tx = Transaction(Connection(region=REGION))
+    tx.update("counter", StateItem(pk="counter"), actions=[StateItem.n.add(1), StateItem.expires_at.set(EXPIRES)])
+    tx.put("reference", StateItem(pk="fresh", expires_at=EXPIRES), condition=StateItem.pk.does_not_exist())
+
+    with pytest.raises(DependencyUnavailableError):
+        tx.commit()
+
+    assert len(sent) == 3
+    assert _count("counter") is None
+
+
+def test_other_failures_are_a_503_at_once(state, monkeypatch):
+    sent = _sent(monkeypatch, [{"Code": "ValidationException"}])
+    tx = Transaction(Connection(region=REGION))
+    tx.put("reference", StateItem(pk="fresh", expires_at=EXPIRES), condition=StateItem.pk.does_not_exist())
+
+    with pytest.raises(DependencyUnavailableError):
+        tx.commit()
+
+    assert len(sent) == 1
