@@ -60,8 +60,9 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         reserved_concurrency=100,
         access=Access(
             tables={
-                "RegistryTable": ("dynamodb:GetItem", "dynamodb:ConditionCheckItem"),
-                "StateTable": _READ_WRITE,
+                # key and pharmacy standing: one consistent BatchGetItem before each commit
+                "RegistryTable": ("dynamodb:GetItem", "dynamodb:BatchGetItem"),
+                "StateTable": (*_READ_WRITE, "dynamodb:BatchGetItem"),  # quota shards read when one is full
                 "ResultsTable": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
                 "AuditTable": ("dynamodb:PutItem",),
             },

@@ -10,7 +10,7 @@ from typing import Any
 from pynamodb.connection import Connection
 
 from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
-from chalicelib.adapters.tables import FinessItem, KeyItem, PharmacyItem, StateItem, usage_key
+from chalicelib.adapters.tables import FinessItem, KeyItem, PharmacyItem, StateItem, counter_shards, usage_key
 from chalicelib.adapters.transaction import Transaction
 from chalicelib.domain.records import Pharmacy, PharmacyKey
 from chalicelib.errors import ConflictError, NotFoundError
@@ -114,10 +114,11 @@ class Registry:
         """Billable results per pharmacy for ``month`` (``YYYY-MM``): every registered pharmacy, zero included."""
         pharmacies = self.list_pharmacies()
         counts: dict[str, int] = {}
-        keys = [usage_key(p.pharmacy_id, month) for p in pharmacies]
+        keys = [shard for p in pharmacies for shard in counter_shards(usage_key(p.pharmacy_id, month))]
         with dynamodb_errors():
-            for item in StateItem.batch_get(keys):
-                counts[item.pk] = int(item.n or 0)
+            for item in StateItem.batch_get(keys, consistent_read=True):
+                total = item.pk.rsplit("#", 1)[0]  # the counter, without its shard
+                counts[total] = counts.get(total, 0) + int(item.n or 0)
         return [
             {
                 "pharmacy_id": p.pharmacy_id,

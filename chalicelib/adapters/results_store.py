@@ -1,29 +1,43 @@
 """The results table and the request's transaction: every authenticated request commits in one.
 
-A request's authentication facts (key not revoked, pharmacy active, nonce unused), its audit event and its change
-(a new result, its pharmacy reference, the daily quota and the month's billable count, in the state table) are
-written in a single ``TransactWriteItems`` (``adapters/transaction.py``): either all of it holds or nothing is
-stored. Failed conditions are translated into domain errors here.
+A request's nonce (single use), its audit event and its change (a new result, its pharmacy reference, the daily
+quota and the month's billable count, in the state table) are written in a single ``TransactWriteItems``
+(``adapters/transaction.py``): either all of it holds or nothing is stored. Failed conditions are translated into
+domain errors here.
+
+No item of that transaction is shared by a pharmacy's concurrent requests, because DynamoDB cancels a transaction
+whose items another one holds (TransactionConflict): the nonce, audit event, reference and result are the
+request's own; the quota and usage counters are sharded (``tables.COUNTER_SHARDS``), so two requests meet on one
+only by chance and the loser retries with jitter. The key (not revoked) and the pharmacy (active) are therefore not
+condition checks in the transaction — every request would hold them — but one strongly consistent read just
+before it: a revocation or suspension that has completed is seen by every request that commits after it. A request
+whose read came before the revocation completed may still commit during the few milliseconds its transaction takes;
+the audit trail records both times (``docs/operations.md``, "Revoking a key").
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.connection import Connection
 
 from chalicelib.adapters.audit import audit_item, events_of, events_since
 from chalicelib.adapters.dynamodb import dynamodb_errors
 from chalicelib.adapters.tables import (
     KeyItem,
-    PharmacyItem,
     ResultItem,
     StateItem,
+    counter_shard,
+    counter_shards,
     epoch_seconds,
     pending_key,
+    quota_key,
+    shard_limit,
     sortable_time,
     usage_key,
 )
@@ -68,21 +82,14 @@ def _to_record(item: ResultItem) -> ResultRecord:
     )
 
 
-#: The authentication items every request's transaction starts with, and the refusal each one's failure means.
-AUTH_REASONS = {"key": "revoked_key", "pharmacy": "suspended_pharmacy", "nonce": "replayed_nonce"}
-
-
 class AuthenticatedTransaction(Transaction):
-    """A request's transaction: it re-checks the key (not revoked) and the pharmacy (active) and consumes the
-    nonce, with the request's own items; ``commit`` raises AuthenticationError when one of those three failed."""
+    """A request's transaction: it consumes the nonce with the request's own items; ``commit`` first reads the key
+    and the pharmacy (strongly consistent) and raises AuthenticationError when the key is revoked, the pharmacy not
+    active, or the nonce already used."""
 
     def __init__(self, connection: Connection, grant: AuthGrant) -> None:
         super().__init__(connection)
-        self._key_id = grant.key_id
-        self.check(
-            "key", KeyItem, f"key#{grant.key_id}", condition=KeyItem.pk.exists() & KeyItem.revoked_at.does_not_exist()
-        )
-        self.check("pharmacy", PharmacyItem, f"pharmacy#{grant.pharmacy_id}", condition=PharmacyItem.status == "active")
+        self._grant = grant
         self.put(
             "nonce",
             StateItem(pk=nonce_key(grant.key_id, grant.nonce), expires_at=grant.nonce_expires_at),
@@ -90,12 +97,45 @@ class AuthenticatedTransaction(Transaction):
         )
 
     def commit(self) -> bool:
+        check_standing(self._connection, self._grant)
         if super().commit():
             return True
-        for name, reason in AUTH_REASONS.items():
-            if self.failed(name):
-                raise AuthenticationError(reason, self._key_id)
+        if self.failed("nonce"):
+            raise AuthenticationError("replayed_nonce", self._grant.key_id)
         return False
+
+
+def check_standing(connection: Connection, grant: AuthGrant) -> None:
+    """The key is not revoked and its pharmacy active, read now (one strongly consistent BatchGetItem of the
+    registry), never from a cache; AuthenticationError otherwise."""
+    table = KeyItem.Meta.table_name
+    key_pk, pharmacy_pk = f"key#{grant.key_id}", f"pharmacy#{grant.pharmacy_id}"
+    request: dict[str, Any] = {
+        table: {
+            "Keys": [{"pk": {"S": key_pk}}, {"pk": {"S": pharmacy_pk}}],
+            "ConsistentRead": True,
+            "ProjectionExpression": "pk, revoked_at, #status",
+            "ExpressionAttributeNames": {"#status": "status"},
+        }
+    }
+    found: dict[str, dict[str, Any]] = {}
+    for _ in range(5):  # DynamoDB may leave keys unprocessed under load: ask again for those
+        try:
+            answer = connection.dispatch("BatchGetItem", {"RequestItems": request})
+        except (BotoCoreError, ClientError) as exc:
+            raise DependencyUnavailableError("dynamodb") from exc
+        for item in answer.get("Responses", {}).get(table, []):
+            found[item["pk"]["S"]] = item
+        request = answer.get("UnprocessedKeys") or {}
+        if not request:
+            break
+    else:
+        raise DependencyUnavailableError("dynamodb")
+    key = found.get(key_pk)
+    if key is None or "revoked_at" in key:
+        raise AuthenticationError("revoked_key", grant.key_id)
+    if found.get(pharmacy_pk, {}).get("status", {}).get("S") != "active":
+        raise AuthenticationError("suspended_pharmacy", grant.key_id)
 
 
 class DynamoStore:
@@ -145,34 +185,58 @@ class DynamoStore:
             expires_at=record.expires_at,
             result_id=record.id,
         )
-        quota = StateItem(pk=_state_key("quota", record.pharmacy_id, quota_day))
-        usage = StateItem(pk=usage_key(record.pharmacy_id, received.strftime("%Y-%m")))
+        quota_prefix = quota_key(record.pharmacy_id, quota_day)
+        usage = StateItem(pk=counter_shard(usage_key(record.pharmacy_id, received.strftime("%Y-%m")), record.id))
+        shard = counter_shard(quota_prefix, record.id)
 
-        tx = self.authenticated(grant)
-        tx.put("audit", audit_item(audit, self._audit_retention_days))
-        tx.put("reference", ref, condition=StateItem.pk.does_not_exist())
-        tx.put("result", item, condition=ResultItem.id.does_not_exist())
-        tx.update(
-            "quota",
-            quota,
-            actions=[StateItem.n.add(1), StateItem.expires_at.set(epoch_seconds(received + timedelta(days=2)))],
-            condition=StateItem.n.does_not_exist() | (StateItem.n < quota_limit),
-        )
-        tx.update(  # billing: counted once per accepted result, never for a duplicate
-            "usage",
-            usage,
-            actions=[
-                StateItem.n.add(1),
-                StateItem.expires_at.set(epoch_seconds(received + timedelta(days=USAGE_DAYS))),
-            ],
-        )
-        if tx.commit():
-            return
-        if tx.failed("reference"):
-            raise DuplicateReferenceError("pharmacy_reference already used")
-        if tx.failed("quota"):
-            raise RateLimitedError("daily submission quota reached", retry_after=seconds_to_midnight_utc(received))
+        for _ in range(len(counter_shards(quota_prefix)) + 1):
+            limit = shard_limit(quota_limit, int(shard.rsplit("#", 1)[1]))
+            if limit == 0:  # a quota below the number of shards leaves some shards no part of it
+                shard = self._shard_with_room(quota_prefix, quota_limit, record)
+                continue
+            tx = self.authenticated(grant)
+            tx.put("audit", audit_item(audit, self._audit_retention_days))
+            tx.put("reference", ref, condition=StateItem.pk.does_not_exist())
+            tx.put("result", item, condition=ResultItem.id.does_not_exist())
+            tx.update(  # this request's shard of the day's count, within the shard's part of the quota
+                "quota",
+                StateItem(pk=shard),
+                actions=[StateItem.n.add(1), StateItem.expires_at.set(epoch_seconds(received + timedelta(days=2)))],
+                condition=StateItem.n.does_not_exist() | (StateItem.n < limit),
+            )
+            tx.update(  # billing: counted once per accepted result, never for a duplicate
+                "usage",
+                usage,
+                actions=[
+                    StateItem.n.add(1),
+                    StateItem.expires_at.set(epoch_seconds(received + timedelta(days=USAGE_DAYS))),
+                ],
+            )
+            if tx.commit():
+                return
+            if tx.failed("reference"):
+                raise DuplicateReferenceError("pharmacy_reference already used")
+            if not tx.failed("quota"):
+                raise DependencyUnavailableError("dynamodb")
+            # This shard's part is used up: count in a shard that still has room, if any is left today.
+            shard = self._shard_with_room(quota_prefix, quota_limit, record)
         raise DependencyUnavailableError("dynamodb")
+
+    def _shard_with_room(self, prefix: str, limit: int, record: ResultRecord) -> str:
+        """A shard of the day's quota below its part of ``limit`` (a strongly consistent read of every shard).
+        When none is left the day's quota is reached: RateLimitedError — unless the reference is already taken,
+        which answers first, as in one transaction (an identical retry past the quota is still a 200)."""
+        counts = dict.fromkeys(counter_shards(prefix), 0)
+        with dynamodb_errors():
+            for item in StateItem.batch_get(list(counts), consistent_read=True):
+                counts[item.pk] = int(item.n or 0)
+        roomy = [key for index, (key, n) in enumerate(counts.items()) if n < shard_limit(limit, index)]
+        if not roomy:
+            if self.find_reference(record.pharmacy_id, record.pharmacy_reference) is not None:
+                raise DuplicateReferenceError("pharmacy_reference already used")
+            retry_after = seconds_to_midnight_utc(record.received_at)
+            raise RateLimitedError("daily submission quota reached", retry_after=retry_after)
+        return random.choice(roomy)  # noqa: S311 - spreads concurrent spill-overs, not a secret
 
     # -- reads ----------------------------------------------------------------------------------
     def find_reference(self, pharmacy_id: str, reference: str) -> str | None:

@@ -94,9 +94,37 @@ class StateItem(Model):
     result_id = UnicodeAttribute(null=True)
 
 
+#: Counters that every request of one pharmacy would update (daily quota, monthly usage) are split over this many
+#: items: DynamoDB cancels a transaction that touches an item another transaction holds (TransactionConflict), so
+#: one counter item would serialise a pharmacy's concurrent requests. Each request updates one shard, chosen from its
+#: result id; two requests meet on a shard only by chance (1 in 16), and then the loser retries with jitter.
+COUNTER_SHARDS = 16
+
+
+def counter_shards(prefix: str) -> list[str]:
+    """Every shard of the counter ``prefix`` (``quota#<pharmacy>#<day>``, ``usage#<pharmacy>#<month>``)."""
+    return [f"{prefix}#{shard:02d}" for shard in range(COUNTER_SHARDS)]
+
+
+def counter_shard(prefix: str, identifier: str) -> str:
+    """The shard of the counter ``prefix`` that the item ``identifier`` counts in (fixed by its opaque id)."""
+    digest = int.from_bytes(hashlib.sha256(identifier.encode()).digest()[:4], "big")
+    return f"{prefix}#{digest % COUNTER_SHARDS:02d}"
+
+
 def usage_key(pharmacy_id: str, month: str) -> str:
-    """State table: the billable results of one pharmacy in one month (``YYYY-MM``)."""
+    """State table: the billable results of one pharmacy in one month (``YYYY-MM``), over ``counter_shards``."""
     return f"usage#{pharmacy_id}#{month}"
+
+
+def quota_key(pharmacy_id: str, day: str) -> str:
+    """State table: the results of one pharmacy on one UTC day (``YYYY-MM-DD``), over ``counter_shards``."""
+    return f"quota#{pharmacy_id}#{day}"
+
+
+def shard_limit(limit: int, shard: int) -> int:
+    """The part of ``limit`` that shard ``shard`` may count: the shards' parts add up to ``limit`` exactly."""
+    return limit // COUNTER_SHARDS + (1 if shard < limit % COUNTER_SHARDS else 0)
 
 
 #: Index partition keys are spread over this many shards. A constant key ("pending", one day's date) would send

@@ -6,14 +6,18 @@ puts, then updates), so reading a reason "by position" depended on that grouping
 items exactly in the order they are added and remembers each one's name: ``tx.failed("quota")``.
 
 The stores' transactions commit here, with one policy: a conflict with another transaction, or throttling, is
-tried again (:data:`ATTEMPTS` in all, :data:`BACKOFF_SECONDS` times the attempt apart); a failed condition is an answer
-(``commit`` returns False: ask :meth:`Transaction.failed`); anything else is DependencyUnavailableError. (The audit
-chain keeps its own loop: after any failure it re-reads the chain's head and builds new items.)
+tried again after an exponential pause with full jitter (two transactions that met must not meet again at the
+same moment), up to :data:`ATTEMPTS` tries and never past the invocation's deadline (``chalicelib/deadline.py``);
+a failed condition is an answer (``commit`` returns False: ask :meth:`Transaction.failed`); anything else, or a
+conflict that outlasts the retries, is DependencyUnavailableError (503 + Retry-After: nothing was written). (The
+audit chain keeps its own loop: after any failure it re-reads the chain's head and builds new items.)
 """
 
 from __future__ import annotations
 
+import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -31,11 +35,15 @@ from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
 from chalicelib.adapters.dynamodb import dynamodb_errors
+from chalicelib.deadline import seconds_left
 
 #: Tries of one transaction when it conflicts with another one or is throttled; then 503.
-ATTEMPTS = 3
-#: Pause before the n-th retry: n times this.
-BACKOFF_SECONDS = 0.02
+ATTEMPTS = 8
+#: The pause before the n-th retry is uniform in [0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**n)].
+BACKOFF_BASE_SECONDS = 0.01
+BACKOFF_CAP_SECONDS = 0.5
+#: How long retries may take outside an invocation with a deadline (CLI, tests).
+RETRY_BUDGET_SECONDS = 5.0
 #: Cancellation reasons of an item: its condition did not hold; another transaction was writing it.
 _CONDITION_FAILED, _CONFLICT = "ConditionalCheckFailed", "TransactionConflict"
 #: Whole-request failures (no reason per item) worth another try.
@@ -45,8 +53,16 @@ _TRANSIENT = ("TransactionConflictException", "ThrottlingException")
 class Transaction:
     """Named items written together or not at all: ``check``, ``put`` and ``update``, then ``commit``."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
         self._connection = connection
+        self._sleep = sleep
+        self._jitter = jitter
         self._names: list[str] = []
         self._items: list[dict[str, Any]] = []
         self._reasons: list[str | None] = []
@@ -76,6 +92,7 @@ class Transaction:
         persists, raises DependencyUnavailableError.
         """
         attempt = 1
+        stop = time.monotonic() + min(RETRY_BUDGET_SECONDS, seconds_left(RETRY_BUDGET_SECONDS))
         with dynamodb_errors():
             while True:
                 self._reasons = []
@@ -85,8 +102,9 @@ class Transaction:
                 except TransactWriteError as exc:
                     self._reasons = [reason.code if reason else None for reason in exc.cancellation_reasons or []]
                     transient = _CONFLICT in self._reasons if self._reasons else exc.cause_response_code in _TRANSIENT
-                    if transient and attempt < ATTEMPTS:
-                        time.sleep(BACKOFF_SECONDS * attempt)
+                    pause = self._jitter() * min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+                    if transient and attempt < ATTEMPTS and time.monotonic() + pause < stop:
+                        self._sleep(pause)
                         attempt += 1
                         continue
                     if _CONDITION_FAILED not in self._reasons:

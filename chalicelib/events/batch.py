@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import bootstrap
+from chalicelib.deadline import deadline_in, deadline_of
 from chalicelib.domain.queue_messages import MalformedMessageError, QueueMessage, parse_queue_message
 from chalicelib.observability import logger
 
@@ -65,8 +66,10 @@ def consume_batch(
         return outcome
 
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    seconds = deadline_of(context, default_seconds=float(bootstrap.settings().function_timeout_seconds))
     try:
-        return dict(process_partial_response(event=event, record_handler=one, processor=processor, context=context))
+        with deadline_in(seconds):  # a retry inside never outlives the invocation
+            return dict(process_partial_response(event=event, record_handler=one, processor=processor, context=context))
     finally:
         recorder = bootstrap.metrics()
         for outcome, n in outcomes.items():

@@ -7,6 +7,7 @@ from typing import Any
 
 from chalice.app import Request, Response
 
+from chalicelib.deadline import deadline_in
 from chalicelib.domain.records import new_id
 from chalicelib.observability import logger
 from chalicelib.routes.problems import PROBLEM_JSON, problem
@@ -20,7 +21,8 @@ def http_middleware(event: Request, get_response: Any) -> Response:
     log = logger()
     log.append_keys(request_id=rid)
     try:
-        response: Response = get_response(event)
+        with deadline_in(_function_timeout()):  # retries inside stop in time to answer
+            response: Response = get_response(event)
         if response.status_code in (405, 415) and response.headers.get("Content-Type") != PROBLEM_JSON:
             allow = str(response.headers.get("Allow") or "")
             response = problem(response.status_code, headers={"Allow": allow} if allow else None)
@@ -41,6 +43,17 @@ def http_middleware(event: Request, get_response: Any) -> Response:
         return response
     finally:
         log.remove_keys(["request_id"])
+
+
+def _function_timeout() -> float:
+    """The API function's timeout (its setting; 10 s when the stage is not configured, which fails later anyway)."""
+    from chalicelib import bootstrap
+    from chalicelib.config import SettingsError
+
+    try:
+        return float(bootstrap.settings().function_timeout_seconds)
+    except SettingsError:
+        return 10.0
 
 
 #: Outcome of ``POST /v1/results`` by status, as a metric name (rejections by reason).

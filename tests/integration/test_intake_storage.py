@@ -237,6 +237,71 @@ def test_a_retry_past_the_quota_still_gets_its_200(client):
     assert post_result(client, limited, body).status_code == 200
 
 
+@pytest.mark.parametrize("quota", [1, 5, 16, 37])
+def test_the_daily_quota_holds_exactly_across_its_counter_shards(client, quota):
+    limited = register_pharmacy(daily_quota=quota)
+    answers = [post_result(client, limited, distinctive_body()).status_code for _ in range(quota + 3)]
+
+    assert answers == [201] * quota + [429] * 3
+    assert count_results() == quota
+    shards = state_items("quota")
+    assert sum(int(item["n"]["N"]) for item in shards) == quota
+    assert len(shards) > 1 or quota == 1, "counted over several shards, not one item"
+
+
+def _transactions(monkeypatch: Any) -> list[list[dict[str, Any]]]:
+    """Every TransactWriteItems sent from now on: the list of its items."""
+    from botocore.client import BaseClient
+
+    real_call = BaseClient._make_api_call
+    sent: list[list[dict[str, Any]]] = []
+
+    def recording(self: Any, operation_name: str, params: dict[str, Any]) -> Any:
+        if operation_name == "TransactWriteItems":
+            sent.append(params["TransactItems"])
+        return real_call(self, operation_name, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording)
+    return sent
+
+
+def _item_keys(items: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    keys = set()
+    for item in items:
+        (operation,) = item.values()
+        key = operation.get("Key") or {k: v for k, v in operation["Item"].items() if k in ("pk", "id", "subject", "sk")}
+        keys.add((operation["TableName"], json.dumps(key, sort_keys=True)))
+    return keys
+
+
+def test_a_pharmacy_s_submissions_share_no_item_but_by_chance_a_counter_shard(client, pharmacy, monkeypatch):
+    """DynamoDB cancels a transaction holding an item another one holds: concurrent requests of one pharmacy must
+    not all hold the same key, pharmacy, quota or usage item (they would conflict with one another)."""
+    sent = _transactions(monkeypatch)
+    for _ in range(6):
+        assert post_result(client, pharmacy, distinctive_body()).status_code == 201
+
+    per_request = [_item_keys(items) for items in sent]
+    assert len(per_request) == 6
+    registry = table_name("RELAIS_REGISTRY_TABLE")
+    assert not any(table == registry for keys in per_request for table, _ in keys), "no key or pharmacy check"
+    shared: set[tuple[str, str]] = set()
+    for i, keys in enumerate(per_request):
+        for other in per_request[i + 1 :]:
+            shared |= keys & other
+    assert all('"quota#' in key or '"usage#' in key for _, key in shared), shared
+
+
+def test_a_key_revoked_after_it_was_cached_is_refused_at_commit_by_a_consistent_read(client, pharmacy):
+    assert post_result(client, pharmacy, distinctive_body()).status_code == 201  # key now in the process cache
+    bootstrap.registry().revoke_key(pharmacy.key_id)
+
+    response = post_result(client, pharmacy, distinctive_body())
+
+    assert response.status_code == 401
+    assert count_results() == 1
+
+
 def _refuse_kms_calls_for_disabled_keys(session: Any) -> None:
     """Make in-process moto answer like KMS does for a disabled key (moto 5.2 ignores the key state)."""
     from botocore.awsrequest import AWSResponse
@@ -325,11 +390,13 @@ def test_a_transaction_conflict_is_retried_and_the_result_accepted_once(client, 
 
 
 def test_a_conflict_that_persists_gets_503_with_retry_after_and_nothing_stored(client, pharmacy, monkeypatch):
+    from chalicelib.adapters.transaction import ATTEMPTS
+
     attempts = _conflicting_transactions(monkeypatch, times=100)
 
     response = post_result(client, pharmacy, distinctive_body())
 
-    assert len(attempts) == 3
+    assert len(attempts) == ATTEMPTS
     _assert_503_with_retry_after_and_nothing_stored(response)
 
 

@@ -1,5 +1,5 @@
 """adapters/transaction.py on moto: items are sent in the order they are added, each cancellation reason is read
-by the item's name, and conflicts and throttling are tried again (3 attempts) before a 503."""
+by the item's name, and conflicts and throttling are tried again (with jitter, up to ATTEMPTS) before a 503."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pynamodb.connection import Connection
 
 from chalicelib import bootstrap
 from chalicelib.adapters.tables import StateItem
-from chalicelib.adapters.transaction import Transaction
+from chalicelib.adapters.transaction import ATTEMPTS, Transaction
 from chalicelib.errors import DependencyUnavailableError
 from tests.integration.helpers import REGION
 
@@ -144,17 +144,38 @@ def test_conflicts_and_throttling_are_tried_again(state, monkeypatch, transient)
     assert _count("counter") == 1  # once
 
 
-def test_a_conflict_that_persists_is_a_503_after_three_attempts(state, monkeypatch):
-    sent = _sent(monkeypatch, [_conflict_on(1, 2)] * 3)
-    tx = Transaction(Connection(region=REGION))
+def test_a_conflict_that_persists_is_a_503_after_every_attempt(state, monkeypatch):
+    sent = _sent(monkeypatch, [_conflict_on(1, 2)] * ATTEMPTS)
+    tx = Transaction(Connection(region=REGION), sleep=lambda s: None)
     tx.update("counter", StateItem(pk="counter"), actions=[StateItem.n.add(1), StateItem.expires_at.set(EXPIRES)])
     tx.put("reference", StateItem(pk="fresh", expires_at=EXPIRES), condition=StateItem.pk.does_not_exist())
 
     with pytest.raises(DependencyUnavailableError):
         tx.commit()
 
-    assert len(sent) == 3
+    assert len(sent) == ATTEMPTS
     assert _count("counter") is None
+
+
+def test_retries_pause_with_growing_full_jitter_and_stop_at_the_invocation_s_deadline(state, monkeypatch):
+    from chalicelib.deadline import deadline_in
+
+    pauses: list[float] = []
+    clock = [1000.0]
+    monkeypatch.setattr("chalicelib.adapters.transaction.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("chalicelib.deadline.time.monotonic", lambda: clock[0])
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        clock[0] += seconds
+
+    sent = _sent(monkeypatch, [_conflict_on(1, 2)] * ATTEMPTS)
+    tx = Transaction(Connection(region=REGION), sleep=sleep, jitter=lambda: 1.0)  # the top of each jitter range
+    tx.update("counter", StateItem(pk="counter"), actions=[StateItem.n.add(1), StateItem.expires_at.set(EXPIRES)])
+    with deadline_in(1.0 + 0.25), pytest.raises(DependencyUnavailableError):  # 0.25 s left after the margin
+        tx.commit()
+    assert pauses == [0.02, 0.04, 0.08], "doubling pauses, stopped before the one that would pass the deadline"
+    assert len(sent) == 4
 
 
 def test_other_failures_are_a_503_at_once(state, monkeypatch):
