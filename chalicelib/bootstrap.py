@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from chalicelib.adapters.metrics import EmfMetrics
     from chalicelib.adapters.national_client import NationalClient
     from chalicelib.adapters.national_status import NationalStatusStore
+    from chalicelib.adapters.pacing import AccountPacer
     from chalicelib.adapters.queues import WorkQueue
     from chalicelib.adapters.registry import Registry
     from chalicelib.adapters.results_store import DynamoStore
@@ -333,7 +334,7 @@ def messaging() -> Messaging:
 
 @component
 def notify_service() -> NotifyService:
-    from chalicelib.services.notify import NotifyService, RateLimiter
+    from chalicelib.services.notify import NotifyService
 
     s = settings()
     return NotifyService(
@@ -345,8 +346,26 @@ def notify_service() -> NotifyService:
         clock=clock,
         public_base_url=s.public_base_url,
         link_ttl_hours=s.link_ttl_hours,
-        limiter=RateLimiter(s.sms_per_second),
+        pacers=pacers(),
     )
+
+
+@component
+def pacers() -> dict[str, AccountPacer]:
+    """The account-wide pacer of each channel: SNS's SMS rate and SES's sending rate, with monthly budgets."""
+    from chalicelib.adapters.pacing import AccountPacer
+
+    _bind()
+    s = settings()
+
+    def budget_used(channel: str, count: int, budget: int) -> None:  # the metric the budget alarm watches
+        if budget > 0:
+            metrics().percent(f"{channel.capitalize()}BudgetUsedPercent", 100.0 * count / budget)
+
+    return {
+        "sms": AccountPacer("sms", s.sms_per_second, s.sms_monthly_budget, on_count=budget_used),
+        "email": AccountPacer("email", s.email_per_second, s.email_monthly_budget, on_count=budget_used),
+    }
 
 
 @component

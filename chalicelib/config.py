@@ -58,7 +58,11 @@ class Settings:
     patient_ip_failures: int = 20
     patient_ip_window_seconds: int = 600
     resend_per_day: int = 3
-    sms_per_second: int = 20
+    # account-wide pacing of patient messages (adapters/pacing.py); budgets in messages per month, 0: none
+    sms_per_second: int = 20  # the account's SNS SMS rate (transactional messages per second)
+    sms_monthly_budget: int = 1_000_000
+    email_per_second: int = 14  # the account's SES sending rate
+    email_monthly_budget: int = 0
     # the function's own timeout (set per function by the template): AWS clients' timeouts fit in it
     function_timeout_seconds: int = 10
 
@@ -108,6 +112,8 @@ _BOUNDS: dict[str, tuple[int, int]] = {
     "resend_per_day": (1, 20),
     "national_max_attempts": (1, 100),
     "function_timeout_seconds": (4, 900),
+    "sms_per_second": (1, 10_000),
+    "email_per_second": (1, 10_000),
 }
 
 

@@ -31,6 +31,12 @@ class EmfMetrics:
         with _LOCK:
             self._metrics.add_metric(name=name, unit=MetricUnit.Seconds, value=round(seconds, 3))
 
+    def percent(self, name: str, value: float) -> None:
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        with _LOCK:
+            self._metrics.add_metric(name=name, unit=MetricUnit.Percent, value=round(value, 2))
+
     def flush(self) -> None:
         """Write the metrics of this invocation (one EMF line on stdout, picked up by CloudWatch)."""
         with _LOCK:

@@ -41,7 +41,6 @@ class ChannelSpec:
     address_field: AddressField  # the Patient attribute the message is sent to; required when notify names it
     template: Template  # the message
     transport: str  # the Sender port's method: transport(address, message) -> provider message id
-    rate_limited: bool = False  # paced by the notifier's per-process rate limiter (the SMS quota)
 
     def address(self, patient: Patient) -> str | None:
         """The patient's address on this channel, if they gave one."""
@@ -51,7 +50,7 @@ class ChannelSpec:
 
 #: Every channel, in the order error messages list them.
 CHANNELS: Final[Mapping[Channel, ChannelSpec]] = {
-    "sms": ChannelSpec("sms", "phone", sms_text, "send_sms", rate_limited=True),
+    "sms": ChannelSpec("sms", "phone", sms_text, "send_sms"),
     "email": ChannelSpec("email", "email", email_content, "send_email"),
 }
 

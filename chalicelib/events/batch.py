@@ -29,6 +29,10 @@ class RetryMessageError(Exception):
     """A message to retry; its text is the type of the exception that failed it, nothing else."""
 
 
+#: Time given to a batch invoked without Lambda's context (a test, a script): the consumers' shortest timeout.
+NO_CONTEXT_SECONDS = 30.0
+
+
 def consume_batch(
     event: dict[str, Any],
     context: Any,
@@ -66,7 +70,7 @@ def consume_batch(
         return outcome
 
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    seconds = deadline_of(context, default_seconds=float(bootstrap.settings().function_timeout_seconds))
+    seconds = deadline_of(context, default_seconds=NO_CONTEXT_SECONDS)
     try:
         with deadline_in(seconds):  # a retry inside never outlives the invocation
             return dict(process_partial_response(event=event, record_handler=one, processor=processor, context=context))

@@ -11,17 +11,14 @@ Failures raise, so that the queue retries the message; the attempt that reaches 
 (the notify queue's ``maxReceiveCount``) sets ``patient.status = failed`` before the message goes to
 the dead-letter queue.
 
-SMS rate. :class:`RateLimiter` spaces SMS to ``sms_per_second`` *per process*; messages beyond wait
-(sleep) in the batch. In AWS the notifier's reserved concurrency times this rate must stay within the
-account's SNS SMS quota (transactional messages per second): e.g. reserved concurrency 2 at 10/s for a
-20/s quota. What cannot be sent in time stays in the queue (the queue is the buffer).
+Pacing. Before each send, the channel's :class:`Pacer` grants a slot: the account's rate (SNS SMS, SES) and
+monthly budget are counted in DynamoDB (``adapters/pacing.py``), so they hold whatever the number of notifier
+instances. A send that gets no slot in time, or past the budget, fails the attempt: the message stays queued.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -87,28 +84,10 @@ class NotifyFailedError(RelaisError):
     """Sending failed; the message is to be retried. Its text is a code, never a value."""
 
 
-class RateLimiter:
-    """At most ``rate`` acquisitions per second in this process (thread-safe); callers beyond it sleep."""
+class Pacer(Protocol):
+    """Grants send slots on one channel, account-wide; raises when none may be had (the attempt then fails)."""
 
-    def __init__(
-        self, rate: int, *, monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
-    ) -> None:
-        self._interval = 1.0 / rate if rate > 0 else 0.0
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def acquire(self) -> float:
-        """Wait for the next slot; the seconds waited."""
-        with self._lock:
-            now = self._monotonic()
-            start = max(now, self._next)
-            self._next = start + self._interval
-        wait = start - now
-        if wait > 0:
-            self._sleep(wait)
-        return wait
+    def acquire(self) -> object: ...
 
 
 @dataclass
@@ -123,7 +102,7 @@ class NotifyService:
     clock: Callable[[], datetime]
     public_base_url: str
     link_ttl_hours: int = 72
-    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(20))
+    pacers: Mapping[str, Pacer] = field(default_factory=dict)  # channel → its account-wide pacer
     language: Language = DEFAULT_LANGUAGE
     max_attempts: int = NOTIFY_MAX_ATTEMPTS
 
@@ -189,8 +168,9 @@ class NotifyService:
                 ttl_hours=self.link_ttl_hours,
                 lang=self.language,
             )
-            if channel.rate_limited:
-                self.limiter.acquire()
+            pacer = self.pacers.get(channel.name)
+            if pacer is not None:
+                pacer.acquire()
             getattr(self.sender, channel.transport)(address, message)
             self.links.record_send(
                 record.id,

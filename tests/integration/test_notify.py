@@ -188,19 +188,3 @@ def test_no_personal_value_in_the_batch_log_lines(patient_env, capfd):
     out = capfd.readouterr()
     assert_no_leak(out.out + out.err)
     assert rid
-
-
-def test_the_sms_rate_limiter_spaces_messages():
-    from chalicelib.services.notify import RateLimiter
-
-    now = [0.0]
-    waits: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        now[0] += seconds
-
-    limiter = RateLimiter(4, monotonic=lambda: now[0], sleep=sleep)
-    for _ in range(5):
-        limiter.acquire()
-    assert waits == pytest.approx([0.25, 0.25, 0.25, 0.25])

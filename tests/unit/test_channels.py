@@ -92,7 +92,7 @@ class Recorder:
 
 
 def notifier(channels: tuple[str, ...]) -> tuple[Any, Recorder]:
-    from chalicelib.services.notify import NotifyService, RateLimiter
+    from chalicelib.services.notify import NotifyService
 
     submission = parse_submission(valid_body(), now=FIXED_NOW)
     record = ResultRecord(
@@ -115,7 +115,6 @@ def notifier(channels: tuple[str, ...]) -> tuple[Any, Recorder]:
         get_pharmacy=lambda _id: Pharmacy("ph_1", "750012345", "Pharmacie du Canal", "active"),
         clock=lambda: FIXED_NOW,
         public_base_url="https://r.example",
-        limiter=RateLimiter(0),
     )
     return service, fake
 

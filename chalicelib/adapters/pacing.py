@@ -1,0 +1,97 @@
+"""Account-wide pacing of patient messages: at most ``rate`` per second and ``monthly_budget`` per month,
+whatever the number of notifier instances.
+
+SNS's SMS rate and spend limits are per account, not per process: a limiter in each process would multiply the
+rate by the notifier's concurrency. Both counters therefore live in the state table, as plain conditional
+``UpdateItem`` calls (never transactions, which would conflict with one another):
+
+* ``pace#<channel>#<epoch second>``: sends in that second; ``ADD 1`` only while below the rate. A refused
+  caller sleeps to the start of the next second (with a little jitter) and tries again, up to ``max_wait``;
+  then :class:`PacingBusyError` leaves the message in its queue (the queue is the buffer).
+* ``budget#<channel>#<YYYY-MM>``: sends this month; ``ADD 1`` only while below the budget. Past it,
+  :class:`BudgetExhaustedError`: nothing is sent (an alarm fires well before, at ``alarm_ratio``).
+
+One second's slot item takes at most ``rate`` writes: far below a partition's 1,000 writes per second.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pynamodb.expressions.update import Action
+
+from chalicelib.adapters.dynamodb import update_if
+from chalicelib.adapters.tables import StateItem
+from chalicelib.deadline import seconds_left
+from chalicelib.errors import DependencyUnavailableError
+
+
+class PacingBusyError(DependencyUnavailableError):
+    """No send slot within ``max_wait``: the message stays queued and is retried."""
+
+
+class BudgetExhaustedError(DependencyUnavailableError):
+    """The month's budget of messages on this channel is spent."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A send slot granted: the second it belongs to, and the sends counted this month (this one included)."""
+
+    second: int
+    month_count: int
+
+
+@dataclass
+class AccountPacer:
+    channel: str
+    rate: int  # messages per second, whole account
+    monthly_budget: int  # messages per calendar month (UTC), whole account; 0: no budget
+    max_wait_seconds: float = 20.0  # and never past the invocation's deadline
+    on_count: Callable[[str, int, int], None] | None = None  # (channel, month count, budget): the budget metric
+    now: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    jitter: Callable[[], float] = field(default=random.random)
+
+    def acquire(self) -> Slot:
+        """Wait for a send slot, then count the send against the month's budget.
+
+        PacingBusyError when no slot comes within ``max_wait_seconds`` (or the invocation's time),
+        BudgetExhaustedError past the month's budget: in both cases nothing may be sent.
+        """
+        budget = min(self.max_wait_seconds, seconds_left(self.max_wait_seconds))
+        waited = 0.0
+        while True:
+            moment = self.now()
+            second = int(moment)
+            if update_if(
+                StateItem(pk=f"pace#{self.channel}#{second}"),
+                [StateItem.n.add(1), StateItem.expires_at.set(second + 120)],
+                StateItem.n.does_not_exist() | (StateItem.n < self.rate),
+            ):
+                break
+            pause = (second + 1 - moment) + 0.05 * self.jitter()  # the next second, senders spread a little
+            if waited + pause > budget:
+                raise PacingBusyError(f"{self.channel}-rate")
+            self.sleep(pause)
+            waited += pause
+        count = self._count_in_budget(moment)
+        if self.on_count is not None:
+            self.on_count(self.channel, count, self.monthly_budget)
+        return Slot(second, count)
+
+    def _count_in_budget(self, moment: float) -> int:
+        month = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m")
+        item = StateItem(pk=f"budget#{self.channel}#{month}")
+        actions: list[Action] = [StateItem.n.add(1), StateItem.expires_at.set(int(moment) + 40 * 86_400)]
+        if self.monthly_budget <= 0:  # no budget: count only
+            condition = StateItem.n.does_not_exist() | StateItem.n.exists()
+        else:
+            condition = StateItem.n.does_not_exist() | (StateItem.n < self.monthly_budget)
+        if not update_if(item, actions, condition):
+            raise BudgetExhaustedError(f"{self.channel}-budget")
+        return int(item.n or 0)
