@@ -58,7 +58,7 @@ class Settings:
     patient_ip_failures: int = 20
     patient_ip_window_seconds: int = 600
     resend_per_day: int = 3
-    sms_per_second: int = 20
+    sms_per_second: int = 400  # the peak day's (docs/capacity.md): the account's SNS SMS quota must be raised to it
     # the function's own timeout (set per function by the template): AWS clients' timeouts fit in it
     function_timeout_seconds: int = 10
 
