@@ -12,6 +12,7 @@ BENCHES = [
     ("ingest", [sys.executable, "-m", "bench.ingest"]),
     ("delivery", [sys.executable, "-m", "bench.delivery"]),
     ("patient", [sys.executable, "-m", "bench.patient"]),
+    ("peak", [sys.executable, "-m", "bench.peak"]),
 ]
 
 

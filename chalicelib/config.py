@@ -58,10 +58,12 @@ class Settings:
     patient_ip_failures: int = 20
     patient_ip_window_seconds: int = 600
     resend_per_day: int = 3
-    # account-wide pacing of patient messages (adapters/pacing.py); budgets in messages per month, 0: none
-    sms_per_second: int = 20  # the account's SNS SMS rate (transactional messages per second)
-    sms_monthly_budget: int = 1_000_000
-    email_per_second: int = 14  # the account's SES sending rate
+    # account-wide pacing of patient messages (adapters/pacing.py); budgets in messages per month, 0: none.
+    # The rates are the peak day's (docs/capacity.md): the account's SNS SMS and SES sending quotas must be raised
+    # to them (AWS starts accounts at 20 SMS/s and 14 e-mails/s).
+    sms_per_second: int = 400
+    sms_monthly_budget: int = 3_000_000
+    email_per_second: int = 100
     email_monthly_budget: int = 0
     # the function's own timeout (set per function by the template): AWS clients' timeouts fit in it
     function_timeout_seconds: int = 10

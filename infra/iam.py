@@ -98,8 +98,8 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         name="national",
         timeout=60,
         memory=512,
-        reserved_concurrency=10,
-        max_concurrency=5,
+        reserved_concurrency=120,
+        max_concurrency=110,
         access=Access(
             tables={
                 "ResultsTable": ("dynamodb:GetItem", "dynamodb:UpdateItem"),
@@ -131,8 +131,8 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         name="notify",
         timeout=30,
         memory=512,
-        reserved_concurrency=10,
-        max_concurrency=5,
+        reserved_concurrency=90,
+        max_concurrency=80,
         access=Access(
             tables={
                 "ResultsTable": ("dynamodb:GetItem", "dynamodb:UpdateItem"),
