@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
-from pynamodb.connection import Connection
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.adapters.tables import AuditItem, sortable_time
+from chalicelib.adapters.tables import connection as dynamodb_connection
 from chalicelib.domain.audit_chain import EVENT_FIELDS, GENESIS, ChainEntry, Problem, digest, extend, verify_links
 from chalicelib.errors import DecryptionError, DependencyUnavailableError
 from chalicelib.services.ports import Envelope
@@ -62,7 +62,7 @@ def _entry(item: ChainItem) -> ChainEntry:
 class AuditChain:
     def __init__(self, *, envelope: Envelope, region: str) -> None:
         self._envelope = envelope
-        self._connection = Connection(region=region, max_retry_attempts=2)
+        self._connection = dynamodb_connection(region)
 
     def _head(self) -> tuple[int, str]:
         try:

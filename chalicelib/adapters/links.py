@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
-from pynamodb.connection import Connection
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
@@ -29,6 +28,7 @@ from chalicelib.adapters.audit import audit_item
 from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
 from chalicelib.adapters.results_store import DynamoStore
 from chalicelib.adapters.tables import ResultItem, StateItem, TableMeta, epoch_seconds
+from chalicelib.adapters.tables import connection as dynamodb_connection
 from chalicelib.adapters.transaction import Transaction
 from chalicelib.config import Settings
 from chalicelib.domain.channels import channel_spec
@@ -104,7 +104,7 @@ class LinkStore:
     """Links, send claims, resend and failure counters (see the module docstring for the keys)."""
 
     def __init__(self, *, region: str, audit_retention_days: int, clock: Callable[[], datetime]) -> None:
-        self._connection = Connection(region=region, max_retry_attempts=2)
+        self._connection = dynamodb_connection(region)
         self._audit_retention_days = audit_retention_days
         self._clock = clock
 

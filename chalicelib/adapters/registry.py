@@ -11,6 +11,7 @@ from pynamodb.connection import Connection
 
 from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
 from chalicelib.adapters.tables import FinessItem, KeyItem, PharmacyItem, StateItem, counter_shards, usage_key
+from chalicelib.adapters.tables import connection as dynamodb_connection
 from chalicelib.adapters.transaction import Transaction
 from chalicelib.domain.records import Pharmacy, PharmacyKey
 from chalicelib.errors import ConflictError, NotFoundError
@@ -26,7 +27,7 @@ class Registry:
     def add_pharmacy(self, pharmacy: Pharmacy, key: PharmacyKey) -> None:
         """Register a pharmacy with its first key; FINESS numbers are unique (ConflictError)."""
         if self._connection is None:  # one client for the process, not one per registration
-            self._connection = Connection(region=PharmacyItem.Meta.region, max_retry_attempts=2)
+            self._connection = dynamodb_connection(PharmacyItem.Meta.region)
         tx = Transaction(self._connection)
         tx.put(
             "finess",

@@ -41,6 +41,7 @@ from chalicelib.adapters.tables import (
     sortable_time,
     usage_key,
 )
+from chalicelib.adapters.tables import connection as dynamodb_connection
 from chalicelib.adapters.transaction import Transaction
 from chalicelib.domain.records import AuditEvent, AuthGrant, ResultRecord, seconds_to_midnight_utc
 from chalicelib.errors import (
@@ -142,7 +143,7 @@ class DynamoStore:
     """Results, pharmacy references, quotas, nonces and audit events in DynamoDB."""
 
     def __init__(self, *, region: str, audit_retention_days: int, clock: Callable[[], datetime]) -> None:
-        self._connection = Connection(region=region, max_retry_attempts=2)
+        self._connection = dynamodb_connection(region)
         self._audit_retention_days = audit_retention_days
         self._clock = clock
 

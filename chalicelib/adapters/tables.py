@@ -16,20 +16,33 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
+from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
+from chalicelib.adapters.aws import call_budget
 from chalicelib.config import Settings
 
 
 class TableMeta:
-    """Connection settings shared by every Relais model; ``bind_*`` functions set the table names."""
+    """Connection settings shared by every Relais model; ``bind_*`` functions set the table names, and
+    :func:`bind_tables` the timeouts and retries of the function's AWS call budget (``adapters/aws.py``)."""
 
     table_name = "unbound"
     region: str | None = None
-    max_retry_attempts = 2
-    connect_timeout_seconds = 2
-    read_timeout_seconds = 4
+    max_retry_attempts = 1  # retries after the first try (pynamodb's own count; botocore's standard mode)
+    connect_timeout_seconds: float = 0.5
+    read_timeout_seconds: float = 1.5
+
+
+def connection(region: str | None) -> Connection:
+    """A pynamodb connection (for transactions and raw calls) with the same timeouts and retries as the models."""
+    return Connection(
+        region=region,
+        connect_timeout_seconds=TableMeta.connect_timeout_seconds,
+        read_timeout_seconds=TableMeta.read_timeout_seconds,
+        max_retry_attempts=TableMeta.max_retry_attempts,
+    )
 
 
 def sortable_time(moment: datetime) -> str:
@@ -239,8 +252,16 @@ def bind_tables(settings: Settings) -> None:
         ResultItem: settings.results_table,
         AuditItem: settings.audit_table,
     }
+    budget = call_budget(settings.function_timeout_seconds)
+    timeouts = (budget.connect_timeout, budget.read_timeout, budget.max_attempts - 1)
+    changed = timeouts != (
+        TableMeta.connect_timeout_seconds,
+        TableMeta.read_timeout_seconds,
+        TableMeta.max_retry_attempts,
+    )
+    TableMeta.connect_timeout_seconds, TableMeta.read_timeout_seconds, TableMeta.max_retry_attempts = timeouts
     for model, table in tables.items():
-        if model.Meta.table_name != table or model.Meta.region != settings.region:
+        if changed or model.Meta.table_name != table or model.Meta.region != settings.region:
             model.Meta.table_name = table
             model.Meta.region = settings.region
             model._connection = None

@@ -52,3 +52,20 @@ def test_clients_use_the_standard_retry_mode_and_the_budget_s_timeouts(monkeypat
             assert config.retries["total_max_attempts"] == expected.max_attempts
     finally:
         bootstrap.reset()
+
+
+def test_dynamodb_connections_and_models_use_the_budget_too(monkeypatch):
+    from chalicelib.adapters.tables import StateItem, TableMeta, bind_tables, connection
+    from chalicelib.config import settings_from_env
+
+    env = {f"RELAIS_{n}": "x" for n in ("STAGE", "KMS_KEY_ARN", "REGISTRY_TABLE", "RESULTS_TABLE", "STATE_TABLE")}
+    env |= {"RELAIS_AUDIT_TABLE": "x", "RELAIS_NATIONAL_QUEUE_URL": "q", "RELAIS_NOTIFY_QUEUE_URL": "q"}
+    for seconds in (10, 60):
+        bind_tables(settings_from_env({**env, "RELAIS_FUNCTION_TIMEOUT_SECONDS": str(seconds), "AWS_REGION": "eu-west-3"}))
+        budget = call_budget(seconds)
+        config = connection("eu-west-3").client.meta.config
+        model_config = StateItem._get_connection().connection.client.meta.config
+        for c in (config, model_config):
+            assert (c.connect_timeout, c.read_timeout) == (budget.connect_timeout, budget.read_timeout)
+            assert c.retries["total_max_attempts"] == budget.max_attempts
+        assert TableMeta.max_retry_attempts == budget.max_attempts - 1
