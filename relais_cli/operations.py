@@ -156,7 +156,9 @@ def dlq_list(args: argparse.Namespace, ctx: Context, out: Output) -> None:
         letters,
         lambda data: (
             "\n".join(
-                f"{d['result_id']}  {d['reason']}  attempts={d['attempts']}  age={d['age_seconds']}s" for d in data
+                f"{d['result_id']}  {d['reason'] or 'no reason (moved by SQS after its receive limit)'}"
+                f"  attempts={d['attempts']}  age={d['age_seconds']}s"
+                for d in data
             )
             or f"no dead letter in the {args.queue} queue"
         ),

@@ -109,7 +109,10 @@ def _describe(message: dict[str, Any]) -> dict[str, Any]:
     dead_at = attrs.get("dead_lettered_at", {}).get("StringValue")
     return {
         "result_id": result_id,
-        "reason": attrs.get("reason", {}).get("StringValue", "redriven-by-sqs"),
+        # A worker dead-letters with a reason code; a message without one was moved by SQS itself after its
+        # maxReceiveCount (the worker crashed or timed out each time): no reason is known, and none is invented.
+        "reason": attrs.get("reason", {}).get("StringValue"),
+        "moved_by": "relais" if "reason" in attrs else "sqs",
         "attempts": int(
             attrs.get("attempts", {}).get("StringValue")
             or message.get("Attributes", {}).get("ApproximateReceiveCount", "0")

@@ -9,7 +9,8 @@
   ``415`` for another media type, ``503`` (``Retry-After: 5``) while "down", and injected ``500``s / slow answers
   while faults are set. Every error body is an ``OperationOutcome`` that names paths and rules, never values.
 * admin endpoints, loopback only, no authentication (what ``relais local national`` and the tests use):
-  ``GET /_admin/received``, ``GET /_admin/status``, ``POST /_admin/down``, ``POST /_admin/up``,
+  ``GET /_admin/received`` (the Bundles kept, one per identifier), ``GET /_admin/deliveries`` (every
+  arrival, duplicates included), ``GET /_admin/status``, ``POST /_admin/down``, ``POST /_admin/up``,
   ``POST /_admin/faults`` / ``GET`` / ``DELETE``, ``POST /_admin/reset``.
 
 Bundles carry personal data: this module never prints or logs a body, only methods, paths, status codes and counts.
@@ -99,6 +100,8 @@ class NationalState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     records: list[dict[str, Any]] = field(default_factory=list)
     identifiers: set[str] = field(default_factory=set)
+    #: Every Bundle that arrived, duplicates included, in order: ``{"identifier", "received_at", "kept"}``.
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
     rejected: int = 0
     up: bool = True
@@ -112,6 +115,7 @@ class NationalState:
         with self.lock:
             self.records.clear()
             self.identifiers.clear()
+            self.deliveries.clear()
             self.duplicates = self.rejected = self.injected_errors = self.injected_timeouts = 0
             self.up = True
             self.faults = None
@@ -141,6 +145,7 @@ class NationalState:
             return {
                 "up": self.up,
                 "received": len(self.records),
+                "deliveries": len(self.deliveries),
                 "duplicates": self.duplicates,
                 "rejected": self.rejected,
             }
@@ -256,11 +261,13 @@ class _Handler(BaseHTTPRequestHandler):
         assert isinstance(value, str)
         with state.lock:
             duplicate = value in state.identifiers
+            now = _utc_now()
+            state.deliveries.append({"identifier": value, "received_at": now, "kept": not duplicate})
             if duplicate:
                 state.duplicates += 1
             else:
                 state.identifiers.add(value)
-                state.records.append({"received_at": _utc_now(), "bundle": doc})
+                state.records.append({"received_at": now, "bundle": doc})
             received = len(state.records)
         if duplicate:
             self._outcome(HTTPStatus.OK, "informational", "duplicate bundle identifier: already received, not recorded")
@@ -302,6 +309,10 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 records = list(state.records)
             self._send_json(HTTPStatus.OK, records)
+        elif route == ("GET", "/_admin/deliveries"):
+            with state.lock:
+                deliveries = list(state.deliveries)
+            self._send_json(HTTPStatus.OK, deliveries)
         elif route == ("GET", "/_admin/status"):
             self._send_json(HTTPStatus.OK, state.status())
         elif route in (("POST", "/_admin/down"), ("POST", "/_admin/up")):

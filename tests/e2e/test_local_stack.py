@@ -209,6 +209,10 @@ def test_the_standin_records_a_new_bundle_and_drops_its_duplicate(local_stack):
     after = requests.get(f"{base}/_admin/status", timeout=5).json()
     assert after["received"] == before["received"] + 1
     assert after["duplicates"] == before["duplicates"] + 1
+    assert after["deliveries"] == before["deliveries"] + 2
+    value = bundle["identifier"]["value"]
+    arrivals = [d for d in requests.get(f"{base}/_admin/deliveries", timeout=5).json() if d["identifier"] == value]
+    assert [d["kept"] for d in arrivals] == [True, False]
     mine = [r for r in national_received(local_stack) if r["bundle"] == bundle]
     assert len(mine) == 1
     assert mine[0]["received_at"].endswith("Z")
@@ -323,7 +327,7 @@ def test_reset_forgets_everything(standin):
     post_bundle(base, a_bundle(), "secret-token")
     requests.post(f"{base}/_admin/down", timeout=5)
     status = requests.post(f"{base}/_admin/reset", timeout=5).json()
-    assert status == {"up": True, "received": 0, "duplicates": 0, "rejected": 0}
+    assert status == {"up": True, "received": 0, "deliveries": 0, "duplicates": 0, "rejected": 0}
     assert requests.get(f"{base}/_admin/received", timeout=5).json() == []
 
 

@@ -98,6 +98,7 @@ def test_nothing_is_lost_through_the_local_stack(tmp_path):
         letters = stack.relais("dlq", "list")
         dead = {d["result_id"] for d in letters}
         received = [r["bundle"]["identifier"]["value"] for r in stack.relais("local", "national")]
+        deliveries = requests.get(f"{stack.national_url}/_admin/deliveries", timeout=10).json()
     finally:
         stack.stop()
     assert reported | dead == accepted, (
@@ -108,5 +109,7 @@ def test_nothing_is_lost_through_the_local_stack(tmp_path):
     assert failed == dead
     assert all(d["reason"] for d in letters)
     assert len(received) == len(set(received)), "the receiver kept a bundle twice"
+    assert {d["identifier"] for d in deliveries} == set(received), "every Bundle that arrived is kept, once"
+    assert len(deliveries) >= len(received)
     assert reported <= set(received)
     assert dead, "the faults were meant to exhaust some retries"

@@ -61,7 +61,9 @@ def test_dynamodb_connections_and_models_use_the_budget_too(monkeypatch):
     env = {f"RELAIS_{n}": "x" for n in ("STAGE", "KMS_KEY_ARN", "REGISTRY_TABLE", "RESULTS_TABLE", "STATE_TABLE")}
     env |= {"RELAIS_AUDIT_TABLE": "x", "RELAIS_NATIONAL_QUEUE_URL": "q", "RELAIS_NOTIFY_QUEUE_URL": "q"}
     for seconds in (10, 60):
-        bind_tables(settings_from_env({**env, "RELAIS_FUNCTION_TIMEOUT_SECONDS": str(seconds), "AWS_REGION": "eu-west-3"}))
+        bind_tables(
+            settings_from_env({**env, "RELAIS_FUNCTION_TIMEOUT_SECONDS": str(seconds), "AWS_REGION": "eu-west-3"})
+        )
         budget = call_budget(seconds)
         config = connection("eu-west-3").client.meta.config
         model_config = StateItem._get_connection().connection.client.meta.config

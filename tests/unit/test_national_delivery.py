@@ -208,3 +208,14 @@ def test_a_result_reported_meanwhile_is_not_marked_failed():
 
     service = make_service(FakeNational(Answer(400)), statuses=ReportedMeanwhile())
     assert service.deliver(Delivery(RID, "rh", 1)) == "already-reported"
+
+
+def test_a_dead_letter_moved_by_sqs_has_no_invented_reason():
+    from chalicelib.adapters.queues import _describe
+
+    body = '{"result_id": "%s"}' % RID
+    by_sqs = _describe({"Body": body, "Attributes": {"ApproximateReceiveCount": "5", "SentTimestamp": "0"}})
+    assert (by_sqs["reason"], by_sqs["moved_by"], by_sqs["attempts"]) == (None, "sqs", 5)
+    attrs = {"reason": {"StringValue": "http-422:invalid"}, "attempts": {"StringValue": "1"}}
+    by_relais = _describe({"Body": body, "MessageAttributes": attrs, "Attributes": {"SentTimestamp": "0"}})
+    assert (by_relais["reason"], by_relais["moved_by"]) == ("http-422:invalid", "relais")
