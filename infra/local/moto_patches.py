@@ -174,6 +174,9 @@ def patch_moto() -> None:
             setattr(cls, name, _under(_LOCK, getattr(cls, name)))
     _send_without_counting_the_queue()
     _queue_operations_under_the_queue_lock()
+    from infra.local.moto_idempotency import patch_idempotent_transactions
+
+    patch_idempotent_transactions()
     _PATCHED = True
 
 

@@ -1,0 +1,68 @@
+"""DynamoDB's idempotent transactions, which moto lacks.
+
+A ``TransactWriteItems`` call carries a ``ClientRequestToken`` (botocore fills one in, and reuses it for its own
+retries of the call). DynamoDB answers a repeat of a *successful* call — same token, same items, within 10 minutes —
+with success, without writing again; the same token with other items is ``IdempotentParameterMismatchException``.
+moto ignores the token: a retry after a read timeout whose first try had committed was executed again there, and a
+request's nonce then looked replayed (a 401 for a request that had been accepted) — harsher than AWS, and a source
+of flaky runs under load. Only the embedded AWS is patched; nothing of it ships.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import threading
+import time
+from typing import Any
+
+#: How long DynamoDB remembers a token.
+TOKEN_SECONDS = 600
+
+_LOCK = threading.Lock()
+_SEEN: dict[str, tuple[str, float, Any]] = {}  # token → (hash of the items, when, the answer)
+
+
+def _digest(items: Any) -> str:
+    return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()
+
+
+def patch_idempotent_transactions() -> None:
+    """Make moto's ``TransactWriteItems`` honour ``ClientRequestToken`` as DynamoDB does (see the module)."""
+    from moto.dynamodb.exceptions import DynamodbException
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.transact_write_items
+    if getattr(original, "_relais_idempotent", False):
+        return
+
+    class IdempotentParameterMismatchError(DynamodbException):
+        def __init__(self) -> None:
+            super().__init__(
+                "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException",
+                message="The request uses the same client token as a previous, but non-identical request.",
+            )
+
+    @functools.wraps(original)
+    def transact_write_items(self: Any) -> Any:
+        token = self.body.get("ClientRequestToken")
+        if not token:
+            return original(self)
+        digest = _digest(self.body.get("TransactItems"))
+        now = time.monotonic()
+        with _LOCK:
+            for old in [t for t, (_, at, _) in _SEEN.items() if now - at > TOKEN_SECONDS]:
+                del _SEEN[old]
+            seen = _SEEN.get(token)
+        if seen is not None:
+            if seen[0] != digest:
+                raise IdempotentParameterMismatchError()
+            return seen[2]  # a repeat of a call that succeeded: success again, nothing written twice
+        answer = original(self)
+        with _LOCK:
+            _SEEN[token] = (digest, now, answer)
+        return answer
+
+    transact_write_items._relais_idempotent = True  # type: ignore[attr-defined]
+    DynamoHandler.transact_write_items = transact_write_items  # type: ignore[method-assign]
