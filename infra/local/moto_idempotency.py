@@ -25,7 +25,12 @@ _SEEN: dict[str, tuple[str, float, Any]] = {}  # token → (hash of the items, w
 
 
 def _digest(items: Any) -> str:
-    return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()
+    """A digest of the request's items (binary attribute values arrive as bytes)."""
+
+    def encode(value: Any) -> str:
+        return value.hex() if isinstance(value, bytes | bytearray) else repr(value)
+
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=encode).encode()).hexdigest()
 
 
 def patch_idempotent_transactions() -> None:

@@ -14,8 +14,8 @@ def _add_one(table: str, pk: str) -> dict:
         "Update": {
             "TableName": table,
             "Key": {"pk": {"S": pk}},
-            "UpdateExpression": "ADD n :one SET expires_at = :e",
-            "ExpressionAttributeValues": {":one": {"N": "1"}, ":e": {"N": "1"}},
+            "UpdateExpression": "ADD n :one SET expires_at = :e, payload = :p",
+            "ExpressionAttributeValues": {":one": {"N": "1"}, ":e": {"N": "1"}, ":p": {"B": b"\x00ciphertext"}},
         }
     }
 
