@@ -64,6 +64,12 @@ iac-check: package
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
 
+## chaos: 10,000 results through the local stack with every fault on (CI runs the same test with 1,000); replay a
+## failing run with RELAIS_LOCAL_FAULTS_SEED=<seed from its output>
+.PHONY: chaos
+chaos: $(STAMP)
+	RELAIS_CHAOS_RESULTS=$${RELAIS_CHAOS_RESULTS:-10000} $(VENV)/bin/pytest -q -s -p no:cacheprovider tests/e2e/test_chaos.py
+
 ## bench: speed, cost and weight figures (not tests; see bench/README.md)
 bench: $(STAMP)
 	$(PY) -m bench.run
