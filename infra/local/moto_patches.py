@@ -11,9 +11,8 @@ back when the transaction fails, without a lock. Problems follow:
 The patch runs moto's DynamoDB writes one at a time, makes reads and stream reads wait for a transaction in
 progress, and replaces the table copies with an undo log of the items the transaction actually writes (and of
 the stream records it appended): a failed transaction restores exactly those, in time proportional to the
-transaction. In SQS, a send no longer counts the whole queue (O(queue length) per message), and receives,
-deletes and visibility changes take the queue's lock (concurrent consumers could lose, repeat or resurrect
-messages). Only the embedded AWS is patched; nothing of it ships.
+transaction. SQS is patched by :mod:`infra.local.moto_sqs` (sends, receives, deletes and visibility changes at
+SQS's cost, under the queue's lock). Only the embedded AWS is patched; nothing of it ships.
 """
 
 from __future__ import annotations
@@ -112,43 +111,14 @@ def _without_table_snapshots(module: Any) -> None:
     module.copy = SimpleNamespace(deepcopy=deepcopy, copy=copy.copy)
 
 
-def _send_without_counting_the_queue() -> None:
-    """moto's SendMessage reads ``queue.attributes`` for one flag, which counts every message in the queue
-    three times (visible, delayed, in flight): each send costs O(queue length), a backlog O(n²). The counts
-    are discarded there, so during a send they read as 0; GetQueueAttributes still counts."""
-    from moto.sqs.models import Queue, SQSBackend
-
-    for name in (
-        "approximate_number_of_messages",
-        "approximate_number_of_messages_delayed",
-        "approximate_number_of_messages_not_visible",
-    ):
-        counted = getattr(Queue, name)
-
-        def count(self: Any, __counted: Any = counted) -> int:
-            return 0 if getattr(_ACTIVE, "sending", False) else int(__counted.fget(self))
-
-        setattr(Queue, name, property(count, doc=counted.__doc__))
-
-    original = SQSBackend.send_message
-
-    @functools.wraps(original)
-    def send_message(self: Any, *args: Any, **kwargs: Any) -> Any:
-        _ACTIVE.sending = True
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            _ACTIVE.sending = False
-
-    SQSBackend.send_message = send_message  # type: ignore[method-assign]
-
-
 def patch_moto() -> None:
     """Make moto's DynamoDB, Streams and SQS behave as AWS does where Relais depends on it (see the module)."""
     global _PATCHED  # noqa: PLW0603 - one patch per process
     if _PATCHED:
         return
     from moto.dynamodb import models
+
+    from infra.local.moto_sqs import patch_sqs
 
     backend = models.DynamoDBBackend
     backend.put_item = _locked_write(  # type: ignore[method-assign]
@@ -172,8 +142,7 @@ def patch_moto() -> None:
     ):
         for name in names:
             setattr(cls, name, _under(_LOCK, getattr(cls, name)))
-    _send_without_counting_the_queue()
-    _queue_operations_under_the_queue_lock()
+    patch_sqs()
     _PATCHED = True
 
 
@@ -184,48 +153,3 @@ def _under(lock: Any, original: Any) -> Any:
             return original(self, *args, **kwargs)
 
     return locked
-
-
-def _queue_operations_under_the_queue_lock() -> None:
-    """moto's ReceiveMessage, DeleteMessage and ChangeMessageVisibility change a queue's message list and its set of
-    in-flight messages without the lock SendMessage appends under: with concurrent consumers a message sent during a
-    delete could vanish, a message could be received twice or come back after its deletion, and a receive could fail
-    ("Set changed size during iteration"). Each now runs under the queue's own lock; a long poll waits outside it."""
-    from moto.core.utils import unix_time
-    from moto.sqs.models import Queue, SQSBackend
-
-    delete = Queue.delete_message
-
-    @functools.wraps(delete)
-    def delete_message(self: Any, receipt_handle: str) -> None:
-        with self._messages_lock:
-            delete(self, receipt_handle)
-
-    Queue.delete_message = delete_message  # type: ignore[method-assign]
-
-    change = SQSBackend.change_message_visibility
-
-    @functools.wraps(change)
-    def change_message_visibility(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
-        with self.get_queue(queue_name)._messages_lock:
-            return change(self, queue_name, *args, **kwargs)
-
-    SQSBackend.change_message_visibility = change_message_visibility  # type: ignore[method-assign]
-
-    receive = SQSBackend.receive_message
-
-    @functools.wraps(receive)
-    def receive_message(
-        self: Any, queue_name: str, count: int, wait_seconds_timeout: int, visibility_timeout: int, *args: Any
-    ) -> Any:
-        queue = self.get_queue(queue_name)
-        polling_end = unix_time() + (wait_seconds_timeout or 0)
-        while True:
-            with queue._messages_lock:
-                messages = receive(self, queue_name, count, 0, visibility_timeout, *args)
-            remaining = polling_end - unix_time()
-            if messages or remaining <= 0:
-                return messages
-            queue.wait_for_messages(min(1.0, remaining))
-
-    SQSBackend.receive_message = receive_message  # type: ignore[method-assign,assignment]

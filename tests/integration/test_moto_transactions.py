@@ -163,24 +163,22 @@ def test_a_stream_reader_waits_for_a_transaction_and_never_sees_a_write_it_undoe
 
 
 def test_a_message_sent_while_another_is_deleted_is_kept(monkeypatch):
-    from moto.sqs.models import Message
+    from infra.local import moto_sqs
 
     with mock_aws():
         sqs = boto3.client("sqs", region_name="eu-west-3")
         url = sqs.create_queue(QueueName="q")["QueueUrl"]
         sqs.send_message(QueueUrl=url, MessageBody="old")
         handle = sqs.receive_message(QueueUrl=url)["Messages"][0]["ReceiptHandle"]
-        halfway, go_on, calls = threading.Event(), threading.Event(), []
-        had_receipt_handle = Message.had_receipt_handle
+        halfway, go_on = threading.Event(), threading.Event()
+        forget = moto_sqs._Index.forget
 
-        def pause_in_the_rebuild(self: Any, receipt_handle: str) -> bool:
-            calls.append(1)
-            if len(calls) == 2:  # the 1st call is the existence check; the 2nd is inside the list rebuild
-                halfway.set()
-                go_on.wait(10)
-            return bool(had_receipt_handle(self, receipt_handle))
+        def pause_in_the_delete(self: Any, message: Any) -> None:
+            halfway.set()  # the message is out of the queue's list; its receipt handles not yet forgotten
+            go_on.wait(10)
+            forget(self, message)
 
-        monkeypatch.setattr(Message, "had_receipt_handle", pause_in_the_rebuild)
+        monkeypatch.setattr(moto_sqs._Index, "forget", pause_in_the_delete)
         assert _waits_for(
             lambda: sqs.delete_message(QueueUrl=url, ReceiptHandle=handle),
             lambda: sqs.send_message(QueueUrl=url, MessageBody="new"),
