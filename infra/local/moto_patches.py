@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
+
+from infra.local import faults
 
 _LOCK = threading.RLock()
 _ACTIVE = threading.local()
@@ -111,14 +115,17 @@ def _without_table_snapshots(module: Any) -> None:
     module.copy = SimpleNamespace(deepcopy=deepcopy, copy=copy.copy)
 
 
-def patch_moto() -> None:
-    """Make moto's DynamoDB, Streams and SQS behave as AWS does where Relais depends on it (see the module)."""
+def patch_moto(env: Mapping[str, str] | None = None) -> None:
+    """Make moto's DynamoDB, Streams and SQS behave (and fail) as AWS does (see the module), with the faults that
+    ``env`` (default: ``os.environ``) asks for, see :mod:`infra.local.faults`; once per process."""
     global _PATCHED  # noqa: PLW0603 - one patch per process
     if _PATCHED:
         return
     from moto.dynamodb import models
 
     from infra.local.moto_sqs import patch_sqs
+
+    faults.install_from_env(os.environ if env is None else env)
 
     backend = models.DynamoDBBackend
     backend.put_item = _locked_write(  # type: ignore[method-assign]

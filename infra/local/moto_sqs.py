@@ -1,5 +1,5 @@
-"""moto's SQS at SQS's cost: O(1) sends, receives in O(messages returned), deletes and visibility changes by receipt
-handle, no lost message.
+"""moto's SQS at SQS's cost and with SQS's manners: O(1) sends, receives in O(messages returned), no lost message,
+and (when :mod:`infra.local.faults` says so) messages delivered twice and out of order, as a standard queue does.
 
 moto keeps a queue as one list of messages and scans all of it on every operation: a receive builds the list of
 visible messages, then reads the queue's attributes for each message it returns (which counts every message three
@@ -12,7 +12,11 @@ every message's receipt handles. So, for standard queues (Relais has no FIFO que
   O(queue length); a delete or a visibility change finds its message by handle;
 - a send reads no queue attribute (it used to count the queue for one flag: O(queue length) per message);
 - receives, deletes and visibility changes run under the queue's own lock, as sends do: with concurrent consumers a
-  message sent during a delete could vanish, a message could be received twice or come back after its deletion.
+  message sent during a delete could vanish, a message could be received twice or come back after its deletion;
+- faults (off unless configured): a received message is, at ``duplicate_rate``, delivered once more within
+  ``redelivery_seconds`` (a second copy: same MessageId, body and attributes, its own receipt handles), which the
+  consumer sees twice (concurrently or after its delete) and out of order; a sent message is, at ``reorder_rate``,
+  held back for up to ``redelivery_seconds`` so that later messages overtake it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from infra.local import faults
 
 _INDEX: Final = "_relais_index"  # on a Queue: its _Index
 _HOME: Final = "_relais_home"  # on a Message: the token of the index that holds it (0: none; an int, cheap to copy)
@@ -113,6 +119,7 @@ def _receive_standard(queue: Any, count: int, visibility_timeout: int, attribute
     now = unix_time_millis()
     index = _index(queue)
     index.release(now)
+    settings = faults.current()
     retention_ms = int(queue.message_retention_period) * 1000
     redrive = queue.redrive_policy if queue.dead_letter_queue is not None else None
     result: list[Any] = []
@@ -136,6 +143,9 @@ def _receive_standard(queue: Any, count: int, visibility_timeout: int, attribute
         answer = copy.deepcopy(message)  # moto's: the filter must not change the stored message
         _filter_message_attributes(answer, attribute_names)
         result.append(answer)
+        if faults.happens(f"duplicate:{queue.name}", settings.duplicate_rate):
+            later = now + 1000 * faults.uniform(f"duplicate-delay:{queue.name}", settings.redelivery_seconds)
+            _deliver_again(queue, index, message, at=later, now=now)
     return result
 
 
@@ -145,8 +155,19 @@ def _remove(queue: Any, index: _Index, message: Any) -> None:
     index.forget(message)
 
 
+def _deliver_again(queue: Any, index: _Index, message: Any, *, at: float, now: float) -> None:
+    """A second copy of ``message`` in the queue, hidden until ``at`` (unix ms): what a standard queue's at-least-once
+    delivery looks like to a consumer (same MessageId and body; its own receipt handles)."""
+    twin = copy.copy(message)
+    twin.receipt_handle = None
+    twin._old_receipt_handles = []
+    twin.visible_at = at
+    queue._messages.append(twin)
+    index.adopt(twin, now)
+
+
 def patch_sqs() -> None:
-    """Install the index, the locks and the O(1) send (see the module)."""
+    """Install the index, the locks, the O(1) send and the delivery faults (see the module)."""
     from moto.sqs.models import Queue, SQSBackend
 
     _send_without_counting_the_queue(Queue, SQSBackend)
@@ -167,6 +188,10 @@ def _patch_send(queue_class: Any) -> None:
         if self.fifo_queue:
             add(self, message)
             return
+        settings = faults.current()
+        if faults.happens(f"reorder:{self.name}", settings.reorder_rate):
+            held = unix_time_millis() + 1000 * faults.uniform(f"reorder-delay:{self.name}", settings.redelivery_seconds)
+            message.delayed_until = max(float(message.delayed_until), held)
         with self._messages_lock:  # re-entrant: moto's add takes it too (moto's own Lambda pollers are not indexed)
             index = _index(self)  # before the message is in the queue: the index is built without it
             add(self, message)

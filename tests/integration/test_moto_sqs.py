@@ -1,5 +1,6 @@
 """The embedded SQS as patched (infra/local/moto_sqs.py): a receive costs O(messages returned), not O(queue length);
-a standard queue keeps SQS's semantics (order of arrival, visibility, redrive, retention, purge)."""
+a standard queue keeps SQS's semantics (order of arrival, visibility, redrive, retention, purge); and, when the faults
+are on, it delivers a share of messages twice and out of order, as SQS does."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
+
+from infra.local import faults
 
 ACCOUNT, REGION = "123456789012", "eu-west-3"
 
@@ -187,3 +190,96 @@ def test_a_delayed_message_is_not_delivered_before_its_delay(sqs):
     sqs.send_message(QueueUrl=url, MessageBody="now")
 
     assert _bodies(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)) == ["now"]
+
+
+# --- faults: at-least-once delivery, no order -----------------------------------------------------------------------
+
+
+def _drain(sqs: Any, url: str, expected: int, *, wait: int = 2, delete: bool = True) -> list[dict[str, Any]]:
+    """Receive one message at a time until ``expected`` came or the queue stays empty for ``wait`` seconds."""
+    seen: list[dict[str, Any]] = []
+    while len(seen) < expected:
+        messages = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=wait).get("Messages", [])
+        if not messages:
+            break
+        seen.extend(messages)
+        if delete:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=messages[0]["ReceiptHandle"])
+    return seen
+
+
+def test_with_duplicates_on_a_deleted_message_is_delivered_again_later_same_id_new_handle(sqs):
+    url = _queue(sqs)
+    with faults.injected(seed=1, duplicate_rate=1.0, redelivery_seconds=0.0):
+        sqs.send_message(QueueUrl=url, MessageBody="A")
+        sqs.send_message(QueueUrl=url, MessageBody="B")
+
+        seen = _drain(sqs, url, expected=4)
+
+    assert [m["Body"] for m in seen] == ["A", "B", "A", "B"]  # twice each, and A's copy after B: out of order
+    assert seen[0]["MessageId"] == seen[2]["MessageId"] and seen[1]["MessageId"] == seen[3]["MessageId"]
+    assert len({m["ReceiptHandle"] for m in seen}) == 4
+
+
+def test_a_duplicate_can_reach_a_second_consumer_while_the_first_still_holds_the_message(sqs):
+    url = _queue(sqs)
+    with faults.injected(seed=1, duplicate_rate=1.0, redelivery_seconds=0.0):
+        sqs.send_message(QueueUrl=url, MessageBody="A")
+        first = sqs.receive_message(QueueUrl=url, VisibilityTimeout=300)["Messages"][0]
+        second = sqs.receive_message(QueueUrl=url, VisibilityTimeout=300, WaitTimeSeconds=2)["Messages"][0]
+
+    assert (second["MessageId"], second["Body"]) == (first["MessageId"], "A")
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"])
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=second["ReceiptHandle"])  # each copy is deleted on its own
+
+
+def _duplicated_bodies(sqs: Any, seed: int, rate: float, count: int = 200) -> list[str]:
+    """Which of ``count`` messages a seeded run delivers twice (received once each, fast; copies counted)."""
+    url = _queue(sqs, "replayed")  # the same queue (name) each time: a stream of faults is per queue
+    with faults.injected(seed=seed, duplicate_rate=rate, redelivery_seconds=600.0):
+        for start in range(0, count, 10):
+            sqs.send_message_batch(
+                QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": f"m{start + i}"} for i in range(10)]
+            )
+        for _ in range(count // 10):
+            sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=600)
+    bodies = [m.body for m in _backend().get_queue("replayed")._messages]
+    sqs.delete_queue(QueueUrl=url)
+    return sorted({b for b in bodies if bodies.count(b) > 1})
+
+
+def test_the_share_of_duplicates_follows_the_rate_and_a_seed_replays_the_same_ones(sqs):
+    once = _duplicated_bodies(sqs, seed=42, rate=0.2)
+    replayed = _duplicated_bodies(sqs, seed=42, rate=0.2)
+    other = _duplicated_bodies(sqs, seed=43, rate=0.2)
+
+    assert 20 <= len(once) <= 60  # 200 messages at 0.2
+    assert replayed == once
+    assert other != once
+    assert _duplicated_bodies(sqs, seed=42, rate=0.0) == []
+
+
+def test_with_reordering_on_messages_held_back_are_overtaken_by_later_ones_and_each_comes_once(sqs):
+    url = _queue(sqs)
+    with faults.injected(seed=3, reorder_rate=0.5, redelivery_seconds=0.2):
+        for i in range(10):
+            sqs.send_message(QueueUrl=url, MessageBody=f"m{i}")
+        held = [m.body for m in _backend().get_queue("q")._messages if m.delayed]
+
+        seen = [m["Body"] for m in _drain(sqs, url, expected=10)]
+
+    assert 0 < len(held) < 10
+    assert sorted(seen) == sorted(f"m{i}" for i in range(10))  # each once
+    first_held = min(held, key=lambda body: int(body[1:]))
+    sent_after_it = [f"m{i}" for i in range(int(first_held[1:]) + 1, 10)]
+    assert any(seen.index(later) < seen.index(first_held) for later in sent_after_it)  # overtaken
+
+
+def test_fifo_queues_are_never_duplicated_nor_reordered(sqs):
+    url = _queue(sqs, "q.fifo", FifoQueue="true", ContentBasedDeduplication="true")
+    with faults.injected(seed=1, duplicate_rate=1.0, reorder_rate=1.0, redelivery_seconds=5.0):
+        for i in range(3):
+            sqs.send_message(QueueUrl=url, MessageBody=f"m{i}", MessageGroupId="g")
+        seen = _drain(sqs, url, expected=4, wait=1)
+
+    assert [m["Body"] for m in seen] == ["m0", "m1", "m2"]
