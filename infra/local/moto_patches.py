@@ -1,18 +1,29 @@
-"""Make moto behave like AWS where Relais depends on it: isolated transactions, O(1) sends, no lost message.
+"""The embedded AWS (moto) as AWS behaves where Relais depends on it, at AWS's cost, and failing as AWS fails.
 
-moto's ``TransactWriteItems`` deep-copies every table it touches before it starts, and puts the copies
-back when the transaction fails, without a lock. Problems follow:
+moto's ``TransactWriteItems`` deep-copies every table it touches before it starts, and puts the copies back when the
+transaction fails, without a lock. Problems follow:
 
 - two concurrent transactions can undo each other's writes or see a half-applied one, and a read or a stream
-  reader can see a write that is then undone (DynamoDB serializes transactions and isolates them from reads);
+  reader can see a write that is then undone (DynamoDB isolates transactions from each other and from reads);
 - a transaction costs O(size of the tables it touches), not O(items it touches): after a few thousand
   results the local stack spends ~200 ms per accepted result copying tables, and keeps slowing down.
 
-The patch runs moto's DynamoDB writes one at a time, makes reads and stream reads wait for a transaction in
-progress, and replaces the table copies with an undo log of the items the transaction actually writes (and of
-the stream records it appended): a failed transaction restores exactly those, in time proportional to the
-transaction. SQS is patched by :mod:`infra.local.moto_sqs` (sends, receives, deletes and visibility changes at
-SQS's cost, under the queue's lock). Only the embedded AWS is patched; nothing of it ships.
+The patch runs moto's DynamoDB writes one at a time (moto's structures are not thread-safe), makes reads and stream
+reads wait for a transaction in progress, and replaces the table copies with an undo log of the items the
+transaction actually writes (and of the stream records it appended): a failed transaction restores exactly those,
+in time proportional to the transaction.
+
+Running writes one at a time must not make moto kinder than DynamoDB, which does not queue a write behind a
+transaction but refuses it. With ``transaction_conflicts`` on (:mod:`infra.local.faults`), a transaction holds its
+items (condition checks included) from its arrival, before it waits for its turn, until it ends; then, as DynamoDB:
+
+- a ``TransactWriteItems`` with an item held by another transaction is cancelled (``TransactionCanceledException``)
+  with the reason ``TransactionConflict`` at that item's index and ``None`` at the others, and writes nothing;
+- a ``PutItem``, ``UpdateItem`` or ``DeleteItem`` of a held item fails with ``TransactionConflictException``;
+- reads are not refused (they wait for the transaction, and see all of it or none of it).
+
+SQS (:mod:`infra.local.moto_sqs`) is patched by :func:`patch_moto` too. Only the embedded AWS is patched; nothing
+of it ships.
 """
 
 from __future__ import annotations
@@ -24,13 +35,20 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Final
 
 from infra.local import faults
 
 _LOCK = threading.RLock()
 _ACTIVE = threading.local()
 _PATCHED = False
+
+#: DynamoDB's message for a write refused because a transaction holds its item (both forms of the refusal).
+CONFLICT_MESSAGE: Final = "Transaction is ongoing for the item"
+
+#: Items held by transactions in flight: (backend, table, hash key, range key).
+_HELD: set[tuple[int, str, Any, Any]] = set()
+_HELD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -79,6 +97,82 @@ def _remember(backend: Any, table_name: str, key: dict[str, Any]) -> None:
     log.remember(table, hash_value, range_value)
 
 
+def _item(backend: Any, table_name: str, key: dict[str, Any]) -> tuple[int, str, Any, Any] | None:
+    """What identifies an item across requests (None for a malformed key: the request itself will fail on it)."""
+    try:
+        hash_value, range_value = backend.get_keys_value(backend.get_table(table_name), key)
+    except Exception:
+        return None
+    return (id(backend), table_name, hash_value, range_value)
+
+
+def _transaction_items(backend: Any, transact_items: list[dict[str, Any]]) -> list[tuple[int, str, Any, Any] | None]:
+    """The item of each action of a ``TransactWriteItems``, in order (None where the action is malformed)."""
+    items: list[tuple[int, str, Any, Any] | None] = []
+    for action in transact_items:
+        try:
+            ((kind, operation),) = action.items()
+            table_name = operation["TableName"]
+            key = _key_of_put(backend, table_name, operation["Item"]) if kind == "Put" else operation["Key"]
+        except Exception:
+            items.append(None)
+            continue
+        items.append(_item(backend, table_name, key))
+    return items
+
+
+def _hold(backend: Any, transact_items: list[dict[str, Any]]) -> list[tuple[int, str, Any, Any]]:
+    """Hold the transaction's items, or cancel it as DynamoDB does when another transaction holds one of them."""
+    from moto.dynamodb.exceptions import TransactionCanceledException
+
+    items = _transaction_items(backend, transact_items)
+    with _HELD_LOCK:
+        conflicts = {index for index, item in enumerate(items) if item is not None and item in _HELD}
+        if not conflicts:
+            held = {item for item in items if item is not None}
+            _HELD.update(held)
+            return list(held)
+    raise TransactionCanceledException(
+        [
+            ("TransactionConflict", CONFLICT_MESSAGE, None) if i in conflicts else (None, None, None)
+            for i in range(len(items))
+        ]
+    )
+
+
+def _let_go(held: list[tuple[int, str, Any, Any]]) -> None:
+    with _HELD_LOCK:
+        _HELD.difference_update(held)
+
+
+def _refuse_if_held(backend: Any, table_name: str, key: dict[str, Any]) -> None:
+    """A single write of an item that a transaction in flight holds fails, as in DynamoDB."""
+    from moto.dynamodb.exceptions import ERROR_TYPE_PREFIX, DynamodbException
+
+    item = _item(backend, table_name, key)
+    with _HELD_LOCK:
+        held = item is not None and item in _HELD
+    if held:
+        raise DynamodbException(ERROR_TYPE_PREFIX + "TransactionConflictException", CONFLICT_MESSAGE)
+
+
+def _refused_when_held(original: Any, key_of: Any) -> Any:
+    """A PutItem, UpdateItem or DeleteItem request (moto's handler): checked at its arrival, before moto reads or
+    waits for anything (its UpdateItem reads the item first, which waits for a transaction in progress)."""
+
+    @functools.wraps(original)
+    def handle(self: Any) -> Any:
+        if faults.current().transaction_conflicts:
+            try:
+                table_name, key = self.body["TableName"], key_of(self.dynamodb_backend, self.body)
+            except Exception:  # malformed: moto's own validation answers it
+                return original(self)
+            _refuse_if_held(self.dynamodb_backend, table_name, key)
+        return original(self)
+
+    return handle
+
+
 def _locked_write(original: Any, key_of: Any) -> Any:
     @functools.wraps(original)
     def write(self: Any, table_name: str, *args: Any, **kwargs: Any) -> Any:
@@ -91,16 +185,20 @@ def _locked_write(original: Any, key_of: Any) -> Any:
 
 def _transaction(original: Any) -> Any:
     @functools.wraps(original)
-    def transact_write_items(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with _LOCK:
-            log = _ACTIVE.log = _UndoLog()
-            try:
-                return original(self, *args, **kwargs)
-            except BaseException:
-                log.undo()
-                raise
-            finally:
-                _ACTIVE.log = None
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+        held = _hold(self, transact_items) if faults.current().transaction_conflicts else []
+        try:
+            with _LOCK:
+                log = _ACTIVE.log = _UndoLog()
+                try:
+                    return original(self, transact_items, *args, **kwargs)
+                except BaseException:
+                    log.undo()
+                    raise
+                finally:
+                    _ACTIVE.log = None
+        finally:
+            _let_go(held)
 
     return transact_write_items
 
@@ -138,6 +236,14 @@ def patch_moto(env: Mapping[str, str] | None = None) -> None:
         backend.delete_item, lambda self, table_name, key, *a, **k: key
     )
     backend.transact_write_items = _transaction(backend.transact_write_items)  # type: ignore[method-assign]
+    from moto.dynamodb.responses import DynamoHandler
+
+    handler = DynamoHandler
+    handler.put_item = _refused_when_held(  # type: ignore[method-assign]
+        handler.put_item, lambda backend, body: _key_of_put(backend, body["TableName"], body["Item"])
+    )
+    handler.update_item = _refused_when_held(handler.update_item, lambda backend, body: body["Key"])  # type: ignore[method-assign]
+    handler.delete_item = _refused_when_held(handler.delete_item, lambda backend, body: body["Key"])  # type: ignore[method-assign]
     _without_table_snapshots(models)
     # Reads wait for a transaction in progress: no read (and no stream reader) sees a write it may undo. A stream
     # reader that saw a record later undone would also skip the next record, which reuses its sequence number.
