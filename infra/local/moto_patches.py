@@ -22,8 +22,8 @@ items (condition checks included) from its arrival, before it waits for its turn
 - a ``PutItem``, ``UpdateItem`` or ``DeleteItem`` of a held item fails with ``TransactionConflictException``;
 - reads are not refused (they wait for the transaction, and see all of it or none of it).
 
-SQS (:mod:`infra.local.moto_sqs`) is patched by :func:`patch_moto` too. Only the embedded AWS is patched; nothing
-of it ships.
+SQS (:mod:`infra.local.moto_sqs`) and throttling (:mod:`infra.local.throttling`) are patched by :func:`patch_moto`
+too. Only the embedded AWS is patched; nothing of it ships.
 """
 
 from __future__ import annotations
@@ -222,6 +222,7 @@ def patch_moto(env: Mapping[str, str] | None = None) -> None:
     from moto.dynamodb import models
 
     from infra.local.moto_sqs import patch_sqs
+    from infra.local.throttling import patch_throttling
 
     faults.install_from_env(os.environ if env is None else env)
 
@@ -256,6 +257,7 @@ def patch_moto(env: Mapping[str, str] | None = None) -> None:
         for name in names:
             setattr(cls, name, _under(_LOCK, getattr(cls, name)))
     patch_sqs()
+    patch_throttling()
     _PATCHED = True
 
 
