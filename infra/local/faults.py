@@ -17,7 +17,7 @@ variable                             meaning                                    
 ``RELAIS_LOCAL_REDELIVERY_SECONDS``  the longest a duplicate or a held-back message waits (uniform)         5
 ``RELAIS_LOCAL_THROTTLE_RATE``       share of DynamoDB, KMS, SNS, SES and SQS data calls throttled with    0.02
                                      the service's own throttling error
-``RELAIS_LOCAL_TRANSACTION_CONFLICTS`` ``on``: a write to an item held by a transaction in flight fails,   ``off``
+``RELAIS_LOCAL_TRANSACTION_CONFLICTS`` ``on``: a write to an item held by a transaction in flight fails,   ``on``
                                      as DynamoDB fails it (not random; independent of the switch above)
 ==================================== ===================================================================== =======
 
@@ -49,8 +49,8 @@ TRANSACTION_CONFLICTS: Final = "RELAIS_LOCAL_TRANSACTION_CONFLICTS"
 #: The rates of the random faults when ``RELAIS_LOCAL_FAULTS=on`` does not name them.
 DEFAULT_RATES: Final = {DUPLICATE_RATE: 0.05, REORDER_RATE: 0.05, THROTTLE_RATE: 0.02}
 DEFAULT_REDELIVERY_SECONDS: Final = 5.0
-#: Off in this branch: the application does not survive every conflict yet (see infra/local/README.md).
-DEFAULT_TRANSACTION_CONFLICTS: Final = False
+#: DynamoDB always refuses such writes; ``off`` only to tell a conflict from another failure while debugging.
+DEFAULT_TRANSACTION_CONFLICTS: Final = True
 
 _ON: Final = ("1", "on", "true", "yes")
 _OFF: Final = ("0", "off", "false", "no", "")
