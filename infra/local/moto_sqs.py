@@ -123,12 +123,12 @@ def _receive_standard(queue: Any, count: int, visibility_timeout: int, attribute
     retention_ms = int(queue.message_retention_period) * 1000
     redrive = queue.redrive_policy if queue.dead_letter_queue is not None else None
     result: list[Any] = []
-    taken: set[int] = set()
+    taken: dict[int, Any] = {}
     while index.ready and len(result) < count:
         message = index.ready.popleft()
         if not index.holds(message) or id(message) in taken or not _is_ready(message, now):
-            continue  # gone, already in this answer, or hidden again (another entry files it)
-        taken.add(id(message))
+            continue  # gone, already in this answer (filed again below), or hidden again (another entry files it)
+        taken[id(message)] = message
         if message.sent_timestamp + retention_ms <= now:  # past its retention period: SQS deletes it
             _remove(queue, index, message)
             continue
@@ -139,13 +139,15 @@ def _receive_standard(queue: Any, count: int, visibility_timeout: int, attribute
         queue.pending_messages.add(message)
         message.mark_received(visibility_timeout=visibility_timeout)
         index.by_handle[message.receipt_handle] = message
-        index.track(message, now)
         answer = copy.deepcopy(message)  # moto's: the filter must not change the stored message
         _filter_message_attributes(answer, attribute_names)
         result.append(answer)
         if faults.happens(f"duplicate:{queue.name}", settings.duplicate_rate):
             later = now + 1000 * faults.uniform(f"duplicate-delay:{queue.name}", settings.redelivery_seconds)
             _deliver_again(queue, index, message, at=later, now=now)
+    for message in taken.values():
+        if index.holds(message):  # received: hidden until its visibility timeout ends (ready again if it is 0)
+            index.track(message, now)
     return result
 
 

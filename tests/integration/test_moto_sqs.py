@@ -120,6 +120,16 @@ def test_a_message_made_visible_again_is_received_again_with_its_count(sqs):
     assert again["Attributes"]["ApproximateReceiveCount"] == "2"
 
 
+def test_a_message_received_with_no_visibility_timeout_stays_receivable_but_comes_once_per_answer(sqs):
+    url = _queue(sqs)
+    sqs.send_message(QueueUrl=url, MessageBody="only")
+
+    first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    second = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+
+    assert (_bodies(first), _bodies(second)) == (["only"], ["only"])
+
+
 def test_deletes_accept_any_handle_of_the_message_once_and_refuse_unknown_ones(sqs):
     url = _queue(sqs)
     sqs.send_message(QueueUrl=url, MessageBody="only")
