@@ -22,8 +22,23 @@ os.environ.update(
 from infra.local.moto_patches import patch_moto  # noqa: E402 - after the AWS env
 
 # The embedded AWS as the local stack runs it: DynamoDB transactions serialized and all-or-nothing at O(items),
-# SQS sends at O(1) (see the module).
+# SQS at O(messages returned), and the faults the environment asks for (infra/local/README.md).
 patch_moto()
+
+
+def pytest_report_header() -> str:
+    """The local AWS's faults in force, with the seed that replays them."""
+    from infra.local import faults
+
+    return faults.current().describe()
+
+
+@pytest.fixture(autouse=True)
+def _faults_drawn_afresh_for_each_test() -> None:
+    """Each test draws the local AWS's faults from the seed anew: a test that fails replays alone with the seed."""
+    from infra.local import faults
+
+    faults.install(faults.current())
 
 
 @pytest.fixture

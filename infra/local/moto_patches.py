@@ -1,33 +1,54 @@
-"""Make moto behave like AWS where Relais depends on it: isolated transactions, O(1) sends, no lost message.
+"""The embedded AWS (moto) as AWS behaves where Relais depends on it, at AWS's cost, and failing as AWS fails.
 
-moto's ``TransactWriteItems`` deep-copies every table it touches before it starts, and puts the copies
-back when the transaction fails, without a lock. Problems follow:
+moto's ``TransactWriteItems`` deep-copies every table it touches before it starts, and puts the copies back when the
+transaction fails, without a lock. Problems follow:
 
 - two concurrent transactions can undo each other's writes or see a half-applied one, and a read or a stream
-  reader can see a write that is then undone (DynamoDB serializes transactions and isolates them from reads);
+  reader can see a write that is then undone (DynamoDB isolates transactions from each other and from reads);
 - a transaction costs O(size of the tables it touches), not O(items it touches): after a few thousand
   results the local stack spends ~200 ms per accepted result copying tables, and keeps slowing down.
 
-The patch runs moto's DynamoDB writes one at a time, makes reads and stream reads wait for a transaction in
-progress, and replaces the table copies with an undo log of the items the transaction actually writes (and of
-the stream records it appended): a failed transaction restores exactly those, in time proportional to the
-transaction. In SQS, a send no longer counts the whole queue (O(queue length) per message), and receives,
-deletes and visibility changes take the queue's lock (concurrent consumers could lose, repeat or resurrect
-messages). Only the embedded AWS is patched; nothing of it ships.
+The patch runs moto's DynamoDB writes one at a time (moto's structures are not thread-safe), makes reads and stream
+reads wait for a transaction in progress, and replaces the table copies with an undo log of the items the
+transaction actually writes (and of the stream records it appended): a failed transaction restores exactly those,
+in time proportional to the transaction.
+
+Running writes one at a time must not make moto kinder than DynamoDB, which does not queue a write behind a
+transaction but refuses it. With ``transaction_conflicts`` on (:mod:`infra.local.faults`), a transaction holds its
+items (condition checks included) from its arrival, before it waits for its turn, until it ends; then, as DynamoDB:
+
+- a ``TransactWriteItems`` with an item held by another transaction is cancelled (``TransactionCanceledException``)
+  with the reason ``TransactionConflict`` at that item's index and ``None`` at the others, and writes nothing;
+- a ``PutItem``, ``UpdateItem`` or ``DeleteItem`` of a held item fails with ``TransactionConflictException``;
+- reads are not refused (they wait for the transaction, and see all of it or none of it).
+
+SQS (:mod:`infra.local.moto_sqs`) and throttling (:mod:`infra.local.throttling`) are patched by :func:`patch_moto`
+too. Only the embedded AWS is patched; nothing of it ships.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Final
+
+from infra.local import faults
 
 _LOCK = threading.RLock()
 _ACTIVE = threading.local()
 _PATCHED = False
+
+#: DynamoDB's message for a write refused because a transaction holds its item (both forms of the refusal).
+CONFLICT_MESSAGE: Final = "Transaction is ongoing for the item"
+
+#: Items held by transactions in flight: (backend, table, hash key, range key).
+_HELD: set[tuple[int, str, Any, Any]] = set()
+_HELD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -76,6 +97,82 @@ def _remember(backend: Any, table_name: str, key: dict[str, Any]) -> None:
     log.remember(table, hash_value, range_value)
 
 
+def _item(backend: Any, table_name: str, key: dict[str, Any]) -> tuple[int, str, Any, Any] | None:
+    """What identifies an item across requests (None for a malformed key: the request itself will fail on it)."""
+    try:
+        hash_value, range_value = backend.get_keys_value(backend.get_table(table_name), key)
+    except Exception:
+        return None
+    return (id(backend), table_name, hash_value, range_value)
+
+
+def _transaction_items(backend: Any, transact_items: list[dict[str, Any]]) -> list[tuple[int, str, Any, Any] | None]:
+    """The item of each action of a ``TransactWriteItems``, in order (None where the action is malformed)."""
+    items: list[tuple[int, str, Any, Any] | None] = []
+    for action in transact_items:
+        try:
+            ((kind, operation),) = action.items()
+            table_name = operation["TableName"]
+            key = _key_of_put(backend, table_name, operation["Item"]) if kind == "Put" else operation["Key"]
+        except Exception:
+            items.append(None)
+            continue
+        items.append(_item(backend, table_name, key))
+    return items
+
+
+def _hold(backend: Any, transact_items: list[dict[str, Any]]) -> list[tuple[int, str, Any, Any]]:
+    """Hold the transaction's items, or cancel it as DynamoDB does when another transaction holds one of them."""
+    from moto.dynamodb.exceptions import TransactionCanceledException
+
+    items = _transaction_items(backend, transact_items)
+    with _HELD_LOCK:
+        conflicts = {index for index, item in enumerate(items) if item is not None and item in _HELD}
+        if not conflicts:
+            held = {item for item in items if item is not None}
+            _HELD.update(held)
+            return list(held)
+    raise TransactionCanceledException(
+        [
+            ("TransactionConflict", CONFLICT_MESSAGE, None) if i in conflicts else (None, None, None)
+            for i in range(len(items))
+        ]
+    )
+
+
+def _let_go(held: list[tuple[int, str, Any, Any]]) -> None:
+    with _HELD_LOCK:
+        _HELD.difference_update(held)
+
+
+def _refuse_if_held(backend: Any, table_name: str, key: dict[str, Any]) -> None:
+    """A single write of an item that a transaction in flight holds fails, as in DynamoDB."""
+    from moto.dynamodb.exceptions import ERROR_TYPE_PREFIX, DynamodbException
+
+    item = _item(backend, table_name, key)
+    with _HELD_LOCK:
+        held = item is not None and item in _HELD
+    if held:
+        raise DynamodbException(ERROR_TYPE_PREFIX + "TransactionConflictException", CONFLICT_MESSAGE)
+
+
+def _refused_when_held(original: Any, key_of: Any) -> Any:
+    """A PutItem, UpdateItem or DeleteItem request (moto's handler): checked at its arrival, before moto reads or
+    waits for anything (its UpdateItem reads the item first, which waits for a transaction in progress)."""
+
+    @functools.wraps(original)
+    def handle(self: Any) -> Any:
+        if faults.current().transaction_conflicts:
+            try:
+                table_name, key = self.body["TableName"], key_of(self.dynamodb_backend, self.body)
+            except Exception:  # malformed: moto's own validation answers it
+                return original(self)
+            _refuse_if_held(self.dynamodb_backend, table_name, key)
+        return original(self)
+
+    return handle
+
+
 def _locked_write(original: Any, key_of: Any) -> Any:
     @functools.wraps(original)
     def write(self: Any, table_name: str, *args: Any, **kwargs: Any) -> Any:
@@ -88,16 +185,20 @@ def _locked_write(original: Any, key_of: Any) -> Any:
 
 def _transaction(original: Any) -> Any:
     @functools.wraps(original)
-    def transact_write_items(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with _LOCK:
-            log = _ACTIVE.log = _UndoLog()
-            try:
-                return original(self, *args, **kwargs)
-            except BaseException:
-                log.undo()
-                raise
-            finally:
-                _ACTIVE.log = None
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+        held = _hold(self, transact_items) if faults.current().transaction_conflicts else []
+        try:
+            with _LOCK:
+                log = _ACTIVE.log = _UndoLog()
+                try:
+                    return original(self, transact_items, *args, **kwargs)
+                except BaseException:
+                    log.undo()
+                    raise
+                finally:
+                    _ACTIVE.log = None
+        finally:
+            _let_go(held)
 
     return transact_write_items
 
@@ -112,43 +213,18 @@ def _without_table_snapshots(module: Any) -> None:
     module.copy = SimpleNamespace(deepcopy=deepcopy, copy=copy.copy)
 
 
-def _send_without_counting_the_queue() -> None:
-    """moto's SendMessage reads ``queue.attributes`` for one flag, which counts every message in the queue
-    three times (visible, delayed, in flight): each send costs O(queue length), a backlog O(n²). The counts
-    are discarded there, so during a send they read as 0; GetQueueAttributes still counts."""
-    from moto.sqs.models import Queue, SQSBackend
-
-    for name in (
-        "approximate_number_of_messages",
-        "approximate_number_of_messages_delayed",
-        "approximate_number_of_messages_not_visible",
-    ):
-        counted = getattr(Queue, name)
-
-        def count(self: Any, __counted: Any = counted) -> int:
-            return 0 if getattr(_ACTIVE, "sending", False) else int(__counted.fget(self))
-
-        setattr(Queue, name, property(count, doc=counted.__doc__))
-
-    original = SQSBackend.send_message
-
-    @functools.wraps(original)
-    def send_message(self: Any, *args: Any, **kwargs: Any) -> Any:
-        _ACTIVE.sending = True
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            _ACTIVE.sending = False
-
-    SQSBackend.send_message = send_message  # type: ignore[method-assign]
-
-
-def patch_moto() -> None:
-    """Make moto's DynamoDB, Streams and SQS behave as AWS does where Relais depends on it (see the module)."""
+def patch_moto(env: Mapping[str, str] | None = None) -> None:
+    """Make moto's DynamoDB, Streams and SQS behave (and fail) as AWS does (see the module), with the faults that
+    ``env`` (default: ``os.environ``) asks for, see :mod:`infra.local.faults`; once per process."""
     global _PATCHED  # noqa: PLW0603 - one patch per process
     if _PATCHED:
         return
     from moto.dynamodb import models
+
+    from infra.local.moto_sqs import patch_sqs
+    from infra.local.throttling import patch_throttling
+
+    faults.install_from_env(os.environ if env is None else env)
 
     backend = models.DynamoDBBackend
     backend.put_item = _locked_write(  # type: ignore[method-assign]
@@ -161,6 +237,14 @@ def patch_moto() -> None:
         backend.delete_item, lambda self, table_name, key, *a, **k: key
     )
     backend.transact_write_items = _transaction(backend.transact_write_items)  # type: ignore[method-assign]
+    from moto.dynamodb.responses import DynamoHandler
+
+    handler = DynamoHandler
+    handler.put_item = _refused_when_held(  # type: ignore[method-assign]
+        handler.put_item, lambda backend, body: _key_of_put(backend, body["TableName"], body["Item"])
+    )
+    handler.update_item = _refused_when_held(handler.update_item, lambda backend, body: body["Key"])  # type: ignore[method-assign]
+    handler.delete_item = _refused_when_held(handler.delete_item, lambda backend, body: body["Key"])  # type: ignore[method-assign]
     _without_table_snapshots(models)
     # Reads wait for a transaction in progress: no read (and no stream reader) sees a write it may undo. A stream
     # reader that saw a record later undone would also skip the next record, which reuses its sequence number.
@@ -172,8 +256,8 @@ def patch_moto() -> None:
     ):
         for name in names:
             setattr(cls, name, _under(_LOCK, getattr(cls, name)))
-    _send_without_counting_the_queue()
-    _queue_operations_under_the_queue_lock()
+    patch_sqs()
+    patch_throttling()
     from infra.local.moto_idempotency import patch_idempotent_transactions
 
     patch_idempotent_transactions()
@@ -187,48 +271,3 @@ def _under(lock: Any, original: Any) -> Any:
             return original(self, *args, **kwargs)
 
     return locked
-
-
-def _queue_operations_under_the_queue_lock() -> None:
-    """moto's ReceiveMessage, DeleteMessage and ChangeMessageVisibility change a queue's message list and its set of
-    in-flight messages without the lock SendMessage appends under: with concurrent consumers a message sent during a
-    delete could vanish, a message could be received twice or come back after its deletion, and a receive could fail
-    ("Set changed size during iteration"). Each now runs under the queue's own lock; a long poll waits outside it."""
-    from moto.core.utils import unix_time
-    from moto.sqs.models import Queue, SQSBackend
-
-    delete = Queue.delete_message
-
-    @functools.wraps(delete)
-    def delete_message(self: Any, receipt_handle: str) -> None:
-        with self._messages_lock:
-            delete(self, receipt_handle)
-
-    Queue.delete_message = delete_message  # type: ignore[method-assign]
-
-    change = SQSBackend.change_message_visibility
-
-    @functools.wraps(change)
-    def change_message_visibility(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
-        with self.get_queue(queue_name)._messages_lock:
-            return change(self, queue_name, *args, **kwargs)
-
-    SQSBackend.change_message_visibility = change_message_visibility  # type: ignore[method-assign]
-
-    receive = SQSBackend.receive_message
-
-    @functools.wraps(receive)
-    def receive_message(
-        self: Any, queue_name: str, count: int, wait_seconds_timeout: int, visibility_timeout: int, *args: Any
-    ) -> Any:
-        queue = self.get_queue(queue_name)
-        polling_end = unix_time() + (wait_seconds_timeout or 0)
-        while True:
-            with queue._messages_lock:
-                messages = receive(self, queue_name, count, 0, visibility_timeout, *args)
-            remaining = polling_end - unix_time()
-            if messages or remaining <= 0:
-                return messages
-            queue.wait_for_messages(min(1.0, remaining))
-
-    SQSBackend.receive_message = receive_message  # type: ignore[method-assign,assignment]

@@ -16,7 +16,9 @@ exits 0; a child that dies on its own stops the rest and exits 1, naming it.
 Settings: ``RELAIS_API_PORT`` (8000), ``RELAIS_AWS_PORT`` (5000), ``RELAIS_NATIONAL_PORT`` (8001),
 ``RELAIS_STATE_DIR`` (``<repo>/.relais``), ``RELAIS_LOCAL_AUTORELOAD`` (1: ``chalice local`` restarts when
 ``app.py``, ``chalicelib/`` or ``.chalice/`` change, see :mod:`infra.local.api`; 0: not), ``RELAIS_START_TIMEOUT``
-(60 s), ``RELAIS_LOCAL_QUEUE_CONCURRENCY`` (4 consumers per queue, 1 to 16). Any ``RELAIS_*`` application setting
+(60 s), ``RELAIS_LOCAL_QUEUE_CONCURRENCY`` (4 consumers per queue, 1 to 16), and the local AWS's faults
+(``RELAIS_LOCAL_FAULTS``, ``RELAIS_LOCAL_TRANSACTION_CONFLICTS``... read by the moto server: infra/local/README.md;
+:func:`infra.local.faults.environment` gives them). Any ``RELAIS_*`` application setting
 in the environment (say ``RELAIS_LINK_TTL_HOURS``) is passed to the application. Nothing here prints personal data;
 the application logs opaque ids only, and the children's output is relayed as it is.
 """

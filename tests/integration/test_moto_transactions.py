@@ -163,24 +163,22 @@ def test_a_stream_reader_waits_for_a_transaction_and_never_sees_a_write_it_undoe
 
 
 def test_a_message_sent_while_another_is_deleted_is_kept(monkeypatch):
-    from moto.sqs.models import Message
+    from infra.local import moto_sqs
 
     with mock_aws():
         sqs = boto3.client("sqs", region_name="eu-west-3")
         url = sqs.create_queue(QueueName="q")["QueueUrl"]
         sqs.send_message(QueueUrl=url, MessageBody="old")
         handle = sqs.receive_message(QueueUrl=url)["Messages"][0]["ReceiptHandle"]
-        halfway, go_on, calls = threading.Event(), threading.Event(), []
-        had_receipt_handle = Message.had_receipt_handle
+        halfway, go_on = threading.Event(), threading.Event()
+        forget = moto_sqs._Index.forget
 
-        def pause_in_the_rebuild(self: Any, receipt_handle: str) -> bool:
-            calls.append(1)
-            if len(calls) == 2:  # the 1st call is the existence check; the 2nd is inside the list rebuild
-                halfway.set()
-                go_on.wait(10)
-            return bool(had_receipt_handle(self, receipt_handle))
+        def pause_in_the_delete(self: Any, message: Any) -> None:
+            halfway.set()  # the message is out of the queue's list; its receipt handles not yet forgotten
+            go_on.wait(10)
+            forget(self, message)
 
-        monkeypatch.setattr(Message, "had_receipt_handle", pause_in_the_rebuild)
+        monkeypatch.setattr(moto_sqs._Index, "forget", pause_in_the_delete)
         assert _waits_for(
             lambda: sqs.delete_message(QueueUrl=url, ReceiptHandle=handle),
             lambda: sqs.send_message(QueueUrl=url, MessageBody="new"),
@@ -220,3 +218,228 @@ def test_two_consumers_never_receive_the_same_message(monkeypatch):
         )
 
         assert got == {"first": ["only"], "second": []}
+
+
+# --- conflicts: DynamoDB refuses what a transaction in flight holds, it does not queue it --------------------------
+
+
+@pytest.fixture
+def conflicts() -> Iterator[None]:
+    from infra.local import faults
+
+    with faults.injected(transaction_conflicts=True):
+        yield
+
+
+def _update(pk: str) -> dict[str, Any]:
+    return {
+        "Update": {
+            "TableName": "t",
+            "Key": {"pk": {"S": pk}, "sk": {"S": "1"}},
+            "UpdateExpression": "ADD n :one",
+            "ExpressionAttributeValues": {":one": {"N": "1"}},
+        }
+    }
+
+
+def _put(pk: str) -> dict[str, Any]:
+    return {"Put": {"TableName": "t", "Item": {"pk": {"S": pk}, "sk": {"S": "1"}}}}
+
+
+def _check(pk: str) -> dict[str, Any]:
+    return {
+        "ConditionCheck": {
+            "TableName": "t",
+            "Key": {"pk": {"S": pk}, "sk": {"S": "1"}},
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+    }
+
+
+class _InFlight:
+    """A transaction started on another thread and paused at its first write: in flight, holding its items, until
+    :meth:`finish` lets it end (its outcome: "ok" or the error code)."""
+
+    def __init__(self, client: Any, monkeypatch: pytest.MonkeyPatch, items: list[dict[str, Any]]) -> None:
+        from infra.local import moto_patches
+
+        self.paused, self._go_on, self.outcome = threading.Event(), threading.Event(), ""
+        remember = moto_patches._UndoLog.remember
+
+        def pause_at_the_first_write(log: Any, *args: Any) -> None:
+            if not self.paused.is_set():
+                self.paused.set()
+                self._go_on.wait(10)
+            remember(log, *args)
+
+        monkeypatch.setattr(moto_patches._UndoLog, "remember", pause_at_the_first_write)
+
+        def run() -> None:
+            try:
+                client.transact_write_items(TransactItems=items)
+                self.outcome = "ok"
+            except ClientError as error:
+                self.outcome = error.response["Error"]["Code"]
+
+        self._thread = threading.Thread(target=run)
+        self._thread.start()
+        assert self.paused.wait(10), "the first transaction never started"
+
+    def finish(self) -> str:
+        self._go_on.set()
+        self._thread.join(10)
+        return self.outcome
+
+
+def _n(client: Any, pk: str) -> str | None:
+    item = client.get_item(TableName="t", Key={"pk": {"S": pk}, "sk": {"S": "1"}}).get("Item")
+    return None if item is None else item.get("n", {}).get("N", "-")
+
+
+def test_a_transaction_sharing_an_item_with_one_in_flight_is_cancelled_with_transaction_conflict_at_its_index(
+    table, conflicts, monkeypatch
+):
+    first = _InFlight(table, monkeypatch, [_update("a"), _put("b")])
+
+    with pytest.raises(ClientError) as caught:
+        table.transact_write_items(TransactItems=[_put("x"), _update("a"), _put("y")])
+
+    assert first.finish() == "ok"
+    error = caught.value.response
+    assert error["Error"]["Code"] == "TransactionCanceledException"
+    assert error["CancellationReasons"] == [
+        {"Code": "None"},
+        {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"},
+        {"Code": "None"},
+    ]
+    assert (_n(table, "a"), _n(table, "b"), _n(table, "x"), _n(table, "y")) == ("2", "-", None, None)
+
+
+@pytest.mark.parametrize("checked_by", ["the transaction in flight", "the later transaction"])
+def test_sharing_only_a_condition_checked_item_is_a_conflict_too(table, conflicts, monkeypatch, checked_by):
+    if checked_by == "the transaction in flight":
+        first, later = [_check("a"), _put("b")], [_put("x"), _update("a")]
+    else:
+        first, later = [_update("a"), _put("b")], [_put("x"), _check("a")]
+    in_flight = _InFlight(table, monkeypatch, first)
+
+    with pytest.raises(ClientError) as caught:
+        table.transact_write_items(TransactItems=later)
+
+    assert in_flight.finish() == "ok"
+    assert [r["Code"] for r in caught.value.response["CancellationReasons"]] == ["None", "TransactionConflict"]
+    assert _n(table, "x") is None
+
+
+def test_pynamodb_reads_the_conflict_at_the_index_of_the_shared_item(table, conflicts, monkeypatch):
+    from pynamodb.connection import Connection
+    from pynamodb.exceptions import TransactWriteError
+
+    first = _InFlight(table, monkeypatch, [_update("a")])
+    key = {"pk": {"S": "a"}, "sk": {"S": "1"}}
+
+    with pytest.raises(TransactWriteError) as caught:
+        Connection(region="eu-west-3").transact_write_items(
+            condition_check_items=[{"TableName": "t", "Key": key, "ConditionExpression": "attribute_exists(pk)"}],
+            delete_items=[],
+            put_items=[{"TableName": "t", "Item": {"pk": {"S": "z"}, "sk": {"S": "1"}}}],
+            update_items=[],
+        )
+
+    first.finish()
+    reasons = caught.value.cancellation_reasons
+    assert [None if r is None else (r.code, r.message) for r in reasons] == [
+        ("TransactionConflict", "Transaction is ongoing for the item"),
+        None,
+    ]
+
+
+@pytest.mark.parametrize("write", ["put_item", "update_item", "delete_item"])
+def test_a_single_write_to_an_item_in_flight_fails_with_transaction_conflict_exception(
+    table, conflicts, monkeypatch, write
+):
+    first = _InFlight(table, monkeypatch, [_update("a"), _put("b")])
+    key = {"pk": {"S": "a"}, "sk": {"S": "1"}}
+    calls = {
+        "put_item": lambda: table.put_item(TableName="t", Item={**key, "n": {"N": "100"}}),
+        "update_item": lambda: table.update_item(
+            TableName="t", Key=key, UpdateExpression="SET n = :n", ExpressionAttributeValues={":n": {"N": "100"}}
+        ),
+        "delete_item": lambda: table.delete_item(TableName="t", Key=key),
+    }
+
+    with pytest.raises(ClientError) as caught:
+        calls[write]()
+
+    assert first.finish() == "ok"
+    assert caught.value.response["Error"] == {
+        "Code": "TransactionConflictException",
+        "Message": "Transaction is ongoing for the item",
+    }
+    assert _n(table, "a") == "2"  # refused, not queued behind the transaction
+
+
+def test_disjoint_transactions_and_writes_wait_for_their_turn_and_all_succeed(table, conflicts, monkeypatch):
+    first = _InFlight(table, monkeypatch, [_update("a"), _put("b")])
+    outcomes: list[str] = []
+    second = threading.Thread(
+        target=lambda: outcomes.append(str(table.transact_write_items(TransactItems=[_update("c"), _check("taken")])))
+    )
+    third = threading.Thread(
+        target=lambda: outcomes.append(str(table.put_item(TableName="t", Item=_put("d")["Put"]["Item"])))
+    )
+    second.start()
+    third.start()
+
+    assert first.finish() == "ok"
+    second.join(10)
+    third.join(10)
+    assert len(outcomes) == 2
+    assert (_n(table, "a"), _n(table, "b"), _n(table, "c"), _n(table, "d")) == ("2", "-", "1", "-")
+
+
+def test_a_transaction_holds_its_items_while_it_waits_for_its_turn(table, conflicts, monkeypatch):
+    from infra.local import moto_patches
+
+    first = _InFlight(table, monkeypatch, [_put("b")])
+    waiting = threading.Thread(target=lambda: table.transact_write_items(TransactItems=[_update("a")]))
+    held_before = len(moto_patches._HELD)
+    waiting.start()
+    for _ in range(1000):  # until the waiting transaction holds "a" (before its turn comes)
+        if len(moto_patches._HELD) > held_before:
+            break
+        waiting.join(0.01)
+
+    with pytest.raises(ClientError) as caught:
+        table.transact_write_items(TransactItems=[_update("a")])
+
+    first.finish()
+    waiting.join(10)
+    assert [r["Code"] for r in caught.value.response["CancellationReasons"]] == ["TransactionConflict"]
+    assert _n(table, "a") == "2"
+
+
+def test_the_items_are_free_again_once_the_transaction_ended_committed_or_cancelled(table, conflicts, monkeypatch):
+    from infra.local import moto_patches
+
+    with pytest.raises(ClientError):
+        table.transact_write_items(TransactItems=_transaction("attribute_exists(pk)"))  # cancelled: condition
+    table.transact_write_items(TransactItems=[_update("a"), _put("b")])  # committed
+
+    table.put_item(TableName="t", Item={"pk": {"S": "a"}, "sk": {"S": "1"}, "n": {"N": "7"}})
+    table.transact_write_items(TransactItems=[_update("a"), _put("b")])
+    assert not moto_patches._HELD
+    assert _n(table, "a") == "8"
+
+
+def test_with_conflicts_off_a_transaction_sharing_an_item_waits_and_succeeds(table, monkeypatch):
+    from infra.local import faults
+
+    with faults.injected(transaction_conflicts=False):
+        first = _InFlight(table, monkeypatch, [_update("a")])
+        second = threading.Thread(target=lambda: table.transact_write_items(TransactItems=[_update("a")]))
+        second.start()
+        assert first.finish() == "ok"
+        second.join(10)
+
+    assert _n(table, "a") == "3"
