@@ -13,6 +13,10 @@ from typing import Any
 from chalicelib.domain.records import utc_iso
 
 
+#: Operators' reads of a dead-letter queue long-poll: a short poll samples only some of SQS's servers and can come
+#: back empty while messages exist. (Below every client's read timeout: ``adapters/aws.py``.)
+POLL_SECONDS = 1
+
 class WorkQueue:
     def __init__(self, sqs: Any, *, queue_url: str, dlq_url: str) -> None:
         self._sqs = sqs
@@ -59,7 +63,7 @@ class WorkQueue:
                 VisibilityTimeout=hold_seconds,
                 MessageAttributeNames=["All"],
                 AttributeNames=["All"],
-                WaitTimeSeconds=0,
+                WaitTimeSeconds=POLL_SECONDS,
             )
             messages = answer.get("Messages", [])
             if not messages:
@@ -81,6 +85,7 @@ class WorkQueue:
                 VisibilityTimeout=30,
                 MessageAttributeNames=["All"],
                 AttributeNames=["All"],
+                WaitTimeSeconds=POLL_SECONDS,
             )
             messages = answer.get("Messages", [])
             if not messages:

@@ -44,8 +44,9 @@ BACKOFF_BASE_SECONDS = 0.01
 BACKOFF_CAP_SECONDS = 0.5
 #: How long retries may take outside an invocation with a deadline (CLI, tests).
 RETRY_BUDGET_SECONDS = 5.0
-#: Cancellation reasons of an item: its condition did not hold; another transaction was writing it.
-_CONDITION_FAILED, _CONFLICT = "ConditionalCheckFailed", "TransactionConflict"
+#: Cancellation reasons of an item: its condition did not hold; another transaction was writing it; its table or
+#: partition was throttled (DynamoDB cancels the whole transaction with this reason at that item).
+_CONDITION_FAILED, _CONFLICT, _THROTTLED = "ConditionalCheckFailed", "TransactionConflict", "ThrottlingError"
 #: Whole-request failures (no reason per item) worth another try.
 _TRANSIENT = ("TransactionConflictException", "ThrottlingException")
 
@@ -101,7 +102,10 @@ class Transaction:
                     return True
                 except TransactWriteError as exc:
                     self._reasons = [reason.code if reason else None for reason in exc.cancellation_reasons or []]
-                    transient = _CONFLICT in self._reasons if self._reasons else exc.cause_response_code in _TRANSIENT
+                    if self._reasons:
+                        transient = _CONFLICT in self._reasons or _THROTTLED in self._reasons
+                    else:
+                        transient = exc.cause_response_code in _TRANSIENT
                     pause = self._jitter() * min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
                     if transient and attempt < ATTEMPTS and time.monotonic() + pause < stop:
                         self._sleep(pause)

@@ -45,6 +45,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Final
 
+from infra.local import faults
+
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 STAGE: Final = "local"
 REGION: Final = "eu-west-3"
@@ -433,11 +435,19 @@ class Stack:
         base_env = self._child_env()
 
         self.console.say("stack", f"starting the AWS stand-in (moto server) on {self.aws_endpoint}")
+        aws_env = dict(base_env)
+        if faults.SWITCH not in aws_env:  # on by default, as AWS has them; RELAIS_LOCAL_FAULTS=off for debugging
+            aws_env.update(faults.environment(None if faults.SEED not in aws_env else int(aws_env[faults.SEED])))
+        self.console.say(
+            "stack",
+            f"local AWS faults {aws_env.get(faults.SWITCH)} (seed {aws_env.get(faults.SEED, '-')}; "
+            "replay: RELAIS_LOCAL_FAULTS_SEED=<seed>; off: RELAIS_LOCAL_FAULTS=off; see infra/local/README.md)",
+        )
         self._start(
             "aws",
             "moto server",
             [sys.executable, "-c", _MOTO_MAIN, "-H", HOST, "-p", str(self.ports.aws)],
-            base_env,
+            aws_env,
         )
         self._wait_until("moto server", lambda: _http_get(f"{self.aws_endpoint}/moto-api/")[0] > 0, timeout=30)
         if self.stopping.is_set():

@@ -129,8 +129,19 @@ def _conflict_on(position: int, size: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "transient",
-    [_conflict_on(0, 2), {"Code": "TransactionConflictException"}, {"Code": "ThrottlingException"}],
-    ids=["conflict-on-an-item", "conflict", "throttling"],
+    [
+        _conflict_on(0, 2),
+        {"Code": "TransactionConflictException"},
+        {"Code": "ThrottlingException"},
+        {
+            "Code": "TransactionCanceledException",
+            "CancellationReasons": [
+                {"Code": "ThrottlingError", "Message": "Throughput exceeds the limit"},
+                {"Code": "None"},
+            ],
+        },
+    ],
+    ids=["conflict-on-an-item", "conflict", "throttling", "throttled-item"],
 )
 def test_conflicts_and_throttling_are_tried_again(state, monkeypatch, transient):
     sent = _sent(monkeypatch, [transient, transient])
