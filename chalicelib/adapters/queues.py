@@ -12,7 +12,6 @@ from typing import Any
 
 from chalicelib.domain.records import utc_iso
 
-
 #: Operators' reads of a dead-letter queue long-poll: a short poll samples only some of SQS's servers and can come
 #: back empty while messages exist. (Below every client's read timeout: ``adapters/aws.py``.)
 POLL_SECONDS = 1
