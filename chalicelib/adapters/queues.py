@@ -16,6 +16,7 @@ from chalicelib.domain.records import utc_iso
 #: back empty while messages exist. (Below every client's read timeout: ``adapters/aws.py``.)
 POLL_SECONDS = 1
 
+
 class WorkQueue:
     def __init__(self, sqs: Any, *, queue_url: str, dlq_url: str) -> None:
         self._sqs = sqs
