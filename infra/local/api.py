@@ -67,10 +67,17 @@ def _console() -> None:
     root.setLevel(logging.INFO)  # chalice's own basicConfig() then finds a handler and changes nothing
 
 
+#: Connections waiting to be accepted. ``http.server`` keeps 5, so a burst from many pharmacy connections was reset
+#: before reaching the app (API Gateway accepts them); the local API takes what a busy gateway would hand over.
+LISTEN_BACKLOG = 256
+
+
 def main(argv: list[str]) -> int:
+    from chalice import local as chalice_local
     from chalice.cli import cli, reloader
 
     _console()
+    chalice_local.ThreadedHTTPServer.request_queue_size = LISTEN_BACKLOG
 
     run_with_reloader = reloader.run_with_reloader
 

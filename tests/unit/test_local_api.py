@@ -36,3 +36,18 @@ def test_the_real_project_sources_include_the_app_and_its_package() -> None:
 
     assert {"app.py", "chalicelib/bootstrap.py", ".chalice/config.json"} <= watched
     assert not any(p.startswith((".venv", ".relais", "build", "tests")) for p in watched)
+
+
+def test_the_local_api_accepts_a_burst_of_connections_as_a_gateway_would(monkeypatch):
+    from chalice import local as chalice_local
+    from chalice.cli import cli, reloader
+
+    from infra.local import api
+
+    monkeypatch.setattr(chalice_local.ThreadedHTTPServer, "request_queue_size", 5)
+    monkeypatch.setattr(reloader, "run_with_reloader", reloader.run_with_reloader)  # restored after the test
+    monkeypatch.setattr(api, "_console", lambda: None)  # no handler added to this process's root logger
+    monkeypatch.setattr(cli, "main", lambda **kwargs: None)
+    monkeypatch.setattr("sys.argv", ["x"])
+    api.main(["local"])
+    assert chalice_local.ThreadedHTTPServer.request_queue_size == api.LISTEN_BACKLOG >= 128
