@@ -44,6 +44,7 @@ def main(events_file: str) -> int:
     statuses: dict[str, int] = {}
     request_ms: list[float] = []
     first_modules: list[str] = []
+    refused: list[dict[str, object]] = []
     with counting_aws_calls() as calls:
         for index, event in enumerate(events):
             begun = time.perf_counter()
@@ -51,6 +52,8 @@ def main(events_file: str) -> int:
             request_ms.append((time.perf_counter() - begun) * 1000)
             status = str(answer.get("statusCode"))
             statuses[status] = statuses.get(status, 0) + 1
+            if status != "201" and len(refused) < 5:  # problem documents: codes and opaque ids, no personal data
+                refused.append({"index": index, "status": status, "body": str(answer.get("body"))[:300]})
             if index == 0:
                 first_modules = [
                     name
@@ -68,6 +71,7 @@ def main(events_file: str) -> int:
                 "warm_request_ms_median": round(warm[len(warm) // 2], 1),
                 "requests": len(events),
                 "statuses": statuses,
+                "refused": refused,
                 "aws_calls": {k: v for k, v in sorted(calls.items()) if not k.startswith("seconds:")},
                 "first_request_modules": first_modules,
             }

@@ -3,16 +3,18 @@
 One local stack (:mod:`bench.localstack`: moto server, stand-in national system, ``chalice local`` API, the poller
 started and paused by the bench) and, on the same moto server, the floor: ``bench/floor_app`` (the same ``chalice
 local``, one unauthenticated route writing one plaintext ``put_item`` of a stored result's size into the state
-table). Clients are threads of this process with one ``requests`` session each; every request is signed before
-the clock starts (client CPU is then mostly HTTP, the same for the floor and the stack); at 8 clients each client
-is its own pharmacy.
+table). Clients are threads of this process (``requests``, a new connection per request unless kept alive); every
+request is signed before the clock starts (client CPU is then mostly HTTP, the same for the floor and the stack);
+at 8 clients each client is its own pharmacy.
 
 1. ``ratio``: ``BENCH_HTTP_RUNS`` runs (default 3), each: the floor at 8 and 1 clients and the stack with the
    poller paused (SIGSTOP: the workers' load gone) at 8 and 1 clients, then the poller resumed and the stack
    drained, then the stack with every worker running at 8 clients (drained after) and 1 client (drained after).
-   ``BENCH_HTTP_N`` results per 8-client phase (default 300), ``BENCH_HTTP_N1`` per 1-client phase (default 80).
-   Accepted per second (first send to last answer), p50/p95 latency, each stack figure ÷ the floor of the same
-   run; min/median/max over the runs. The floor runs with the poller paused (only moto and the floor app work).
+   ``BENCH_HTTP_N`` results per 8-client stack phase (default 160), ``BENCH_HTTP_N1`` per 1-client phase (default
+   40), the floor 3 times as many. Accepted per second (first send to last answer), p50/p95 latency, each stack
+   figure ÷ the floor of the same run; min/median/max over the runs. The floor runs with the poller paused (only
+   moto and the floor app work). One connection per request; ``BENCH_HTTP_KEEPALIVE_RUNS`` more runs (default 1)
+   of the floor and the paused stack with kept-alive connections, which every request pays ~40 ms for.
 2. ``cpu``: CPU seconds of each process group (``/proc``: API, workers = the poller, local AWS = moto, stand-in,
    and the clients) over a ``BENCH_HTTP_CPU_N``-result run at 8 clients (default 1,000), from the first request
    to everything drained (stand-in holds them all, queues empty, workers quiet), per result; the idle rate of each
@@ -53,16 +55,20 @@ from typing import Any
 from bench.localstack import BenchStack, utc_seconds
 
 RUNS = int(os.environ.get("BENCH_HTTP_RUNS", "3"))
-N8 = int(os.environ.get("BENCH_HTTP_N", "300"))
-N1 = int(os.environ.get("BENCH_HTTP_N1", "80"))
+N8 = int(os.environ.get("BENCH_HTTP_N", "160"))
+N1 = int(os.environ.get("BENCH_HTTP_N1", "40"))
+#: The floor sends this many times as many requests as the stack: at 3-10 times the stack's pace, its phases would
+#: otherwise last well under a second, at the mercy of whatever else the machine runs.
+FLOOR_SHARE = 3
 CPU_N = int(os.environ.get("BENCH_HTTP_CPU_N", "1000"))
 SEED = int(os.environ.get("BENCH_HTTP_SEED", "10000"))
 BURST_N = int(os.environ.get("BENCH_HTTP_BURST", "500"))
 COLD_N = int(os.environ.get("BENCH_HTTP_COLD_N", "1000"))
-#: 1: clients keep their connection open between requests. Off by default: ``chalice local`` writes a response's
-#: headers and body in two sends with Nagle's algorithm on, so on a kept-alive connection every request waits for
-#: the client's delayed ACK (about 40 ms on Linux), floor and stack alike (see bench/README.md).
-KEEPALIVE = os.environ.get("BENCH_HTTP_KEEPALIVE", "0") == "1"
+#: Runs of the same measurements with clients that keep their connection open (``requests.Session``), default 1.
+#: The main runs open one connection per request: ``chalice local`` writes a response's headers and body in two
+#: sends with Nagle's algorithm on, so on a kept-alive connection every request waits for the client's delayed ACK
+#: (about 40 ms on Linux), floor and stack alike, and the floor measures that wait, not its work (bench/README.md).
+KEEPALIVE_RUNS = int(os.environ.get("BENCH_HTTP_KEEPALIVE_RUNS", "1"))
 CLIENTS = 8
 PARTS = ("api", "poller", "aws", "national", "floor", "clients")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +105,7 @@ class Bench:
         self.accepted = 0  # results the stack accepted so far: the stand-in must end up holding them all
         self.pharmacies: list[Pharmacy] = []
         self.serial = 0
+        self.keepalive = False  # clients keep their connection between requests (see KEEPALIVE_RUNS)
 
     # --- set-up -----------------------------------------------------------------------------------------------
 
@@ -161,8 +168,8 @@ class Bench:
         def client(batch: list[Prepared]) -> list[tuple[float, float, int, float, str]]:
             # Without keep-alive, a new session per request: a pooled connection the server is closing (it answered
             # "Connection: close") could otherwise be reused in the instant before it goes.
-            session = requests.Session() if KEEPALIVE else requests
-            extra = {} if KEEPALIVE else {"Connection": "close"}
+            session = requests.Session() if self.keepalive else requests
+            extra = {} if self.keepalive else {"Connection": "close"}
             done = []
             start.wait()
             for url, raw, headers in batch:
@@ -223,28 +230,40 @@ def _public(phase: dict[str, Any]) -> dict[str, Any]:
 # --- 1. throughput ratios -----------------------------------------------------------------------------------
 
 
-def ratio_figures(bench: Bench) -> dict[str, Any]:
+def ratio_figures(bench: Bench, count: int, *, keepalive: bool = False) -> dict[str, Any]:
+    """``count`` runs of the floor and the stack side by side (with kept-alive connections: the paused stack only)."""
     runs = []
-    for run in range(RUNS):
-        print(f"ratio run {run + 1}/{RUNS}", file=sys.stderr, flush=True)
+    bench.keepalive = keepalive
+    modes = ("paused",) if keepalive else ("running", "paused")
+    for run in range(count):
+        print(f"ratio run {run + 1}/{count}{' (keep-alive)' if keepalive else ''}", file=sys.stderr, flush=True)
+        load_before = os.getloadavg()[0]
         bench.stack.pause_poller()
         phases = {
-            "floor_8": bench.floor_phase(N8, CLIENTS, f"f8r{run}"),
-            "floor_1": bench.floor_phase(N1, 1, f"f1r{run}"),
+            "floor_8": bench.floor_phase(FLOOR_SHARE * N8, CLIENTS, f"f8r{run}"),
+            "floor_1": bench.floor_phase(FLOOR_SHARE * N1, 1, f"f1r{run}"),
             "paused_8": bench.stack_phase(N8, CLIENTS, f"p8r{run}"),
             "paused_1": bench.stack_phase(N1, 1, f"p1r{run}"),
         }
         bench.stack.resume_poller()
-        drains = {"after_paused": bench.drain()}
-        phases["running_8"] = bench.stack_phase(N8, CLIENTS, f"r8r{run}")
-        drains["after_running_8"] = bench.drain()
-        phases["running_1"] = bench.stack_phase(N1, 1, f"r1r{run}")
-        drains["after_running_1"] = bench.drain()
-        runs.append({"phases": {k: _public(v) for k, v in phases.items()}, "drain_seconds": drains})
+        drains = {"after_paused": round(bench.drain(), 1)}
+        if "running" in modes:
+            phases["running_8"] = bench.stack_phase(N8, CLIENTS, f"r8r{run}")
+            drains["after_running_8"] = round(bench.drain(), 1)
+            phases["running_1"] = bench.stack_phase(N1, 1, f"r1r{run}")
+            drains["after_running_1"] = round(bench.drain(), 1)
+        runs.append(
+            {
+                "phases": {k: _public(v) for k, v in phases.items()},
+                "drain_seconds": drains,
+                "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+            }
+        )
+    bench.keepalive = False
     summary: dict[str, Any] = {}
     for clients in (8, 1):
         floor = [r["phases"][f"floor_{clients}"] for r in runs]
-        for mode in ("running", "paused"):
+        for mode in modes:
             stack = [r["phases"][f"{mode}_{clients}"] for r in runs]
             summary[f"{mode}_{clients}_clients"] = {
                 "ratio_to_floor": spread(
@@ -260,8 +279,10 @@ def ratio_figures(bench: Bench) -> dict[str, Any]:
             "p95_ms": spread([f["p95_ms"] for f in floor], 1),
         }
     return {
-        "runs": RUNS,
-        "results_per_phase": {"8_clients": N8, "1_client": N1},
+        "runs": count,
+        "connections": "kept alive (requests.Session)" if keepalive else "one per request (Connection: close)",
+        "results_per_stack_phase": {"8_clients": N8, "1_client": N1},
+        "results_per_floor_phase": {"8_clients": FLOOR_SHARE * N8, "1_client": FLOOR_SHARE * N1},
         "targets": {"running_8_clients": 0.6, "paused_8_clients": 0.8},
         "summary": summary,
         "each_run": runs,
@@ -487,6 +508,7 @@ def cold_figures(bench: Bench, directory: Path) -> dict[str, Any]:
     app_and_first = statistics.median(_import_ms(together) for _ in range(runs))
     app_only = statistics.median(_import_ms("app") for _ in range(runs))
     boto3_ms = statistics.median(_import_ms("boto3") for _ in range(runs))
+    by_package = first_request_import_ms_by_package(modules)
     return {
         "cold_process": cold,
         "kms_calls_per_1000_results": round(sum(kms.values()) * 1000 / COLD_N, 2),
@@ -498,10 +520,30 @@ def cold_figures(bench: Bench, directory: Path) -> dict[str, Any]:
             "import_app_and_first_request_ms": round(app_and_first, 1),
             "import_boto3_ms": round(boto3_ms, 1),
             "ratio_to_boto3": round(app_and_first / boto3_ms, 2),
+            "app_alone_ratio_to_boto3": round(app_only / boto3_ms, 2),
+            "first_request_adds_ms_by_package": by_package,
             "target_ratio": 2.5,
             "runs": runs,
         },
     }
+
+
+def first_request_import_ms_by_package(modules: list[str]) -> dict[str, float]:
+    """``python -X importtime``: own import time of the modules the first request adds, by top-level package (ms)."""
+    import subprocess
+    from collections import Counter
+
+    code = f"import app, importlib\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    wanted = set(modules)
+    packages: Counter[str] = Counter()
+    for line in done.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) == 3 and parts[2].strip() in wanted and parts[0].strip().isdigit():
+            packages[parts[2].strip().split(".")[0]] += int(parts[0])
+    return {name: round(us / 1000, 1) for name, us in packages.most_common(8)}
 
 
 # --- main ---------------------------------------------------------------------------------------------------
@@ -541,7 +583,9 @@ def main(argv: list[str] | None = None) -> int:
                 "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             }
             if "ratio" in wanted:
-                figures["intake_ratio"] = ratio_figures(bench)
+                figures["intake_ratio"] = ratio_figures(bench, RUNS)
+                if KEEPALIVE_RUNS:
+                    figures["intake_ratio_keepalive"] = ratio_figures(bench, KEEPALIVE_RUNS, keepalive=True)
             if "burst" in wanted:
                 figures["burst"] = burst_figures(bench)
             if "cpu" in wanted:
@@ -553,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
             results = REPO_ROOT / "bench" / "results"
             results.mkdir(exist_ok=True)
             shutil.copyfile(stack.log_path, results / "http_intake.stack.log")  # what every part printed
+            figures["stack_log"] = stack.log_summary()
     figures["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(figures, indent=2))
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -224,6 +225,19 @@ class BenchStack(Stack):
         raise RuntimeError(
             f"not drained after {timeout:.0f} s: the stand-in holds {self.national_received()} of {received}"
         )
+
+    def log_summary(self) -> dict[str, int]:
+        """Lines of the stack's log that tell of trouble: failed or retried batches (each retry costs CPU too)."""
+        counts = dict.fromkeys(("poller_batches_failed", "poller_stream_retries", "warnings_or_errors"), 0)
+        with self.log_path.open(encoding="utf-8", errors="replace") as log:
+            for line in log:
+                if line.startswith("[poller]") and re.search(r"message\(s\) -> .*: \d+ done, [1-9]\d* failed", line):
+                    counts["poller_batches_failed"] += 1
+                elif line.startswith("[poller] stream:") and "failed on" in line:
+                    counts["poller_stream_retries"] += 1
+                elif '"level":"WARNING"' in line or '"level":"ERROR"' in line or "Traceback" in line:
+                    counts["warnings_or_errors"] += 1
+        return counts
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
