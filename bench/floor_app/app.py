@@ -23,7 +23,10 @@ _DYNAMODB = boto3.client("dynamodb")  # one client per process, as a warm Lambda
 
 @app.route("/floor", methods=["POST"], content_types=["application/json"])
 def floor() -> Response:
-    body = app.current_request.raw_body or b""
+    request = app.current_request
+    assert request is not None
+    raw = request.raw_body or b""
+    body = raw if isinstance(raw, bytes) else raw.encode()
     item_id = uuid.uuid4().hex
     _DYNAMODB.put_item(
         TableName=_TABLE,
