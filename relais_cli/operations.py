@@ -148,10 +148,21 @@ def _queue(ctx: Context, name: str) -> Any:
     ), None
 
 
+def _reported(ctx: Context) -> Any:
+    """Whether a result is reported nationally now (its national dead letters are then moot)."""
+    store = _bootstrap(ctx).store()
+
+    def reported(result_id: str) -> bool:
+        record = store.get_result(result_id)
+        return record is not None and record.national_status == "reported"
+
+    return reported
+
+
 def dlq_list(args: argparse.Namespace, ctx: Context, out: Output) -> None:
     """``relais dlq list [--queue national|notify]`` → ``[{"result_id", "reason", "attempts", "age_seconds"}]``."""
     queue, _ = _queue(ctx, args.queue)
-    letters = queue.dead_letters()
+    letters = queue.dead_letters(is_moot=_reported(ctx) if args.queue == "national" else None)
     out.result(
         letters,
         lambda data: (

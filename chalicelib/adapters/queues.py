@@ -52,8 +52,14 @@ class WorkQueue:
             if answer.get("Failed"):
                 raise RuntimeError(f"{len(answer['Failed'])} messages not queued")
 
-    def dead_letters(self, *, max_messages: int = 1000, hold_seconds: int = 30) -> list[dict[str, Any]]:
-        """Read the dead-letter queue without consuming it: each message is held while listing, then released."""
+    def dead_letters(
+        self, *, max_messages: int = 1000, hold_seconds: int = 30, is_moot: Any = None
+    ) -> list[dict[str, Any]]:
+        """Read the dead-letter queue without consuming it: each message is held while listing, then released.
+
+        ``is_moot(result_id)`` names letters that no longer mean anything — a result that another delivery of the
+        same message (queues deliver at least once) reported after this one gave up: those are deleted, not listed.
+        """
         seen: dict[str, dict[str, Any]] = {}
         held: list[str] = []
         while len(seen) < max_messages:
@@ -69,7 +75,11 @@ class WorkQueue:
             if not messages:
                 break
             for message in messages:
-                seen[message["MessageId"]] = _describe(message)
+                letter = _describe(message)
+                if is_moot is not None and letter["result_id"] and is_moot(letter["result_id"]):
+                    self._sqs.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=message["ReceiptHandle"])
+                    continue
+                seen[message["MessageId"]] = letter
                 held.append(message["ReceiptHandle"])
         for handle in held:
             self._sqs.change_message_visibility(QueueUrl=self._dlq_url, ReceiptHandle=handle, VisibilityTimeout=0)

@@ -101,11 +101,11 @@ class NationalDelivery:
         reason = outcome_reason(answer.status, answer.body)
         if verdict is Verdict.PERMANENT or delivery.attempt >= self.max_attempts:
             final = reason if verdict is Verdict.PERMANENT else f"retries-exhausted:{reason}"
-            self.queue.dead_letter(record.id, final, delivery.attempt)
-            try:
+            try:  # the status first: a result another message reported meanwhile gets no dead letter
                 self.statuses.mark_failed(record.id, final)
             except NotFoundError:
-                return "already-reported"  # reported meanwhile by another message: the dead letter is moot
+                return "already-reported"
+            self.queue.dead_letter(record.id, final, delivery.attempt)
             self._audit(record, "failed", final)
             self.metrics.count("NationalDeadLettered")
             return "dead-lettered"

@@ -206,8 +206,10 @@ def test_a_result_reported_meanwhile_is_not_marked_failed():
         def mark_failed(self, rid, reason):
             raise NotFoundError("reported")
 
-    service = make_service(FakeNational(Answer(400)), statuses=ReportedMeanwhile())
+    queue = Recorder()
+    service = make_service(FakeNational(Answer(400)), statuses=ReportedMeanwhile(), queue=queue)
     assert service.deliver(Delivery(RID, "rh", 1)) == "already-reported"
+    assert queue.calls == [], "no dead letter for a result another delivery reported"
 
 
 def test_a_dead_letter_moved_by_sqs_has_no_invented_reason():
