@@ -78,6 +78,9 @@ def main(argv: list[str]) -> int:
 
     _console()
     chalice_local.ThreadedHTTPServer.request_queue_size = LISTEN_BACKLOG
+    # http.server writes headers and body apart: with Nagle's algorithm on, a kept-alive client waited ~40 ms for a
+    # delayed ACK on every request (API Gateway has no such delay).
+    chalice_local.ChaliceRequestHandler.disable_nagle_algorithm = True
 
     run_with_reloader = reloader.run_with_reloader
 

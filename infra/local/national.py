@@ -177,6 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: NationalServer
     server_version = "relais-national-standin/1"
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go apart: no ~40 ms delayed-ACK wait on kept-alive connections
 
     # --- dispatch -------------------------------------------------------------------------------------------
 

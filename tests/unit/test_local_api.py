@@ -45,9 +45,17 @@ def test_the_local_api_accepts_a_burst_of_connections_as_a_gateway_would(monkeyp
     from infra.local import api
 
     monkeypatch.setattr(chalice_local.ThreadedHTTPServer, "request_queue_size", 5)
+    monkeypatch.setattr(chalice_local.ChaliceRequestHandler, "disable_nagle_algorithm", False)
     monkeypatch.setattr(reloader, "run_with_reloader", reloader.run_with_reloader)  # restored after the test
     monkeypatch.setattr(api, "_console", lambda: None)  # no handler added to this process's root logger
     monkeypatch.setattr(cli, "main", lambda **kwargs: None)
     monkeypatch.setattr("sys.argv", ["x"])
     api.main(["local"])
     assert chalice_local.ThreadedHTTPServer.request_queue_size == api.LISTEN_BACKLOG >= 128
+    assert chalice_local.ChaliceRequestHandler.disable_nagle_algorithm is True
+
+
+def test_the_national_stand_in_answers_without_waiting_for_a_delayed_ack():
+    from infra.local.national import _Handler
+
+    assert _Handler.disable_nagle_algorithm is True
