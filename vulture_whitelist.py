@@ -90,3 +90,4 @@ _.request_queue_size  # infra/local/api.py: socketserver's listen backlog, read 
 _._old_receipt_handles  # infra/local/moto_sqs.py: moto's Message reads it to list a message's receipt handles
 _.get_headers  # infra/local/throttling.py: werkzeug's HTTPException API, called when moto answers the error
 _.injected  # infra/local/faults.py: faults for a block of a test (used by the tests only)
+_.disable_nagle_algorithm  # infra/local/api.py, national.py: read by http.server's StreamRequestHandler.setup
