@@ -116,13 +116,12 @@ COUNTER_SHARDS = 16
 
 def counter_shards(prefix: str) -> list[str]:
     """Every shard of the counter ``prefix`` (``quota#<pharmacy>#<day>``, ``usage#<pharmacy>#<month>``)."""
-    return [f"{prefix}#{shard:02d}" for shard in range(COUNTER_SHARDS)]
+    return shard_keys(prefix, shards=COUNTER_SHARDS)
 
 
 def counter_shard(prefix: str, identifier: str) -> str:
     """The shard of the counter ``prefix`` that the item ``identifier`` counts in (fixed by its opaque id)."""
-    digest = int.from_bytes(hashlib.sha256(identifier.encode()).digest()[:4], "big")
-    return f"{prefix}#{digest % COUNTER_SHARDS:02d}"
+    return sharded_key(prefix, identifier, shards=COUNTER_SHARDS)
 
 
 def usage_key(pharmacy_id: str, month: str) -> str:
@@ -146,14 +145,14 @@ def shard_limit(limit: int, shard: int) -> int:
 INDEX_SHARDS = 16
 
 
-def index_shard(identifier: str) -> str:
-    """The shard (``"00"``…``"15"``) of an item in a sharded index, fixed by its opaque id."""
-    return f"{int.from_bytes(hashlib.sha256(identifier.encode()).digest()[:4], 'big') % INDEX_SHARDS:02d}"
+def index_shard(identifier: str, shards: int = INDEX_SHARDS) -> str:
+    """The shard (``"00"``…``"15"``) of an item among ``shards``, fixed by its opaque id."""
+    return f"{int.from_bytes(hashlib.sha256(identifier.encode()).digest()[:4], 'big') % shards:02d}"
 
 
-def sharded_key(prefix: str, identifier: str) -> str:
+def sharded_key(prefix: str, identifier: str, *, shards: int = INDEX_SHARDS) -> str:
     """``<prefix>#<shard>``: the partition key of the item ``identifier`` among the shards of ``prefix``."""
-    return f"{prefix}#{index_shard(identifier)}"
+    return f"{prefix}#{index_shard(identifier, shards)}"
 
 
 def pending_key(result_id: str) -> str:
@@ -166,9 +165,9 @@ def day_key(day: str, event_id: str) -> str:
     return sharded_key(day, event_id)
 
 
-def shard_keys(prefix: str) -> list[str]:
-    """Every partition key of ``prefix`` (``"pending"``, or a day), to query them all."""
-    return [f"{prefix}#{shard:02d}" for shard in range(INDEX_SHARDS)]
+def shard_keys(prefix: str, *, shards: int = INDEX_SHARDS) -> list[str]:
+    """Every partition key of ``prefix`` (``"pending"``, a day, a counter), to read them all."""
+    return [f"{prefix}#{shard:02d}" for shard in range(shards)]
 
 
 class PendingNationalIndex(GlobalSecondaryIndex["ResultItem"]):  # type: ignore[no-untyped-call]
