@@ -151,15 +151,21 @@ class LinkStore:
         )
         return link, generation
 
-    def record_wrong_birth_date(self, token_sha256: str, lock_attempts: int) -> int:
-        """Count one wrong birth date; the attempts so far (``lock_attempts`` once locked, for good).
+    def reserve_attempt(self, token_sha256: str, lock_attempts: int) -> int | None:
+        """Reserve one birth-date comparison of this link: the attempts counted with it, ``None`` when none is left.
 
-        One conditional ``ADD``: at most ``lock_attempts`` increments ever succeed, whatever the concurrency.
+        One conditional ``ADD`` made *before* comparing: at most ``lock_attempts`` reservations ever succeed,
+        whatever the concurrency, so at most that many wrong dates are ever compared. A right date gives its
+        reservation back (:meth:`release_attempt`); a wrong one keeps it (the link locks at ``lock_attempts``).
         """
         item = LinkItem(pk=link_key(token_sha256))
         if not update_if(item, [LinkItem.attempts.add(1)], LinkItem.pk.exists() & (LinkItem.attempts < lock_attempts)):
-            return lock_attempts
+            return None
         return int(item.attempts)
+
+    def release_attempt(self, token_sha256: str) -> None:
+        """Give back the reservation of a comparison that found the right date (never below zero)."""
+        update_if(LinkItem(pk=link_key(token_sha256)), [LinkItem.attempts.add(-1)], LinkItem.attempts > 0)
 
     def _generation(self, result_id: str) -> int:
         try:
