@@ -180,21 +180,21 @@ class LinkStore:
             return self._generation(result_id)
 
     # -- per-client failures ------------------------------------------------------------------------
-    def client_failures(self, client_key: str, window: int) -> int:
-        with dynamodb_errors():
-            try:
-                item = StateItem.get(f"ipfail#{client_key}#{window}", consistent_read=True)
-            except StateItem.DoesNotExist:
-                return 0
-        return int(item.n or 0)
-
-    def count_client_failure(self, client_key: str, window: int, window_seconds: int) -> int:
-        """Add one failure to this client's window; the new count."""
+    def reserve_client_attempt(self, client_key: str, window: int, window_seconds: int, limit: int) -> bool:
+        """Count one attempt against this client's window *before* answering it; False at ``limit`` (nothing
+        written). Every attempt counts as a failure until :meth:`release_client_attempt` takes it back, so at most
+        ``limit`` failures per window are ever answered, whatever the concurrency."""
         item = StateItem(pk=f"ipfail#{client_key}#{window}")
         expires = (window + 2) * window_seconds
-        with dynamodb_errors():
-            item.update(actions=[StateItem.n.add(1), StateItem.expires_at.set(expires)])
-        return int(item.n or 0)
+        return update_if(
+            item,
+            [StateItem.n.add(1), StateItem.expires_at.set(expires)],
+            StateItem.n.does_not_exist() | (StateItem.n < limit),
+        )
+
+    def release_client_attempt(self, client_key: str, window: int) -> None:
+        """Take back the attempt of a request that succeeded (never below zero)."""
+        update_if(StateItem(pk=f"ipfail#{client_key}#{window}"), [StateItem.n.add(-1)], StateItem.n > 0)
 
     # -- send claims --------------------------------------------------------------------------------
     def acquire_claim(self, result_id: str, generation: int, *, lease_seconds: int, keep_until: int) -> Claim:

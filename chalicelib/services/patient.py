@@ -2,7 +2,9 @@
 
 Order of the checks (each failure is the same 404 to the outside, with its own audit reason inside):
 
-1. the client address's failures in the current window (over the limit → 429, ``Retry-After``);
+1. the client address's failures in the current window: each request is counted as one *before* it is answered
+   (a conditional ``ADD``, refused at the limit → 429, ``Retry-After``), and a success takes its count back, so
+   that requests in flight together can never answer more failures than the limit;
 2. the link, found by the token's hash: unknown, locked, revoked (older generation) or expired
    (checked here against the clock) → 404, without decrypting anything;
 3. one comparison is reserved on the link (a conditional ``ADD`` on its counter, refused once it reaches
@@ -61,9 +63,9 @@ class PatientLinks(Protocol):
 
     def release_attempt(self, token_sha256: str) -> None: ...
 
-    def client_failures(self, client_key: str, window: int) -> int: ...
+    def reserve_client_attempt(self, client_key: str, window: int, window_seconds: int, limit: int) -> bool: ...
 
-    def count_client_failure(self, client_key: str, window: int, window_seconds: int) -> int: ...
+    def release_client_attempt(self, client_key: str, window: int) -> None: ...
 
 
 class PatientResults(Protocol):
@@ -108,7 +110,7 @@ class PatientService:
         now = self.clock()
         client = client_key(client_ip or "unknown", self.stage)
         window, retry_after = rate_window(now, self.ip_window_seconds)
-        if self.links.client_failures(client, window) >= self.ip_failures:
+        if not self.links.reserve_client_attempt(client, window, self.ip_window_seconds, self.ip_failures):
             self._audit(now, "anonymous", None, None, "rate_limited", "client_failures", request_id)
             raise RateLimitedError("too many failures from this client", retry_after=retry_after)
 
@@ -124,21 +126,20 @@ class PatientService:
             self.links.reserve_attempt(DUMMY_TOKEN_HASH, self.lock_attempts)  # same write round trip
             birth_dates_match(birth_date, DUMMY_BIRTH_DATE)  # same comparison work as a known link
             reason = state if state != ACTIVE else "result_gone"
-            self._fail(now, client, window, link, reason, request_id)
+            self._fail(now, link, reason, request_id)
 
         assert link is not None and record is not None
         attempts = self.links.reserve_attempt(digest, self.lock_attempts)
         if attempts is None:  # the last comparisons were reserved by requests in flight since the link was read
-            self._fail(now, client, window, link, LOCKED, request_id)
+            self._fail(now, link, LOCKED, request_id)
         submission = self.decrypt(record)
         if not birth_dates_match(birth_date, submission.patient.birth_date.isoformat()):
-            self._fail(
-                now, client, window, link, LOCKED if attempts >= self.lock_attempts else "wrong_birth_date", request_id
-            )
+            self._fail(now, link, LOCKED if attempts >= self.lock_attempts else "wrong_birth_date", request_id)
         self.links.release_attempt(digest)  # the right date: its comparison does not count
 
         pharmacy = self.get_pharmacy(record.pharmacy_id)
         self._audit(now, f"link:{link.link_id}", record.id, record.pharmacy_id, "success", None, request_id)
+        self.links.release_client_attempt(client, window)  # a success is no failure of this client
         return {
             "patient": {"given_name": submission.patient.given_name, "family_name": submission.patient.family_name},
             "pharmacy": {"name": pharmacy.name},
@@ -150,11 +151,8 @@ class PatientService:
             "link_expires_at": utc_iso(link.expires_at),
         }
 
-    def _fail(
-        self, now: datetime, client: str, window: int, link: Link | None, reason: str, request_id: str | None
-    ) -> NoReturn:
-        """Count the failure against the client, audit it, and answer the one generic 404."""
-        self.links.count_client_failure(client, window, self.ip_window_seconds)
+    def _fail(self, now: datetime, link: Link | None, reason: str, request_id: str | None) -> NoReturn:
+        """Audit the failure (already counted against the client) and answer the one generic 404."""
         if link is None:
             self._audit(now, "anonymous", None, None, "denied", "unknown", request_id)
         else:

@@ -200,6 +200,8 @@ def test_too_many_failures_from_one_address_answer_429_with_retry_after(patient_
     bootstrap.override(settings=replace(bootstrap.settings(), patient_ip_failures=3))
     client = patient_env["client"]
     _, token = notified_token(patient_env["pharmacy"])
+    for _ in range(4):
+        assert view(client, token).status_code == 200  # successes are not failures
     for _ in range(3):
         assert view(client, UNKNOWN_TOKEN).status_code == 404
     refused = view(client, token)  # even a right answer waits
@@ -211,6 +213,40 @@ def test_too_many_failures_from_one_address_answer_429_with_retry_after(patient_
     assert bootstrap.patient_service().view(token, BIRTH_DATE, client_ip="192.0.2.7")["test"]["result"]
     keys = [i["pk"]["S"] for i in scan("RELAIS_STATE_TABLE") if i["pk"]["S"].startswith("ipfail#")]
     assert keys and all("127.0.0.1" not in k for k in keys)
+
+
+def test_failures_in_flight_together_never_pass_the_per_address_limit(patient_env, monkeypatch):
+    """24 unknown tokens from one address, none answered before all passed the limit check: 20 are 404, 4 are 429."""
+    from chalicelib import bootstrap
+    from chalicelib.errors import NotFoundError, RateLimitedError
+
+    service = bootstrap.patient_service()
+    names = [f"guess-{i}" for i in range(24)]
+    gate = Gate(len(names))
+    reached: set[str] = set()
+    find_link = service.links.find_link
+
+    def find_then_pause(digest):
+        found = find_link(digest)
+        reached.add(threading.current_thread().name)
+        gate.wait()  # no request is answered before every request has been let in or refused
+        return found
+
+    monkeypatch.setattr(service.links, "find_link", find_then_pause)
+
+    def guess() -> object:
+        try:
+            return service.view(UNKNOWN_TOKEN, BIRTH_DATE, client_ip="203.0.113.9")
+        finally:
+            if threading.current_thread().name not in reached:
+                gate.passed()
+
+    outcomes = run_threads(dict.fromkeys(names, guess))
+    kinds = [type(outcome) for outcome in outcomes.values()]
+    assert kinds.count(NotFoundError) == 20 and kinds.count(RateLimitedError) == 4
+    assert len(audit_events("patient.view", "rate_limited")) == 4
+    (counter,) = [i for i in scan("RELAIS_STATE_TABLE") if i["pk"]["S"].startswith("ipfail#")]
+    assert int(counter["n"]["N"]) == 20
 
 
 # -- malformed requests -----------------------------------------------------------------------------------------
