@@ -42,16 +42,20 @@ def problem(
     status: int,
     *,
     errors: list[dict[str, str]] | None = None,
+    errors_truncated: bool = False,
     detail: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """A problem+json response with a fixed title per status (and field errors for 400)."""
+    """A problem+json response with a fixed title per status (and field errors for 400, with
+    ``"errors_truncated": true`` when more were found than listed)."""
     slug, title = _TITLES.get(status, ("error", "Error"))
     body: dict[str, Any] = {"type": f"urn:relais:problem:{slug}", "title": title, "status": status}
     if detail:
         body["detail"] = detail
     if errors is not None:
         body["errors"] = errors
+        if errors_truncated:
+            body["errors_truncated"] = True
     return Response(
         body=json.dumps(body),
         status_code=status,
@@ -62,7 +66,8 @@ def problem(
 def to_problem(exc: RelaisError) -> Response:
     """Map a domain error to its HTTP problem (details are fixed strings, never the error's text)."""
     if isinstance(exc, ValidationError):
-        return problem(400, errors=[{"field": e.field, "message": e.message} for e in exc.errors])
+        errors = [{"field": e.field, "message": e.message} for e in exc.errors]
+        return problem(400, errors=errors, errors_truncated=exc.truncated)
     if isinstance(exc, AuthenticationError):
         return problem(401, headers={"WWW-Authenticate": 'Signature realm="relais"'})
     if isinstance(exc, NotFoundError):
