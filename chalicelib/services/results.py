@@ -16,7 +16,7 @@ from typing import Any
 from chalicelib.domain.json_body import canonical_json
 from chalicelib.domain.records import ResultRecord, new_id
 from chalicelib.domain.validation import is_valid_pharmacy_reference, parse_submission
-from chalicelib.errors import ConflictError, DuplicateReferenceError, ValidationError
+from chalicelib.errors import ConflictError, DuplicateReferenceError, RateLimitedError, ValidationError
 from chalicelib.services.authn import SignedRequest
 from chalicelib.services.pharmacy_request import PharmacyGate, PharmacyRequest
 from chalicelib.services.ports import PharmacyDirectory, ResultStore
@@ -94,6 +94,9 @@ class ResultsService:
             )
         except DuplicateReferenceError:
             return self._answer_duplicate(req, submission.pharmacy_reference, body_sha256)
+        except RateLimitedError:  # an answer like any other: the nonce is spent and the refusal audited
+            req.commit("rate_limited", reason="daily_quota")
+            raise
         return Accepted(result_id, submission.pharmacy_reference, created=True)
 
     def _identical_stored(self, req: PharmacyRequest, raw: Any, body_sha256: str) -> Accepted | None:

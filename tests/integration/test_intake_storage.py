@@ -30,10 +30,12 @@ from tests.integration.helpers import (
     count_results,
     distinctive_body,
     dynamodb,
+    encode,
     post_result,
     problem,
     register_pharmacy,
     scan,
+    signed_headers,
     state_items,
     submit_direct,
     table_name,
@@ -208,6 +210,23 @@ def test_past_the_daily_quota_a_submission_gets_429_with_retry_after_and_nothing
     assert 0 < int(response.headers["Retry-After"]) <= 86400
     assert count_results() == 2
     assert len(state_items("ref")) == 2
+
+
+def test_the_daily_quota_429_spends_the_nonce_and_is_audited(client):
+    limited = register_pharmacy(daily_quota=1)
+    assert post_result(client, limited, distinctive_body()).status_code == 201
+    raw = encode(distinctive_body())
+    headers = signed_headers(limited, "POST", RESULTS_PATH, raw)
+
+    assert client.http.post(RESULTS_PATH, body=raw, headers=headers).status_code == 429
+    replayed = client.http.post(RESULTS_PATH, body=raw, headers=headers)
+
+    assert replayed.status_code == 401
+    assert len(state_items("nonce")) == 2
+    (refused,) = audit_events("result.create", "rate_limited")
+    assert refused["reason"] == "daily_quota" and refused["pharmacy_id"] == limited.pharmacy_id
+    assert "record" not in refused
+    assert [e["reason"] for e in audit_events("auth.failure")] == ["result.create:replayed_nonce"]
 
 
 def test_a_retry_past_the_quota_still_gets_its_200(client):
