@@ -244,6 +244,7 @@ def results_service() -> ResultsService:
         clock=clock,
         daily_quota_default=s.daily_quota_default,
         retention_days=s.result_retention_days,
+        sms_extra_regions=s.sms_extra_region_codes,
     )
 
 

@@ -8,6 +8,7 @@ same outputs, as provisioned in moto.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from functools import cache
@@ -52,6 +53,9 @@ class Settings:
     # patient notification and result page
     link_ttl_hours: int = 72
     sms_sender_id: str = "Relais"
+    # where an SMS may go: France (metropolitan and overseas, domain/validation.py) plus these ISO 3166-1 alpha-2
+    # regions, comma-separated (a stage that must reach patients abroad; each SMS abroad costs up to ten times more)
+    sms_extra_regions: str = ""
     email_sender: str = "resultats@relais.example"
     ses_configuration_set: str = ""
     patient_lock_attempts: int = 5
@@ -71,6 +75,10 @@ class Settings:
     @property
     def authorities(self) -> frozenset[str]:
         return frozenset(a.strip().lower() for a in self.allowed_authorities.split(",") if a.strip())
+
+    @property
+    def sms_extra_region_codes(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.sms_extra_regions.split(",") if r.strip())
 
 
 _ENV_PREFIX = "RELAIS_"
@@ -100,7 +108,14 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     for name, (low, high) in _BOUNDS.items():
         if not low <= getattr(settings, name) <= high:
             raise SettingsError(f"{_ENV_PREFIX}{name.upper()} must be between {low} and {high}")
+    if not all(_REGION.fullmatch(code) for code in settings.sms_extra_region_codes):
+        raise SettingsError(
+            f"{_ENV_PREFIX}SMS_EXTRA_REGIONS must list ISO 3166-1 alpha-2 codes in upper case, comma-separated (BE,CH)"
+        )
     return settings
+
+
+_REGION = re.compile(r"[A-Z]{2}")
 
 
 #: Limits of numeric settings, checked at start-up rather than at first use (contract §2, §4).

@@ -34,7 +34,10 @@ Rules are those of ``contract.md`` section 2. Where the contract is silent, the 
   month codes. The control key (97 - n mod 97, with 2A → 19 and 2B → 18) is checked with python-stdnum.
 * ``phone``: E.164, i.e. ``+`` and the country code; spaces, dots, hyphens and parentheses are accepted
   as separators and removed. Validity comes from ``phonenumbers``; the number is returned in E.164.
-  When ``notify`` contains ``sms`` it must be a mobile number (MOBILE or FIXED_LINE_OR_MOBILE).
+  When ``notify`` contains ``sms`` it must be a mobile number (MOBILE or FIXED_LINE_OR_MOBILE) of France:
+  metropolitan France and its overseas departments and collectivities (:data:`FRENCH_SMS_REGIONS`), plus the
+  regions a stage adds (``RELAIS_SMS_EXTRA_REGIONS``). An SMS abroad costs up to ten times one in France, and
+  premium or unassigned foreign ranges are how SMS "pumping" bills an account: no caller may choose them.
 * ``email``: one ASCII address ``local@domain.tld`` of at most 254 characters (local part at most 64),
   no whitespace, CR/LF, comma, semicolon, angle brackets or quotes (so no header injection and no
   second recipient). It is returned unchanged.
@@ -119,6 +122,10 @@ _FR_POSTAL_CODE: Final = re.compile(r"[0-9]{5}")
 _OTHER_POSTAL_CODE: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 -]{0,14}[A-Za-z0-9])?")
 _DEVICE_ID: Final = re.compile(r"[0-9]{1,16}")
 
+#: Where an SMS may go: metropolitan France and the overseas departments and collectivities, by region of
+#: their numbering (+33 FR; +590 GP, BL, MF; +594 GF; +596 MQ; +262 RE, YT; +508 PM; +681 WF; +687 NC; +689 PF).
+FRENCH_SMS_REGIONS: Final = frozenset({"FR", "GP", "BL", "MF", "GF", "MQ", "RE", "YT", "PM", "WF", "NC", "PF"})
+
 # --- limits ------------------------------------------------------------------------------------------
 
 _NAME_MAX: Final = 100
@@ -199,11 +206,13 @@ def parse_submission(
     *,
     now: datetime,
     known_device_ids: frozenset[str] | None = None,
+    sms_extra_regions: frozenset[str] = frozenset(),
 ) -> Submission:
     """Validate a decoded ``POST /v1/results`` body and return it as a :class:`Submission`.
 
     ``now`` (timezone-aware) is the reference for every date rule. ``known_device_ids``, when given,
     is the allowlist for ``test.device_id``; ``None`` (the default) accepts any well-formed id.
+    ``sms_extra_regions`` (ISO 3166-1 alpha-2) widens where an SMS may go beyond :data:`FRENCH_SMS_REGIONS`.
     Raises :class:`ValidationError` carrying the field errors found (see :class:`_Errors`); raises ``ValueError``
     only for a naive ``now``, which is a programming error, not a client one.
     """
@@ -217,7 +226,9 @@ def parse_submission(
     pharmacy_reference = _parse_pharmacy_reference(body.get("pharmacy_reference"), errors)
     performer_rpps = _parse_rpps(body.get("performer_rpps"), errors)
     notify = _parse_notify(body.get("notify"), errors)
-    patient = _parse_patient(body.get("patient"), now=now, notify=notify, errors=errors)
+    patient = _parse_patient(
+        body.get("patient"), now=now, notify=notify, sms_regions=FRENCH_SMS_REGIONS | sms_extra_regions, errors=errors
+    )
     test = _parse_test(body.get("test"), now=now, known_device_ids=known_device_ids, errors=errors)
 
     if errors.items:
@@ -370,7 +381,9 @@ def _parse_notify(value: object, errors: _Errors) -> tuple[Channel, ...]:
 # --- patient -----------------------------------------------------------------------------------------
 
 
-def _parse_patient(value: object, *, now: datetime, notify: tuple[Channel, ...], errors: _Errors) -> Patient | None:
+def _parse_patient(
+    value: object, *, now: datetime, notify: tuple[Channel, ...], sms_regions: frozenset[str], errors: _Errors
+) -> Patient | None:
     patient = _required_object(value, "patient", _PATIENT_FIELDS, errors)
     if patient is None:
         return None
@@ -384,7 +397,9 @@ def _parse_patient(value: object, *, now: datetime, notify: tuple[Channel, ...],
     sex = _parse_choice(patient.get("sex"), "patient.sex", _SEXES, errors)
     nir = _parse_nir(patient.get("nir"), birth_date, errors)
     required_by = required_addresses(notify)
-    phone = _parse_phone(patient.get("phone"), required_by=required_by.get("phone"), errors=errors)
+    phone = _parse_phone(
+        patient.get("phone"), required_by=required_by.get("phone"), sms_regions=sms_regions, errors=errors
+    )
     email = _parse_email(patient.get("email"), required_by=required_by.get("email"), errors=errors)
     address = _parse_address(patient.get("address"), errors)
     if family_name is None or given_name is None or birth_date is None or sex is None:
@@ -473,8 +488,11 @@ def _parse_nir(value: object, birth_date: date | None, errors: _Errors) -> str |
     return nir
 
 
-def _parse_phone(value: object, *, required_by: Channel | None, errors: _Errors) -> str | None:
-    """A phone number, in E.164; a mobile one when a channel (``required_by``, i.e. SMS) sends to it."""
+def _parse_phone(
+    value: object, *, required_by: Channel | None, sms_regions: frozenset[str], errors: _Errors
+) -> str | None:
+    """A phone number, in E.164; a mobile one of ``sms_regions`` when a channel (``required_by``, i.e. SMS)
+    sends to it."""
     path = "patient.phone"
     text = _optional_string(value, path, errors)
     if text is None:
@@ -496,7 +514,17 @@ def _parse_phone(value: object, *, required_by: Channel | None, errors: _Errors)
     if required_by is not None and phonenumbers.number_type(number) not in mobile_types:
         errors.add(path, f"must be a mobile number when notify contains {required_by}")
         return None
+    if required_by is not None and phonenumbers.region_code_for_number(number) not in sms_regions:
+        errors.add(path, _sms_region_rule(required_by, sms_regions))
+        return None
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _sms_region_rule(channel: Channel, regions: frozenset[str]) -> str:
+    """The rule a foreign number breaks, naming the regions a stage added (never the number's own)."""
+    where = ["France (metropolitan or overseas)", *sorted(regions - FRENCH_SMS_REGIONS)]
+    listed = ", ".join(where[:-1]) + " or " + where[-1] if len(where) > 1 else where[0]
+    return f"must be a mobile number of {listed} when notify contains {channel}"
 
 
 def _parse_email(value: object, *, required_by: Channel | None, errors: _Errors) -> str | None:

@@ -47,6 +47,7 @@ class ResultsService:
     clock: Callable[[], datetime]
     daily_quota_default: int = 2000
     retention_days: int = 90
+    sms_extra_regions: frozenset[str] = frozenset()  # where an SMS may go besides France
     new_result_id: Callable[[], str] = field(default=new_id)
 
     # -- POST /v1/results -------------------------------------------------------------------------
@@ -60,7 +61,7 @@ class ResultsService:
         raw = req.json_body()
         body_sha256 = hashlib.sha256(canonical_json(raw)).hexdigest()
         try:
-            submission = parse_submission(raw, now=self.clock())
+            submission = parse_submission(raw, now=self.clock(), sms_extra_regions=self.sms_extra_regions)
         except ValidationError as exc:
             stored = self._identical_stored(req, raw, body_sha256)
             if stored is None:

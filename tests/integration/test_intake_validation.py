@@ -155,6 +155,28 @@ def test_a_400_with_few_errors_has_no_truncated_flag(client, pharmacy):
     assert "errors_truncated" not in problem(response)
 
 
+def test_an_sms_abroad_is_refused_unless_the_stage_adds_the_region(client, pharmacy):
+    from dataclasses import replace
+
+    from chalicelib import bootstrap
+
+    body = distinctive_body()
+    body["patient"]["phone"] = "+447400123456"
+    refused = post_result(client, pharmacy, body)
+    assert refused.status_code == 400
+    assert problem(refused)["errors"] == [
+        {
+            "field": "patient.phone",
+            "message": "must be a mobile number of France (metropolitan or overseas) when notify contains sms",
+        }
+    ]
+    _assert_nothing_stored()
+
+    bootstrap.override(settings=replace(bootstrap.settings(), sms_extra_regions="GB"))
+    accepted = post_result(client, pharmacy, body)
+    assert accepted.status_code == 201, accepted.body
+
+
 def test_a_signed_text_plain_body_gets_415(client, pharmacy):
     response = post_result(client, pharmacy, distinctive_body(), content_type="text/plain")
 

@@ -49,3 +49,15 @@ def test_out_of_range_settings_fail_at_start(name, value):
 def test_a_non_integer_setting_is_named():
     with pytest.raises(SettingsError, match="RELAIS_DAILY_QUOTA_DEFAULT must be an integer"):
         settings_from_env({**REQUIRED, "RELAIS_DAILY_QUOTA_DEFAULT": "many"})
+
+
+def test_sms_go_to_france_only_unless_a_stage_adds_regions():
+    assert settings_from_env(REQUIRED).sms_extra_region_codes == frozenset()
+    widened = settings_from_env({**REQUIRED, "RELAIS_SMS_EXTRA_REGIONS": "BE, CH"})
+    assert widened.sms_extra_region_codes == frozenset({"BE", "CH"})
+
+
+@pytest.mark.parametrize("value", ["be", "Belgium", "BE;CH", "B"])
+def test_extra_sms_regions_must_be_region_codes(value):
+    with pytest.raises(SettingsError, match="RELAIS_SMS_EXTRA_REGIONS must list ISO 3166-1 alpha-2 codes"):
+        settings_from_env({**REQUIRED, "RELAIS_SMS_EXTRA_REGIONS": value})

@@ -515,9 +515,47 @@ def test_a_phone_is_normalised_to_e164(value):
     assert accept(set_field(valid_body(), "patient.phone", value)).patient.phone == "+33612345678"
 
 
-@pytest.mark.parametrize("value", ["+262692123456", "+447911123456", "+33756789012"])
-def test_a_foreign_or_overseas_mobile_is_accepted_for_sms(value):
+FRENCH_MOBILES = {
+    "FR": "+33756789012",
+    "RE": "+262692123456",
+    "GP": "+590690123456",
+    "MQ": "+596696123456",
+    "GF": "+594694123456",
+    "PM": "+508551234",
+    "NC": "+687751234",
+    "PF": "+68987123456",
+}
+
+
+@pytest.mark.parametrize("value", FRENCH_MOBILES.values(), ids=FRENCH_MOBILES)
+def test_a_metropolitan_or_overseas_french_mobile_is_accepted_for_sms(value):
     assert accept(set_field(valid_body(), "patient.phone", value)).patient.phone == value
+
+
+@pytest.mark.parametrize("value", ["+447911123456", "+32470123456", "+12025550123"])
+def test_a_foreign_mobile_is_refused_for_sms_with_a_rule_naming_france(value):
+    message = assert_rejected(set_field(valid_body(), "patient.phone", value), "patient.phone", secret=value)
+
+    assert message == "must be a mobile number of France (metropolitan or overseas) when notify contains sms"
+
+
+def test_a_foreign_mobile_is_accepted_when_the_patient_gets_no_sms():
+    body = set_field(set_field(valid_body(), "patient.phone", "+447911123456"), "notify", ["email"])
+
+    assert accept(body).patient.phone == "+447911123456"
+
+
+def test_a_stage_may_widen_where_an_sms_may_go():
+    body = set_field(valid_body(), "patient.phone", "+32470123456")
+
+    assert parse_submission(body, now=FIXED_NOW, sms_extra_regions=frozenset({"BE"})).patient.phone == "+32470123456"
+    body = set_field(valid_body(), "patient.phone", "+447911123456")
+    with pytest.raises(ValidationError) as caught:
+        parse_submission(body, now=FIXED_NOW, sms_extra_regions=frozenset({"BE", "CH"}))
+    (error,) = caught.value.errors
+    assert error.message == (
+        "must be a mobile number of France (metropolitan or overseas), BE or CH when notify contains sms"
+    )
 
 
 @pytest.mark.parametrize(
