@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from chalicelib.adapters.metrics import EmfMetrics
     from chalicelib.adapters.national_client import NationalClient
     from chalicelib.adapters.national_status import NationalStatusStore
-    from chalicelib.adapters.pacing import AccountPacer
+    from chalicelib.adapters.pacing import AccountPacer, PharmacyDailyCap
     from chalicelib.adapters.queues import WorkQueue
     from chalicelib.adapters.registry import Registry
     from chalicelib.adapters.results_store import DynamoStore
@@ -348,6 +348,7 @@ def notify_service() -> NotifyService:
         public_base_url=s.public_base_url,
         link_ttl_hours=s.link_ttl_hours,
         pacers=pacers(),
+        caps=pharmacy_caps(),
     )
 
 
@@ -367,6 +368,15 @@ def pacers() -> dict[str, AccountPacer]:
         "sms": AccountPacer("sms", s.sms_per_second, s.sms_monthly_budget, on_count=budget_used),
         "email": AccountPacer("email", s.email_per_second, s.email_monthly_budget, on_count=budget_used),
     }
+
+
+@component
+def pharmacy_caps() -> dict[str, PharmacyDailyCap]:
+    """The per-pharmacy daily cap of each capped channel (SMS): what one pharmacy's key can make Relais send."""
+    from chalicelib.adapters.pacing import PharmacyDailyCap
+
+    _bind()
+    return {"sms": PharmacyDailyCap("sms", settings().sms_per_pharmacy_per_day, clock)}
 
 
 @component

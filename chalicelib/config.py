@@ -67,6 +67,9 @@ class Settings:
     # to them (AWS starts accounts at 20 SMS/s and 14 e-mails/s).
     sms_per_second: int = 400
     sms_monthly_budget: int = 3_000_000
+    # SMS per pharmacy and UTC day (all its keys): past it no SMS is sent for that pharmacy until midnight UTC. At
+    # most a tenth of the monthly budget over 31 days (checked at start): one key never spends the account's budget.
+    sms_per_pharmacy_per_day: int = 2000
     email_per_second: int = 100
     email_monthly_budget: int = 0
     # the function's own timeout (set per function by the template): AWS clients' timeouts fit in it
@@ -108,6 +111,11 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     for name, (low, high) in _BOUNDS.items():
         if not low <= getattr(settings, name) <= high:
             raise SettingsError(f"{_ENV_PREFIX}{name.upper()} must be between {low} and {high}")
+    if settings.sms_monthly_budget > 0 and settings.sms_per_pharmacy_per_day * 31 * 10 > settings.sms_monthly_budget:
+        raise SettingsError(
+            f"{_ENV_PREFIX}SMS_PER_PHARMACY_PER_DAY over 31 days must be at most a tenth of "
+            f"{_ENV_PREFIX}SMS_MONTHLY_BUDGET (one pharmacy's key must not be able to spend the account's SMS budget)"
+        )
     if not all(_REGION.fullmatch(code) for code in settings.sms_extra_region_codes):
         raise SettingsError(
             f"{_ENV_PREFIX}SMS_EXTRA_REGIONS must list ISO 3166-1 alpha-2 codes in upper case, comma-separated (BE,CH)"
@@ -130,6 +138,7 @@ _BOUNDS: dict[str, tuple[int, int]] = {
     "national_max_attempts": (1, 100),
     "function_timeout_seconds": (4, 900),
     "sms_per_second": (1, 10_000),
+    "sms_per_pharmacy_per_day": (1, 1_000_000),
     "email_per_second": (1, 10_000),
 }
 

@@ -71,11 +71,13 @@ class UnsupportedMediaTypeError(RelaisError):
 
 
 class RateLimitedError(RelaisError):
-    """A quota or rate limit is reached (HTTP 429)."""
+    """A quota or rate limit is reached (HTTP 429). ``detail``, when given, is a fixed sentence for the caller
+    saying which limit (never a value)."""
 
-    def __init__(self, message: str, retry_after: int) -> None:
+    def __init__(self, message: str, retry_after: int, detail: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.detail = detail
 
 
 class DependencyUnavailableError(RelaisError):

@@ -79,7 +79,7 @@ def to_problem(exc: RelaisError) -> Response:
     if isinstance(exc, UnsupportedMediaTypeError):
         return problem(415)
     if isinstance(exc, RateLimitedError):
-        return problem(429, headers={"Retry-After": str(exc.retry_after)})
+        return problem(429, detail=exc.detail, headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, DependencyUnavailableError):
         return problem(503, headers={"Retry-After": str(exc.retry_after)})
     return problem(500)

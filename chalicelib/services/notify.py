@@ -14,6 +14,12 @@ the dead-letter queue.
 Pacing. Before each send, the channel's :class:`Pacer` grants a slot: the account's rate (SNS SMS, SES) and
 monthly budget are counted in DynamoDB (``adapters/pacing.py``), so they hold whatever the number of notifier
 instances. A send that gets no slot in time, or past the budget, fails the attempt: the message stays queued.
+
+Per-pharmacy caps. Before the account's slot, a channel's :class:`DailyCap` (SMS: ``RELAIS_SMS_PER_PHARMACY_PER_DAY``)
+counts the message against its pharmacy's day. Past the cap the message is not sent and not retried (the cap holds
+until midnight UTC): the channel's ``patient.notify`` event says ``failed`` with the reason ``<channel>:daily_cap``,
+and the result's patient status becomes ``failed``, which the pharmacy sees when it follows the result and may
+resend the next day. The other channels are still sent.
 """
 
 from __future__ import annotations
@@ -28,9 +34,7 @@ from chalicelib.domain.links import Link, SupersededError, link_expiry, new_toke
 from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, link_url
 from chalicelib.domain.model import Submission
 from chalicelib.domain.records import AuditEvent, Pharmacy, ResultRecord, new_id
-from chalicelib.errors import (
-    RelaisError,
-)
+from chalicelib.errors import RateLimitedError, RelaisError
 
 ACTOR = "system:notifier"
 ACTION = "patient.notify"
@@ -90,6 +94,22 @@ class Pacer(Protocol):
     def acquire(self) -> object: ...
 
 
+class DailyCap(Protocol):
+    """Counts one pharmacy's messages on one channel per UTC day; RateLimitedError past the cap."""
+
+    def acquire(self, pharmacy_id: str) -> None: ...
+
+    def check(self, pharmacy_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What one attempt did: the link's expiry, and the channels refused by their pharmacy's daily cap."""
+
+    link_expires_at: datetime
+    capped: tuple[str, ...] = ()
+
+
 @dataclass
 class NotifyService:
     """Send a result's link on its channels, once per generation."""
@@ -103,13 +123,15 @@ class NotifyService:
     public_base_url: str
     link_ttl_hours: int = 72
     pacers: Mapping[str, Pacer] = field(default_factory=dict)  # channel → its account-wide pacer
+    caps: Mapping[str, DailyCap] = field(default_factory=dict)  # channel → its per-pharmacy daily cap
     language: Language = DEFAULT_LANGUAGE
     max_attempts: int = NOTIFY_MAX_ATTEMPTS
 
     def notify(self, result_id: str, generation: int = 0, *, attempt: int = 1) -> str:
         """Send generation ``generation`` of the result's link; the outcome (a code).
 
-        ``"sent"``; or, acknowledging without sending: ``"unknown"``, ``"not_pending"``, ``"superseded"``,
+        ``"sent"``; ``"capped"`` when a channel was refused by the pharmacy's daily cap (the others were sent);
+        or, acknowledging without sending: ``"unknown"``, ``"not_pending"``, ``"superseded"``,
         ``"duplicate"``. Raises (to be retried) when sending fails; at ``attempt >= max_attempts`` the
         patient status becomes ``failed`` first.
         """
@@ -126,9 +148,12 @@ class NotifyService:
         if claim.done:
             return "duplicate"
         try:
-            expires = self._send(record, generation, claim)
+            sent = self._send(record, generation, claim)
             try:
-                self.links.finish(result_id, generation, sent_at=self.clock(), link_expires_at=expires)
+                if sent.capped:
+                    self._capped(record, generation, sent.capped)
+                    return "capped"
+                self.links.finish(result_id, generation, sent_at=self.clock(), link_expires_at=sent.link_expires_at)
             except SupersededError:
                 return "superseded"
         except Exception as exc:
@@ -136,12 +161,12 @@ class NotifyService:
             raise NotifyFailedError(_code(exc)) from None
         return "sent"
 
-    def _send(self, record: ResultRecord, generation: int, claim: ClaimView) -> datetime:
+    def _send(self, record: ResultRecord, generation: int, claim: ClaimView) -> _Sent:
         # Every channel is looked up before anything is issued or sent: an unknown one fails the attempt.
         remaining = [channel_spec(c) for c in record.channels if c not in claim.sent]
         if not remaining:
             assert claim.link_expires_at is not None
-            return claim.link_expires_at
+            return _Sent(claim.link_expires_at)
         submission = self.decrypt(record)
         pharmacy = self.get_pharmacy(record.pharmacy_id)
         now = self.clock()
@@ -157,6 +182,7 @@ class NotifyService:
         )
         self.links.put_link(link)
         url = link_url(self.public_base_url, token)
+        capped: list[str] = []
         for channel in remaining:
             address = channel.address(submission.patient)
             if address is None:
@@ -168,6 +194,13 @@ class NotifyService:
                 ttl_hours=self.link_ttl_hours,
                 lang=self.language,
             )
+            cap = self.caps.get(channel.name)
+            try:
+                if cap is not None:  # before the account's slot: a capped pharmacy spends none of its budget
+                    cap.acquire(record.pharmacy_id)
+            except RateLimitedError:
+                capped.append(channel.name)
+                continue
             pacer = self.pacers.get(channel.name)
             if pacer is not None:
                 pacer.acquire()
@@ -187,7 +220,24 @@ class NotifyService:
                     reason=f"{channel.name}:link:{link.link_id}",
                 ),
             )
-        return link.expires_at
+        return _Sent(link.expires_at, tuple(capped))
+
+    def _capped(self, record: ResultRecord, generation: int, channels: tuple[str, ...]) -> None:
+        """Channels refused by the pharmacy's daily cap: audited, and the patient status ``failed`` for good
+        (retrying before midnight UTC could not help); the pharmacy sees it and may resend."""
+        for name in channels:
+            self.results.record_audit(
+                AuditEvent(
+                    actor=ACTOR,
+                    action=ACTION,
+                    outcome="failed",
+                    at=self.clock(),
+                    record=record.id,
+                    pharmacy_id=record.pharmacy_id,
+                    reason=f"{name}:daily_cap",
+                )
+            )
+        self.links.mark_failed(record.id, generation)
 
     def _failed(self, record: ResultRecord, generation: int, attempt: int, exc: Exception) -> None:
         """Best effort bookkeeping of a failed attempt: release the lease, audit, and on the last one fail."""
