@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from chalicelib.adapters.national_status import NationalStatusStore
     from chalicelib.adapters.pacing import AccountPacer, PharmacyDailyCap
     from chalicelib.adapters.queues import WorkQueue
+    from chalicelib.adapters.reference_key import ReferenceKey
     from chalicelib.adapters.registry import Registry
     from chalicelib.adapters.results_store import DynamoStore
     from chalicelib.services.national import NationalDelivery
@@ -242,10 +243,20 @@ def results_service() -> ResultsService:
         pharmacies=pharmacies(),
         vault=vault(),
         clock=clock,
+        reference_digest=reference_key().digest,
         daily_quota_default=s.daily_quota_default,
         retention_days=s.result_retention_days,
         sms_extra_regions=s.sms_extra_region_codes,
     )
+
+
+@component
+def reference_key() -> ReferenceKey:
+    """The stage's secret for the keyed hashes of pharmacy references, opened once per process."""
+    from chalicelib.adapters.reference_key import ReferenceKey
+
+    _bind()
+    return ReferenceKey(envelope(), clock)
 
 
 # -- national delivery -----------------------------------------------------------------------------

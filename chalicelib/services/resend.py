@@ -83,4 +83,4 @@ class ResendService:
         except Exception:
             self.enqueue(result_id, generation)
         updated = self.results.get_result(result_id) or record
-        return {"id": result_id, "patient": updated.public_view()["patient"]}
+        return {"id": result_id, "patient": updated.patient_view()}

@@ -2,7 +2,8 @@
 
 Each request is a :class:`~chalicelib.services.pharmacy_request.PharmacyRequest` that ends in exactly one
 commit; a new result is stored in that same commit, with its pharmacy reference (idempotency), the daily
-quota count and the monthly usage count.
+quota count and the monthly usage count. The reference is stored and looked up only as its keyed hash
+(``reference_digest``, ``adapters/reference_key.py``): it may hold personal data, and it sits in a DynamoDB key.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class ResultsService:
     pharmacies: PharmacyDirectory
     vault: ResultVault
     clock: Callable[[], datetime]
+    reference_digest: Callable[[str, str], str]  # (pharmacy id, reference) → its keyed hash
     daily_quota_default: int = 2000
     retention_days: int = 90
     sms_extra_regions: frozenset[str] = frozenset()  # where an SMS may go besides France
@@ -75,7 +77,7 @@ class ResultsService:
         record = ResultRecord(
             id=result_id,
             pharmacy_id=req.pharmacy_id,
-            pharmacy_reference=submission.pharmacy_reference,
+            reference_digest=self.reference_digest(req.pharmacy_id, submission.pharmacy_reference),
             key_id=req.grant.key_id,
             received_at=now,
             expires_at=int((now + timedelta(days=self.retention_days)).timestamp()),
@@ -110,7 +112,7 @@ class ResultsService:
 
     def _stored_body_matches(self, req: PharmacyRequest, reference: str, body_sha256: str) -> tuple[str | None, bool]:
         """The result already stored under ``reference`` for this pharmacy, and whether its body was this one."""
-        existing_id = self.store.find_reference(req.pharmacy_id, reference)
+        existing_id = self.store.find_reference(req.pharmacy_id, self.reference_digest(req.pharmacy_id, reference))
         existing = self.store.get_result(existing_id) if existing_id else None
         if existing is None or existing.pharmacy_id != req.pharmacy_id:
             return existing_id, False
@@ -128,5 +130,6 @@ class ResultsService:
         """The statuses of one of the caller's results; anyone else's is NotFoundError, like a missing one."""
         req = self.gate.open(request, "result.read", request_id)
         record = req.own_result(self.store.get_result, result_id)
+        reference = self.vault.open_submission(record).pharmacy_reference  # kept in clear nowhere else
         req.commit("success", result_id)
-        return record.public_view()
+        return record.public_view(reference)

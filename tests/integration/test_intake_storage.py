@@ -31,6 +31,7 @@ from tests.integration.helpers import (
     distinctive_body,
     dynamodb,
     encode,
+    get_result,
     post_result,
     problem,
     register_pharmacy,
@@ -510,7 +511,7 @@ def test_a_stored_result_keeps_only_opaque_ids_and_statuses_in_clear(client, pha
     assert clear <= {
         "id",
         "pharmacy_id",
-        "pharmacy_reference",
+        "reference_digest",
         "key_id",
         "received_at",
         "expires_at",
@@ -520,6 +521,70 @@ def test_a_stored_result_keeps_only_opaque_ids_and_statuses_in_clear(client, pha
         "national_attempts",
         "patient_status",
     }
-    assert item["pharmacy_reference"] == {"S": "REF-CLEAR-1"}
+    assert len(item["reference_digest"]["S"]) == 64 and "REF-CLEAR-1" not in "".join(attribute_strings(item))
     assert response.headers["Location"].endswith(item["id"]["S"])
     assert RESULTS_PATH in response.headers["Location"]
+
+
+# -- the pharmacy reference: a keyed hash only -------------------------------------------------------------------
+#: References a pharmacy's software could make of its patient: the NIR, the phone number, the name.
+PERSONAL_REFERENCES = (NIR, PHONE.lstrip("+"), f"{FAMILY_NAME}.{GIVEN_NAME}")
+
+
+def _every_stored_string() -> str:
+    return "\n".join(s for setting in TABLE_SETTINGS for item in scan(setting) for s in attribute_strings(item))
+
+
+def test_a_reference_holding_personal_data_is_in_no_table_and_no_log_yet_stays_idempotent(client, pharmacy, capfd):
+    answers = []
+    for reference in PERSONAL_REFERENCES:
+        body = distinctive_body(reference)
+        answers.append(post_result(client, pharmacy, body))
+        answers.append(post_result(client, pharmacy, body))  # the same again: the first answer
+        changed = json.loads(json.dumps(body))
+        changed["test"]["result"] = "positive"
+        answers.append(post_result(client, pharmacy, changed))  # another body: a conflict
+        followed = get_result(client, pharmacy, json.loads(answers[-3].body)["id"])
+        assert json.loads(followed.body)["pharmacy_reference"] == reference  # read back from the ciphertext
+
+    assert [a.status_code for a in answers] == [201, 200, 409] * len(PERSONAL_REFERENCES)
+    assert count_results() == len(PERSONAL_REFERENCES)
+    stored, out = _every_stored_string(), capfd.readouterr()
+    for reference in PERSONAL_REFERENCES:
+        assert reference not in stored
+        assert reference not in out.out + out.err
+    refs = state_items("ref")
+    assert len(refs) == len(PERSONAL_REFERENCES)
+    assert all(len(item["pk"]["S"].rsplit("#", 1)[1]) == 64 for item in refs)
+
+
+def test_the_same_reference_of_two_pharmacies_has_unrelated_digests(client, pharmacy, other_pharmacy):
+    for actor in (pharmacy, other_pharmacy):
+        assert post_result(client, actor, distinctive_body("SHARED-1")).status_code == 201
+
+    digests = {item["pk"]["S"].rsplit("#", 1)[1] for item in state_items("ref")}
+    assert len(digests) == 2
+
+
+def test_the_reference_key_is_sealed_once_per_stage_and_opened_once_per_cold_process(client, pharmacy):
+    from chalicelib.adapters.reference_key import ITEM_KEY
+
+    class KmsCalls:
+        def __init__(self) -> None:
+            self.operations: list[str] = []
+
+        def __call__(self, model: Any, **_: Any) -> None:
+            self.operations.append(model.name)
+
+    assert post_result(client, pharmacy, distinctive_body()).status_code == 201  # the first process seals it
+    (sealed,) = [item for item in scan("RELAIS_STATE_TABLE") if item["pk"]["S"] == ITEM_KEY]
+    assert "B" in sealed["sealed"] and "expires_at" not in sealed
+
+    bootstrap.override()  # a cold process: every component, client and cache is built anew
+    calls = KmsCalls()
+    bootstrap.botocore_session().register("before-call.kms.*", calls)
+    bodies = [distinctive_body(f"COLD-{i}") for i in range(50)]
+    for body in bodies:
+        assert post_result(client, pharmacy, body).status_code == 201
+    assert sorted(calls.operations) == ["Decrypt", "GenerateDataKey"]  # the sealed key opened once, one data key
+    assert post_result(client, pharmacy, bodies[0]).status_code == 200

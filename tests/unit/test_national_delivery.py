@@ -43,7 +43,7 @@ def make_service(
     record = record or ResultRecord(
         id=RID,
         pharmacy_id="p" * 16,
-        pharmacy_reference="A-1",
+        reference_digest="A-1",
         key_id="k" * 16,
         received_at=FIXED_NOW,
         expires_at=0,
@@ -147,7 +147,7 @@ def record_with(national_status: str) -> ResultRecord:
     return ResultRecord(
         id=RID,
         pharmacy_id="p" * 16,
-        pharmacy_reference="A",
+        reference_digest="A",
         key_id="k" * 16,
         received_at=FIXED_NOW,
         expires_at=0,
