@@ -20,6 +20,7 @@ id>#<YYYY-MM-DD>`` counts a pharmacy's messages of the UTC day, ``ADD 1`` only w
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -122,6 +123,11 @@ class PharmacyDailyCap:
             StateItem.n.does_not_exist() | (StateItem.n < self.limit),
         ):
             raise self._reached(moment)
+
+    def release(self, pharmacy_id: str) -> None:
+        """Give back a count whose message was not sent after all (best effort: a failure here only over-counts)."""
+        with contextlib.suppress(DependencyUnavailableError):
+            update_if(StateItem(pk=self._key(pharmacy_id, self.clock())), [StateItem.n.add(-1)], StateItem.n > 0)
 
     def check(self, pharmacy_id: str) -> None:
         """RateLimitedError (until midnight UTC) when this pharmacy's cap is already reached today; counts nothing."""

@@ -99,6 +99,8 @@ class DailyCap(Protocol):
 
     def acquire(self, pharmacy_id: str) -> None: ...
 
+    def release(self, pharmacy_id: str) -> None: ...
+
     def check(self, pharmacy_id: str) -> None: ...
 
 
@@ -202,9 +204,14 @@ class NotifyService:
                 capped.append(channel.name)
                 continue
             pacer = self.pacers.get(channel.name)
-            if pacer is not None:
-                pacer.acquire()
-            getattr(self.sender, channel.transport)(address, message)
+            try:
+                if pacer is not None:
+                    pacer.acquire()
+                getattr(self.sender, channel.transport)(address, message)
+            except Exception:
+                if cap is not None:  # not sent (no slot, provider error): the retry counts it again
+                    cap.release(record.pharmacy_id)
+                raise
             self.links.record_send(
                 record.id,
                 generation,

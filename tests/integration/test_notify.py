@@ -235,3 +235,17 @@ def test_the_sms_cap_is_counted_per_day(patient_env):
     assert notify(today) == "sent"
     bootstrap.override(clock=lambda: datetime.now(UTC) + timedelta(days=1))
     assert notify(tomorrow) == "sent"
+
+
+def test_an_sms_that_could_not_be_sent_does_not_count_against_the_cap(patient_env):
+    from chalicelib.services.notify import NotifyFailedError
+
+    cap_sms_at(1)
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    sender = use_sender({"sms"})
+    with pytest.raises(NotifyFailedError):
+        notify(rid)
+    sender.fail.clear()
+
+    assert notify(rid, attempt=2) == "sent"
+    assert len(sent_sms()) == 1
