@@ -74,6 +74,7 @@ def _to_record(item: ResultItem) -> ResultRecord:
         received_at=datetime.fromisoformat(item.received_at.replace("Z", "+00:00")),
         expires_at=int(item.expires_at),
         ciphertext=bytes(item.payload or b""),
+        reference_ciphertext=bytes(item.reference_sealed or b""),
         channels=tuple(str(c) for c in (item.channels or ())),
         national_status=item.national_status,
         national_reported_at=item.national_reported_at,
@@ -176,6 +177,7 @@ class DynamoStore:
             received_at=sortable_time(received),
             expires_at=record.expires_at,
             payload=record.ciphertext,
+            reference_sealed=record.reference_ciphertext,
             channels=list(record.channels),
             national_status=record.national_status,
             pending_national=pending_key(record.id),
@@ -271,7 +273,12 @@ class DynamoStore:
         tx.update(
             "result",
             ResultItem(id=result_id),
-            actions=[ResultItem.payload.remove(), ResultItem.erased_at.set(now), ResultItem.pending_national.remove()],
+            actions=[
+                ResultItem.payload.remove(),
+                ResultItem.reference_sealed.remove(),
+                ResultItem.erased_at.set(now),
+                ResultItem.pending_national.remove(),
+            ],
             condition=ResultItem.id.exists(),
         )
         tx.put("audit", audit_item(audit, self._audit_retention_days))

@@ -206,6 +206,7 @@ class ResultItem(Model):
     received_at = UnicodeAttribute()  # ISO UTC, sortable
     expires_at = NumberAttribute()
     payload = BinaryAttribute(legacy_encoding=False, null=True)  # removed on erasure
+    reference_sealed = BinaryAttribute(legacy_encoding=False, null=True)  # the pharmacy reference; removed on erasure
     erased_at = UTCDateTimeAttribute(null=True)
     channels = ListAttribute(of=UnicodeAttribute, default=list)
     national_status = UnicodeAttribute(default="pending")

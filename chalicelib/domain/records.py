@@ -94,10 +94,11 @@ class ResultRecord:
     patient_status: str = "not_requested"
     patient_sent_at: datetime | None = None
     link_expires_at: datetime | None = None
+    reference_ciphertext: bytes = b""  # the pharmacy reference, sealed on its own (services/vault.py)
 
     def public_view(self, pharmacy_reference: str) -> dict[str, object]:
         """``GET /v1/results/{id}`` body: statuses only, no identity, no result. The reference is not stored in
-        clear: the caller reads it from the ciphertext."""
+        clear: the caller opens it (``ResultVault.open_reference``)."""
         return {
             "id": self.id,
             "pharmacy_reference": pharmacy_reference,

@@ -82,6 +82,7 @@ class ResultsService:
             received_at=now,
             expires_at=int((now + timedelta(days=self.retention_days)).timestamp()),
             ciphertext=self.vault.seal(result_id, req.pharmacy_id, submission, body_sha256),
+            reference_ciphertext=self.vault.seal_reference(result_id, req.pharmacy_id, submission.pharmacy_reference),
             channels=tuple(submission.notify),
             patient_status="pending" if submission.notify else "not_requested",
         )
@@ -130,6 +131,6 @@ class ResultsService:
         """The statuses of one of the caller's results; anyone else's is NotFoundError, like a missing one."""
         req = self.gate.open(request, "result.read", request_id)
         record = req.own_result(self.store.get_result, result_id)
-        reference = self.vault.open_submission(record).pharmacy_reference  # kept in clear nowhere else
+        reference = self.vault.open_reference(record)  # kept in clear nowhere; the submission stays closed
         req.commit("success", result_id)
         return record.public_view(reference)

@@ -588,3 +588,18 @@ def test_the_reference_key_is_sealed_once_per_stage_and_opened_once_per_cold_pro
         assert post_result(client, pharmacy, body).status_code == 201
     assert sorted(calls.operations) == ["Decrypt", "GenerateDataKey"]  # the sealed key opened once, one data key
     assert post_result(client, pharmacy, bodies[0]).status_code == 200
+
+
+def test_following_a_result_opens_its_reference_alone_never_its_submission(client, pharmacy, monkeypatch):
+    from chalicelib.services.vault import ResultVault
+
+    rid = json.loads(post_result(client, pharmacy, distinctive_body("FOLLOW-ALONE-1")).body)["id"]
+
+    def refuse(self: Any, record: Any) -> Any:
+        raise AssertionError("the submission was opened")
+
+    monkeypatch.setattr(ResultVault, "open", refuse)
+    followed = get_result(client, pharmacy, rid)
+    assert followed.status_code == 200 and json.loads(followed.body)["pharmacy_reference"] == "FOLLOW-ALONE-1"
+    item = _result_item(rid)
+    assert "B" in item["reference_sealed"] and b"FOLLOW-ALONE-1" not in item["reference_sealed"]["B"]
