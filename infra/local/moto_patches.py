@@ -23,7 +23,8 @@ items (condition checks included) from its arrival, before it waits for its turn
 - reads are not refused (they wait for the transaction, and see all of it or none of it).
 
 SQS (:mod:`infra.local.moto_sqs`) and throttling (:mod:`infra.local.throttling`) are patched by :func:`patch_moto`
-too, and so is the server's request dispatch (:func:`_patch_dispatch`), which cost more than most calls themselves. Only the embedded AWS is patched; nothing of it ships.
+too, and so is the server's request dispatch (:func:`_patch_dispatch`), which cost more than most calls
+themselves. Only the embedded AWS is patched; nothing of it ships.
 """
 
 from __future__ import annotations
