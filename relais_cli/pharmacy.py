@@ -1,6 +1,6 @@
 """``relais pharmacy ...``: onboard pharmacies and manage their keys in the registry.
 
-JSON outputs follow ``contract.md`` §1 exactly; ``list`` is an extra for operators.
+JSON outputs are those of ``docs/cli.md``; ``list`` is an extra for operators.
 """
 
 from __future__ import annotations
