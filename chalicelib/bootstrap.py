@@ -228,6 +228,7 @@ def pharmacy_gate() -> PharmacyGate:
         clock=clock,
         signature_window_seconds=s.signature_window_seconds,
         allowed_authorities=s.authorities,
+        accept_test_key=s.stage == "local",
     )
 
 

@@ -42,6 +42,7 @@ class PharmacyGate:
     clock: Callable[[], datetime]
     signature_window_seconds: int = 300
     allowed_authorities: frozenset[str] = frozenset()  # empty: whatever Host the client signed
+    accept_test_key: bool = False  # the published test key (docs/signature-test-vectors.json): the local stack only
 
     def open(self, request: SignedRequest, action: str, request_id: str | None) -> PharmacyRequest:
         """Verify the signature; the request, to be ended by one commit. AuthenticationError (audited) otherwise.
@@ -54,7 +55,12 @@ class PharmacyGate:
                 # A request signed for another host (another stage, a proxy) is not for us.
                 raise AuthenticationError("wrong_authority")
             principal = authenticate(
-                request, keys=self.keys, nonces=nonces, now=self.clock(), window_seconds=self.signature_window_seconds
+                request,
+                keys=self.keys,
+                nonces=nonces,
+                now=self.clock(),
+                window_seconds=self.signature_window_seconds,
+                accept_test_key=self.accept_test_key,
             )
         except AuthenticationError as exc:
             self.audit_failure(exc, action, request_id)
