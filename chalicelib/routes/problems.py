@@ -28,6 +28,7 @@ PROBLEM_JSON = "application/problem+json"
 _TITLES = {
     400: ("invalid-request", "The request is invalid"),
     401: ("not-authenticated", "Not authenticated"),
+    403: ("forbidden", "Refused by the web application firewall"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
     409: ("conflict", "Conflict"),
