@@ -7,6 +7,7 @@ same outputs, as provisioned in moto.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
@@ -115,7 +116,20 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         if not low <= getattr(settings, name) <= high:
             raise SettingsError(f"{_ENV_PREFIX}{name.upper()} must be between {low} and {high}")
     check_explanations(settings.stage, settings.explain_auth_failures)
+    _check_sms_link(settings.public_base_url)
     return settings
+
+
+def _check_sms_link(public_base_url: str) -> None:
+    """Every SMS is one segment: the link must leave room for the pharmacy's name (``domain/messages.py``)."""
+    from chalicelib.domain.links import TOKEN_BYTES
+    from chalicelib.domain.messages import check_sms_link
+
+    token_length = len(base64.urlsafe_b64encode(bytes(TOKEN_BYTES)).rstrip(b"="))  # as links.new_token() writes it
+    try:
+        check_sms_link(public_base_url, token_length)
+    except ValueError as exc:
+        raise SettingsError(f"{_ENV_PREFIX}PUBLIC_BASE_URL {exc}") from None
 
 
 #: Limits of numeric settings, checked at start-up rather than at first use (contract §2, §4).

@@ -79,3 +79,36 @@ def test_the_outbox_example_has_the_shape_of_the_outbox():
         assert set(entry) == {"channel", "to", "body", "sent_at"} | (
             {"subject"} if entry["channel"] == "email" else set()
         )
+
+
+PATIENT = (ROOT / "docs" / "patient.md").read_text(encoding="utf-8")
+DOC_TOKEN = "tK4s9Qw0ZpL2mN8vB6xR1cY3hJ7fD5gA0eU9iO2pW4q"
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_the_sms_shown_in_patient_md_is_the_one_the_code_writes(lang):
+    from datetime import UTC, datetime
+
+    from chalicelib.domain.messages import link_url, sms_text
+
+    url = link_url("https://resultats.relais.example", DOC_TOKEN)
+    expires = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+    text = sms_text(pharmacy_name="Pharmacie de la Gare", url=url, expires_at=expires, ttl_hours=72, lang=lang)
+    assert f"> {text}\n" in PATIENT
+
+
+def test_the_outbox_example_holds_the_messages_the_code_writes():
+    from datetime import datetime, timedelta
+
+    from chalicelib.domain.messages import email_content, link_url, sms_text
+
+    example = CLI.split("$ relais --json local outbox\n", 1)[1].split("```", 1)[0]
+    sms, email = json.loads(example)
+    sent = datetime.fromisoformat(sms["sent_at"])
+    url = link_url("http://127.0.0.1:8000", DOC_TOKEN)
+    name = "Pharmacie de démonstration"
+    expected = sms_text(pharmacy_name=name, url=url, expires_at=sent + timedelta(hours=72), ttl_hours=72)
+    assert sms["body"] == expected
+    mail = email_content(pharmacy_name=name, url=url, expires_at=sent + timedelta(hours=72), ttl_hours=72)
+    assert email["subject"] == mail.subject
+    assert mail.text.startswith(email["body"].removesuffix("…"))
