@@ -69,3 +69,11 @@ def test_every_saved_query_reads_lines_the_code_writes_and_the_runbook_links_it(
 
 def test_the_runbook_names_the_dashboard():
     assert DASHBOARD_NAME.replace("${Stage}", "<stage>") in RUNBOOK
+
+
+def test_only_opaque_ids_can_be_added_to_the_request_log_lines():
+    from chalicelib.observability import REQUEST_KEYS, log_request_keys
+
+    assert set(REQUEST_KEYS) == {"pharmacy_id", "result_id"}
+    with pytest.raises(ValueError, match="not a request log key: phone"):
+        log_request_keys(phone="+33612345678")
