@@ -147,3 +147,5 @@ def test_docs_api_shows_the_submission_vector_as_it_is():
     vector = next(v for v in VECTOR_LIST if v["name"] == "result submission")
     assert f"```\n{vector['signature_base']}\n```" in api
     assert f"Signature-Input: {vector['signature_input']}\nSignature: {vector['signature']}\n" in api
+    with_date = next(v for v in VECTOR_LIST if v["name"] == "result submission also covering date")
+    assert f"```\n{with_date['signature_base']}\n```" in api
