@@ -7,6 +7,7 @@ same outputs, as provisioned in moto.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
@@ -40,6 +41,8 @@ class Settings:
     data_key_max_messages: int = 10_000
     public_base_url: str = "http://127.0.0.1:8000"
     allowed_authorities: str = ""  # comma-separated Host values accepted for "@authority"; empty: any
+    # 1: a 401 tells the vendor why (docs/api.md, "Debugging a 401"); allowed on EXPLAINING_STAGES only
+    explain_auth_failures: int = 0
     # national delivery
     national_url: str = ""  # FHIR endpoint receiving Bundles (POST)
     national_token_parameter: str = ""  # SSM SecureString parameter name holding the bearer token
@@ -74,6 +77,18 @@ class Settings:
 
 
 _ENV_PREFIX = "RELAIS_"
+#: The stages where a 401 may say why a signature failed: the local stack and a sandbox given to vendors. Never
+#: production: there, every failure is the same 401 (an attacker learns nothing from it).
+EXPLAINING_STAGES = frozenset({"local", "sandbox"})
+
+
+def check_explanations(stage: str, explain_auth_failures: int) -> None:
+    """SettingsError when signature failures would be explained on a stage that must not explain them."""
+    if explain_auth_failures and stage not in EXPLAINING_STAGES:
+        allowed = " and ".join(sorted(EXPLAINING_STAGES))
+        raise SettingsError(
+            f"{_ENV_PREFIX}EXPLAIN_AUTH_FAILURES is allowed on the {allowed} stages only, not on {stage!r}"
+        )
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
@@ -100,7 +115,21 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     for name, (low, high) in _BOUNDS.items():
         if not low <= getattr(settings, name) <= high:
             raise SettingsError(f"{_ENV_PREFIX}{name.upper()} must be between {low} and {high}")
+    check_explanations(settings.stage, settings.explain_auth_failures)
+    _check_sms_link(settings.public_base_url)
     return settings
+
+
+def _check_sms_link(public_base_url: str) -> None:
+    """Every SMS is one segment: the link must leave room for the pharmacy's name (``domain/messages.py``)."""
+    from chalicelib.domain.links import TOKEN_BYTES
+    from chalicelib.domain.messages import check_sms_link
+
+    token_length = len(base64.urlsafe_b64encode(bytes(TOKEN_BYTES)).rstrip(b"="))  # as links.new_token() writes it
+    try:
+        check_sms_link(public_base_url, token_length)
+    except ValueError as exc:
+        raise SettingsError(f"{_ENV_PREFIX}PUBLIC_BASE_URL {exc}") from None
 
 
 #: Limits of numeric settings, checked at start-up rather than at first use (contract §2, §4).
@@ -116,6 +145,7 @@ _BOUNDS: dict[str, tuple[int, int]] = {
     "function_timeout_seconds": (4, 900),
     "sms_per_second": (1, 10_000),
     "email_per_second": (1, 10_000),
+    "explain_auth_failures": (0, 1),
 }
 
 

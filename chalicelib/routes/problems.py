@@ -21,12 +21,14 @@ from chalicelib.errors import (
     ValidationError,
 )
 from chalicelib.observability import logger
+from chalicelib.services.authn import public_reason
 
 PROBLEM_JSON = "application/problem+json"
 
 _TITLES = {
     400: ("invalid-request", "The request is invalid"),
     401: ("not-authenticated", "Not authenticated"),
+    403: ("forbidden", "Refused by the web application firewall"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
     409: ("conflict", "Conflict"),
@@ -43,13 +45,17 @@ def problem(
     *,
     errors: list[dict[str, str]] | None = None,
     detail: str | None = None,
+    reason: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """A problem+json response with a fixed title per status (and field errors for 400)."""
+    """A problem+json response with a fixed title per status (and field errors for 400, a reason for an explained
+    401)."""
     slug, title = _TITLES.get(status, ("error", "Error"))
     body: dict[str, Any] = {"type": f"urn:relais:problem:{slug}", "title": title, "status": status}
     if detail:
         body["detail"] = detail
+    if reason:
+        body["reason"] = reason
     if errors is not None:
         body["errors"] = errors
     return Response(
@@ -59,12 +65,14 @@ def problem(
     )
 
 
-def to_problem(exc: RelaisError) -> Response:
-    """Map a domain error to its HTTP problem (details are fixed strings, never the error's text)."""
+def to_problem(exc: RelaisError, *, explain_auth_failures: bool = False) -> Response:
+    """Map a domain error to its HTTP problem (details are fixed strings, never the error's text). A 401 says why
+    only when ``explain_auth_failures`` (the local and sandbox stages: ``config.EXPLAINING_STAGES``)."""
     if isinstance(exc, ValidationError):
         return problem(400, errors=[{"field": e.field, "message": e.message} for e in exc.errors])
     if isinstance(exc, AuthenticationError):
-        return problem(401, headers={"WWW-Authenticate": 'Signature realm="relais"'})
+        reason = public_reason(exc) if explain_auth_failures else None
+        return problem(401, reason=reason, headers={"WWW-Authenticate": 'Signature realm="relais"'})
     if isinstance(exc, NotFoundError):
         return problem(404)
     if isinstance(exc, ConflictError):
@@ -93,12 +101,19 @@ def problem_boundary(view: F) -> F:
         except RelaisError as exc:
             reason = getattr(exc, "reason", None) or getattr(exc, "dependency", None)
             logger().info("request refused", extra={"error": type(exc).__name__, "reason": reason})
-            return to_problem(exc)
+            return to_problem(exc, explain_auth_failures=_explains(exc))
         except Exception as exc:
             logger().error("unexpected error", extra={"error": type(exc).__name__, "where": _where(exc)})
             return problem(500)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _explains(exc: RelaisError) -> bool:
+    """Whether this stage tells a vendor why their signature failed (read only for a 401)."""
+    from chalicelib import bootstrap
+
+    return isinstance(exc, AuthenticationError) and bool(bootstrap.settings().explain_auth_failures)
 
 
 def _where(exc: BaseException) -> str:
