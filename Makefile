@@ -13,6 +13,10 @@ COVERAGE_FLOOR := 96
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing Python dependencies into $(VENV) (first run takes a minute)…"
+	@# phonenumberslite replaced phonenumbers (one module, two distributions): a venv made before drops both, and
+	@# the install below brings phonenumberslite back whole
+	@! $(PY) -m pip show --quiet phonenumbers >/dev/null 2>&1 || \
+	  $(PY) -m pip uninstall --quiet --disable-pip-version-check -y phonenumbers phonenumberslite
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)

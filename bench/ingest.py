@@ -148,7 +148,7 @@ def captured_transaction() -> Iterator[dict[str, Any]]:
 
 
 def _unavoidable(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What any design must write atomically per result (contract §2, rule 4): nonce, audit event, ciphertext."""
+    """What any design must write atomically per result (one-use nonce, one audit event): nonce, event, ciphertext."""
     results, audit = os.environ["RELAIS_RESULTS_TABLE"], os.environ["RELAIS_AUDIT_TABLE"]
     kept = []
     for item in items:

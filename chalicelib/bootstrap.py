@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from chalicelib.adapters.reference_key import ReferenceKey
     from chalicelib.adapters.registry import Registry
     from chalicelib.adapters.results_store import DynamoStore
+    from chalicelib.services.authn import Principal
     from chalicelib.services.national import NationalDelivery
     from chalicelib.services.notify import NotifyService
     from chalicelib.services.patient import PatientService
@@ -229,7 +230,16 @@ def pharmacy_gate() -> PharmacyGate:
         clock=clock,
         signature_window_seconds=s.signature_window_seconds,
         allowed_authorities=s.authorities,
+        accept_test_key=s.stage == "local",
+        observe=_log_principal,
     )
+
+
+def _log_principal(principal: Principal) -> None:
+    """The authenticated pharmacy goes on the request's log lines (a pharmacy's traffic in Logs Insights)."""
+    from chalicelib.observability import log_request_keys
+
+    log_request_keys(pharmacy_id=principal.pharmacy_id)
 
 
 @component

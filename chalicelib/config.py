@@ -7,6 +7,7 @@ same outputs, as provisioned in moto.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Mapping
@@ -41,6 +42,8 @@ class Settings:
     data_key_max_messages: int = 10_000
     public_base_url: str = "http://127.0.0.1:8000"
     allowed_authorities: str = ""  # comma-separated Host values accepted for "@authority"; empty: any
+    # 1: a 401 tells the vendor why (docs/api.md, "Debugging a 401"); allowed on EXPLAINING_STAGES only
+    explain_auth_failures: int = 0
     # national delivery
     national_url: str = ""  # FHIR endpoint receiving Bundles (POST)
     national_token_parameter: str = ""  # SSM SecureString parameter name holding the bearer token
@@ -85,6 +88,18 @@ class Settings:
 
 
 _ENV_PREFIX = "RELAIS_"
+#: The stages where a 401 may say why a signature failed: the local stack and a sandbox given to vendors. Never
+#: production: there, every failure is the same 401 (an attacker learns nothing from it).
+EXPLAINING_STAGES = frozenset({"local", "sandbox"})
+
+
+def check_explanations(stage: str, explain_auth_failures: int) -> None:
+    """SettingsError when signature failures would be explained on a stage that must not explain them."""
+    if explain_auth_failures and stage not in EXPLAINING_STAGES:
+        allowed = " and ".join(sorted(EXPLAINING_STAGES))
+        raise SettingsError(
+            f"{_ENV_PREFIX}EXPLAIN_AUTH_FAILURES is allowed on the {allowed} stages only, not on {stage!r}"
+        )
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
@@ -111,6 +126,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     for name, (low, high) in _BOUNDS.items():
         if not low <= getattr(settings, name) <= high:
             raise SettingsError(f"{_ENV_PREFIX}{name.upper()} must be between {low} and {high}")
+    check_explanations(settings.stage, settings.explain_auth_failures)
+    _check_sms_link(settings.public_base_url)
     if settings.sms_monthly_budget > 0 and settings.sms_per_pharmacy_per_day * 31 * 10 > settings.sms_monthly_budget:
         raise SettingsError(
             f"{_ENV_PREFIX}SMS_PER_PHARMACY_PER_DAY over 31 days must be at most a tenth of "
@@ -121,6 +138,18 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             f"{_ENV_PREFIX}SMS_EXTRA_REGIONS must list ISO 3166-1 alpha-2 codes in upper case, comma-separated (BE,CH)"
         )
     return settings
+
+
+def _check_sms_link(public_base_url: str) -> None:
+    """Every SMS is one segment: the link must leave room for the pharmacy's name (``domain/messages.py``)."""
+    from chalicelib.domain.links import TOKEN_BYTES
+    from chalicelib.domain.messages import check_sms_link
+
+    token_length = len(base64.urlsafe_b64encode(bytes(TOKEN_BYTES)).rstrip(b"="))  # as links.new_token() writes it
+    try:
+        check_sms_link(public_base_url, token_length)
+    except ValueError as exc:
+        raise SettingsError(f"{_ENV_PREFIX}PUBLIC_BASE_URL {exc}") from None
 
 
 _REGION = re.compile(r"[A-Z]{2}")
@@ -140,6 +169,7 @@ _BOUNDS: dict[str, tuple[int, int]] = {
     "sms_per_second": (1, 10_000),
     "sms_per_pharmacy_per_day": (1, 1_000_000),
     "email_per_second": (1, 10_000),
+    "explain_auth_failures": (0, 1),
 }
 
 

@@ -46,12 +46,15 @@ class ValidationError(RelaisError):
 
 
 class AuthenticationError(RelaisError):
-    """The request's signature could not be verified (HTTP 401); the reason is for audit only."""
+    """The request's signature could not be verified (HTTP 401); the reason is audited, and told to the client on
+    the stages that explain signature failures only (``services/authn.py``, ``public_reason``). ``component`` names
+    the covered component that is missing, when that is the reason."""
 
-    def __init__(self, reason: str, key_id: str | None = None) -> None:
+    def __init__(self, reason: str, key_id: str | None = None, component: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.key_id = key_id
+        self.component = component
 
 
 class NotFoundError(RelaisError):

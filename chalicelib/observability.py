@@ -10,6 +10,18 @@ import os
 from functools import cache
 from typing import Any
 
+#: Opaque ids a request's log line may carry besides its request id (``routes/middleware.py`` removes them after
+#: each request): the authenticated pharmacy and the result the request created or read. Never a value a client chose.
+REQUEST_KEYS = ("pharmacy_id", "result_id")
+
+
+def log_request_keys(**ids: str) -> None:
+    """Add opaque ids (``REQUEST_KEYS``) to the current request's log lines."""
+    unknown = set(ids) - set(REQUEST_KEYS)
+    if unknown:
+        raise ValueError(f"not a request log key: {', '.join(sorted(unknown))}")
+    logger().append_keys(**ids)
+
 
 @cache
 def logger() -> Any:

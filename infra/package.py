@@ -103,8 +103,25 @@ def _install_vendor(vendor: Path, requirements: Path, wheelhouse: Path) -> None:
     stamp.write_text(digest)
 
 
+def check_stage_config(config: Mapping[str, Any], stage: str) -> None:
+    """PackagingError when ``.chalice/config.json`` has no ``stage``, or gives it settings it must never deploy with
+    (signature failures explained outside the local and sandbox stages: ``chalicelib.config.check_explanations``)."""
+    from chalicelib.config import SettingsError, check_explanations
+
+    if stage not in config.get("stages", {}):
+        raise PackagingError(f"no stage {stage!r} in .chalice/config.json")
+    env = {**config.get("environment_variables", {}), **config["stages"][stage].get("environment_variables", {})}
+    try:
+        check_explanations(env.get("RELAIS_STAGE", stage), int(env.get("RELAIS_EXPLAIN_AUTH_FAILURES", "0")))
+        check_explanations(stage, int(env.get("RELAIS_EXPLAIN_AUTH_FAILURES", "0")))
+    except (SettingsError, ValueError) as exc:
+        raise PackagingError(f"stage {stage!r} in .chalice/config.json: {exc}") from None
+
+
 def stage_project(stage_dir: Path, stage: str, *, with_dependencies: bool) -> Path:
     """Copy what Chalice packages into ``stage_dir``; dependencies in ``vendor/`` from the wheelhouse."""
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    check_stage_config(config, stage)
     stage_dir.mkdir(parents=True, exist_ok=True)
     for name in ("app.py", "chalicelib", ".chalice"):
         target = stage_dir / name
@@ -117,9 +134,6 @@ def stage_project(stage_dir: Path, stage: str, *, with_dependencies: bool) -> Pa
         ROOT / "chalicelib", stage_dir / "chalicelib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )
     (stage_dir / ".chalice").mkdir()
-    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
-    if stage not in config.get("stages", {}):
-        raise PackagingError(f"no stage {stage!r} in .chalice/config.json")
     shutil.copy2(ROOT / ".chalice" / "config.json", stage_dir / ".chalice" / "config.json")
     policy_file = config["stages"][stage].get("iam_policy_file") or config.get("iam_policy_file")
     if policy_file:

@@ -25,6 +25,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from infra.dashboard import operator_resources
 from infra.iam import FUNCTIONS, FunctionSpec, function_policy, log_group_id
 
 INFRA = Path(__file__).resolve().parent
@@ -356,6 +357,7 @@ def finalize(template: Mapping[str, Any]) -> dict[str, Any]:
         _finish_function(resources, logical_id, env)
     for api in [v for v in resources.values() if v["Type"] == "AWS::Serverless::Api"]:
         _configure_api(api)
+    resources.update(operator_resources())  # the dashboard and saved queries of docs/operations.md
     _check_no_placeholder(out)
     return out
 

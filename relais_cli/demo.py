@@ -40,7 +40,7 @@ IDS_FILE = "demo.json"
 POLL_SECONDS = 15.0
 POLL_INTERVAL = 1.0
 HTTP_TIMEOUT = 10.0
-#: Covered components, as the contract's client example (with a body) and for body-less GETs.
+#: Covered components, as ``docs/api.md``'s client example (with a body) and for body-less GETs.
 BODY_COMPONENTS = ("@method", "@authority", "@path", "content-digest", "content-type")
 BODYLESS_COMPONENTS = ("@method", "@authority", "@path")
 _FINAL_NATIONAL = {"reported", "failed"}
@@ -150,7 +150,7 @@ def ensure_demo_pharmacy(registry: Any, directory: Path, now: datetime, out: Out
 
 @dataclass(frozen=True)
 class SignedClient:
-    """The pharmacy side of the demo: requests signed with ``requests-http-signature``, as the contract shows."""
+    """The pharmacy side of the demo: requests signed with ``requests-http-signature``, as ``docs/api.md`` shows."""
 
     http: Any
     api_url: str

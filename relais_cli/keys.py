@@ -11,10 +11,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from chalicelib.services.authn import public_key_from_pem
+from chalicelib.services.authn import is_published_test_key, public_key_from_pem
 from relais_cli.errors import CliError
 
 PRIVATE_KEY_REFUSED = "this is a private key; give the public key — the private key never leaves the pharmacy"
+TEST_KEY_REFUSED = (
+    "this is the published test key of docs/signature-test-vectors.json: anyone can sign with it, "
+    "so only the local stack accepts it"
+)
 MAX_KEY_FILE_BYTES = 16 * 1024
 
 
@@ -51,3 +55,9 @@ def public_key_pem_from_bytes(raw: bytes, *, name: str = "the key file") -> str:
         raise CliError(f"{name}: {exc}") from None
     pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return pem.decode("ascii")
+
+
+def refuse_test_key(public_key_pem: str, stage: str) -> None:
+    """CliError when ``public_key_pem`` is the published test key and ``stage`` is not the local stack's."""
+    if stage != "local" and is_published_test_key(public_key_from_pem(public_key_pem)):
+        raise CliError(f"{TEST_KEY_REFUSED} (this is stage {stage!r})")

@@ -23,6 +23,31 @@ Handler = Callable[[argparse.Namespace, Context, Output], None]
 
 DEBUG_ENV = "RELAIS_DEBUG"
 
+#: One example per command, shown by ``relais --help`` (a test checks that every command has one and that it parses).
+EXAMPLES: dict[str, str] = {
+    "pharmacy add": 'relais pharmacy add --finess 750000010 --name "Pharmacie du Port" --public-key port.pub.pem',
+    "pharmacy add-key": "relais pharmacy add-key --pharmacy-id PHARMACY_ID --public-key next.pub.pem",
+    "pharmacy revoke-key": "relais pharmacy revoke-key --key-id KEY_ID",
+    "pharmacy suspend": "relais pharmacy suspend --pharmacy-id PHARMACY_ID",
+    "pharmacy resume": "relais pharmacy resume --pharmacy-id PHARMACY_ID",
+    "pharmacy list": "relais --stage prod pharmacy list",
+    "local national": "relais local national --down",
+    "local outbox": "relais --json local outbox",
+    "usage": "relais --stage prod usage --month 2026-11 --csv",
+    "audit": "relais --stage prod audit --since 2026-11-30 --pharmacy PHARMACY_ID",
+    "audit verify": "relais --stage prod audit verify",
+    "result erase": "relais --stage prod result erase --id RESULT_ID_0000000 --operator dpo --dry-run",
+    "dlq list": "relais --stage prod dlq list --queue notify",
+    "dlq redrive": "relais --stage prod dlq redrive --queue national --yes",
+    "demo": "relais demo",
+}
+
+
+def _examples() -> str:
+    width = max(map(len, EXAMPLES))
+    lines = [f"  {name:<{width}}  {example}" for name, example in EXAMPLES.items()]
+    return "commands, one example each (relais COMMAND --help for every option):\n" + "\n".join(lines)
+
 
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that raises UsageError instead of exiting, so that ``--json`` errors stay JSON."""
@@ -76,6 +101,8 @@ def build_parser() -> _Parser:
         prog="relais",
         description="Relais operator and developer commands: pharmacies and keys, the local stack, a demo.",
         parents=[_common(top=True)],
+        epilog=_examples(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     key_help = "Ed25519 public key file, PEM SubjectPublicKeyInfo"

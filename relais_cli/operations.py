@@ -55,7 +55,9 @@ def _bootstrap(ctx: Context) -> Any:
 
 def usage(args: argparse.Namespace, ctx: Context, out: Output) -> None:
     """``relais usage --month YYYY-MM [--csv]`` → ``[{"pharmacy_id", "finess", "results"}]``, billable results."""
-    rows = _bootstrap(ctx).registry().usage(args.month)
+    registry = _bootstrap(ctx).registry()
+    with out.bar(f"usage {args.month}", unit="counter") as bar:
+        rows = registry.usage(args.month, progress=_advance(bar))
     if args.csv and not args.json:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=["pharmacy_id", "finess", "results"], lineterminator="\n")
@@ -100,7 +102,8 @@ def audit(args: argparse.Namespace, ctx: Context, out: Output) -> None:
 def audit_verify(args: argparse.Namespace, ctx: Context, out: Output) -> None:
     """``relais audit verify``: links, seals and events of the audit chain; exit 1 when anything is wrong."""
     bootstrap = _bootstrap(ctx)
-    report = bootstrap.audit_chain().verify(now=bootstrap.clock())
+    with out.bar("audit chain", unit="event") as bar:
+        report = bootstrap.audit_chain().verify(now=bootstrap.clock(), progress=_advance(bar))
     out.result(
         report,
         lambda r: (
@@ -117,9 +120,30 @@ def audit_verify(args: argparse.Namespace, ctx: Context, out: Output) -> None:
         raise QuietFailure("the audit chain does not verify")
 
 
+def _advance(bar: Any) -> Any:
+    """A ``progress(done, total)`` callback for the adapters that moves ``bar``."""
+
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(done)
+
+    return progress
+
+
 def erase(args: argparse.Namespace, ctx: Context, out: Output) -> None:
-    """``relais result erase --id ID``: a patient's erasure request; the record is unreadable at once."""
+    """``relais result erase --id ID [--dry-run] [--yes]``: a patient's erasure request; unreadable at once."""
     bootstrap = _bootstrap(ctx)
+    if (args.dry_run or not args.yes) and bootstrap.store().get_result(args.id) is None:
+        raise CliError(f"no result {args.id} on {ctx.target}")  # before asking about a result that is not there
+    if args.dry_run:
+        out.result(
+            {"id": args.id, "erased_at": None, "dry_run": True},
+            f"dry run: result {args.id} on {ctx.target} would be erased (nothing changed)",
+        )
+        return
+    out.confirm(f"Erase result {args.id} on {ctx.target}? This cannot be undone.", yes=args.yes)
     operator = args.operator or getpass.getuser()
     event = AuditEvent(
         actor=f"operator:{operator}",
@@ -177,9 +201,26 @@ def dlq_list(args: argparse.Namespace, ctx: Context, out: Output) -> None:
 
 
 def dlq_redrive(args: argparse.Namespace, ctx: Context, out: Output) -> None:
-    """``relais dlq redrive [--id ID] [--queue …]``: back to the work queue (status pending again)."""
+    """``relais dlq redrive [--id ID] [--queue …] [--dry-run] [--yes]``: back to the work queue (status pending
+    again). Every dead letter at once (no ``--id``) asks for confirmation unless ``--yes``."""
     queue, on_redrive = _queue(ctx, args.queue)
-    moved = queue.redrive(result_id=args.id, on_redrive=on_redrive)
+    if args.dry_run:
+        waiting = [d["result_id"] for d in queue.dead_letters() if args.id is None or d["result_id"] == args.id]
+        out.result(
+            {"redriven": [], "would_redrive": waiting, "dry_run": True},
+            f"dry run: {len(waiting)} result(s) would be sent back to the {args.queue} queue (nothing changed)",
+        )
+        return
+    if args.id is None:
+        out.confirm(f"Send every dead letter of the {args.queue} queue on {ctx.target} back to work?", yes=args.yes)
+    with out.bar(f"redrive {args.queue}", unit="letter") as bar:
+
+        def redriven(result_id: str) -> None:
+            if on_redrive is not None:
+                on_redrive(result_id)
+            bar.update(1)
+
+        moved = queue.redrive(result_id=args.id, on_redrive=redriven)
     if args.id and not moved:
         raise CliError(f"no dead letter for result {args.id} in the {args.queue} queue")
     out.result({"redriven": moved}, f"{len(moved)} result(s) sent back to the {args.queue} queue")
@@ -221,11 +262,19 @@ def register(commands: Any, command: Any) -> None:
     )
     er.add_argument("--id", required=True, type=id_argument, metavar="ID")
     er.add_argument("--operator", metavar="NAME", help="who asks (default: your user name); recorded in the audit")
+    _careful(er, "erase")
 
     dlq = command(commands, "dlq", "dead letters of national delivery or notification", None)
     dlq_actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = command(dlq_actions, "list", "list dead letters (ids, reason, attempts, age)", dlq_list)
     rd = command(dlq_actions, "redrive", "send dead letters back to their queue", dlq_redrive)
     rd.add_argument("--id", type=id_argument, metavar="RESULT_ID", help="only this result")
+    _careful(rd, "redrive every dead letter")
     for parser in (ls, rd):
         parser.add_argument("--queue", choices=("national", "notify"), default="national")
+
+
+def _careful(parser: Any, what: str) -> None:
+    """``--yes`` and ``--dry-run`` for a command that changes data for good."""
+    parser.add_argument("--yes", action="store_true", help=f"{what} without asking")
+    parser.add_argument("--dry-run", action="store_true", help="say what would be done; change nothing")

@@ -7,12 +7,19 @@ progress go to stderr, and :func:`guard_stdout` sends any stray ``print`` of a l
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from typing import Any, TextIO
 
+from tqdm import tqdm
+
+from relais_cli.errors import CliError
+
 ERROR_PREFIX = "relais: error: "
+#: ``RELAIS_PROGRESS=1`` shows progress bars on stderr even when it is not a terminal (logs, tests); ``0`` hides them.
+PROGRESS_ENV = "RELAIS_PROGRESS"
 
 
 class Output:
@@ -37,6 +44,27 @@ class Output:
     def progress(self, message: str) -> None:
         """Progress or a side note: always stderr, so it never mixes with a result."""
         print(message, file=self._stderr, flush=True)
+
+    @contextmanager
+    def bar(self, what: str, *, unit: str, total: int | None = None) -> Iterator[Any]:
+        """A progress bar on stderr (tqdm) for a long command; shown on a terminal or with ``RELAIS_PROGRESS=1``.
+
+        ``bar.update(n)`` advances it, ``bar.total = n`` sets the total once known. Never on stdout.
+        """
+        forced = os.environ.get(PROGRESS_ENV)
+        disable = None if forced is None else forced != "1"  # None: tqdm shows it on a terminal only
+        with tqdm(total=total, desc=what, unit=unit, file=self._stderr, disable=disable, leave=True) as progress:
+            yield progress
+
+    def confirm(self, question: str, *, yes: bool) -> None:
+        """Go on only if ``yes`` (``--yes``) or the operator types ``yes`` at the terminal; CliError otherwise."""
+        if yes:
+            return
+        if not sys.stdin or not sys.stdin.isatty():
+            raise CliError(f"{question} — no terminal to ask: add --yes to confirm, or --dry-run to see what it does")
+        print(f"{question} Type yes to go on: ", end="", file=self._stderr, flush=True)
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            raise CliError("cancelled: nothing was changed")
 
     def result(self, data: Any, human: str | Callable[[Any], str] | None = None) -> None:
         """The command's result: the JSON document, or ``human`` (text or a formatter of ``data``)."""

@@ -1,6 +1,6 @@
 """``relais pharmacy ...``: onboard pharmacies and manage their keys in the registry.
 
-JSON outputs follow ``contract.md`` §1 exactly; ``list`` is an extra for operators.
+JSON outputs are those of ``docs/cli.md``; ``list`` is an extra for operators.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from chalicelib.errors import ConflictError, NotFoundError
 from relais_cli.context import Context
 from relais_cli.errors import CliError
 from relais_cli.identifiers import finess_problem, normalise_finess
-from relais_cli.keys import read_public_key_file
+from relais_cli.keys import read_public_key_file, refuse_test_key
 from relais_cli.output import Output
 
 NAME_MAX_LENGTH = 200
@@ -58,9 +58,19 @@ def _now(ctx: Context) -> Any:
     return bootstrap.clock()
 
 
+def _public_key(path: str, ctx: Context) -> str:
+    """The key file's public key, refused when it is the published test key and the stage is not local."""
+    from chalicelib import bootstrap
+
+    public_key_pem = read_public_key_file(path)
+    ctx.apply()
+    refuse_test_key(public_key_pem, bootstrap.settings().stage)
+    return public_key_pem
+
+
 def add(args: argparse.Namespace, ctx: Context, out: Output) -> None:
     """Register a pharmacy with its first public key → ``{"pharmacy_id", "key_id"}``."""
-    public_key_pem = read_public_key_file(args.public_key)
+    public_key_pem = _public_key(args.public_key, ctx)
     registry = ctx.registry()
     now = _now(ctx)
     pharmacy = Pharmacy(
@@ -86,7 +96,7 @@ def add(args: argparse.Namespace, ctx: Context, out: Output) -> None:
 
 def add_key(args: argparse.Namespace, ctx: Context, out: Output) -> None:
     """Add a public key to an existing pharmacy (first step of a rotation) → ``{"key_id"}``."""
-    public_key_pem = read_public_key_file(args.public_key)
+    public_key_pem = _public_key(args.public_key, ctx)
     registry = ctx.registry()
     key = PharmacyKey(
         key_id=new_id(), pharmacy_id=args.pharmacy_id, public_key_pem=public_key_pem, created_at=_now(ctx)

@@ -1,4 +1,4 @@
-"""A valid, entirely fictitious ``POST /v1/results`` body for the demo (contract.md §2).
+"""A valid, entirely fictitious ``POST /v1/results`` body for the demo (``docs/api.md``).
 
 Identifiers carry correct check digits computed here (RPPS: Luhn; NIR: 97 - n mod 97), the NIR agrees with the
 birth date (woman born in December 1984), and the contact details are the documentation numbers and domains
@@ -13,7 +13,7 @@ from typing import Any
 
 from relais_cli.identifiers import with_nir_key, with_rpps_key
 
-#: Fictitious pharmacist (RPPS of the contract's example).
+#: Fictitious pharmacist (RPPS of the API documentation's example).
 SAMPLE_RPPS = with_rpps_key("1000387962")
 #: Fictitious woman born in December 1984 in Paris (75), registration 123 456.
 SAMPLE_NIR = with_nir_key("2841275123456")

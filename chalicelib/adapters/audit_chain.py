@@ -12,6 +12,7 @@ from pynamodb.exceptions import TransactWriteError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from chalicelib.adapters.dynamodb import READ_BATCH, Progress
 from chalicelib.adapters.tables import AuditItem, sortable_time
 from chalicelib.adapters.tables import connection as dynamodb_connection
 from chalicelib.domain.audit_chain import EVENT_FIELDS, GENESIS, ChainEntry, Problem, digest, extend, verify_links
@@ -116,8 +117,11 @@ class AuditChain:
         for item in ChainItem.query(CHAIN, scan_index_forward=True):
             yield _entry(item)
 
-    def verify(self, *, now: datetime, settle_seconds: int = 300) -> dict[str, Any]:
-        """Check links, seals, the head, every chained event against the audit table, and the reverse."""
+    def verify(self, *, now: datetime, settle_seconds: int = 300, progress: Progress | None = None) -> dict[str, Any]:
+        """Check links, seals, the head, every chained event against the audit table, and the reverse.
+
+        Chained events are read back in batches of ``READ_BATCH`` (BatchGetItem); ``progress(done, total)`` follows.
+        """
         entries = list(self.entries())
         problems, last = verify_links(entries)
         for entry in entries:
@@ -130,15 +134,19 @@ class AuditChain:
             if head_seq != entries[-1].seq or head_link != last:
                 problems.append(Problem(head_seq, "head-mismatch"))
         chained: set[str] = set()
-        for entry in entries:
-            chained.add(entry.event_id)
-            try:
-                item = AuditItem.get(entry.subject, entry.sk, consistent_read=True)
-            except AuditItem.DoesNotExist:
-                problems.append(Problem(entry.seq, "missing-event", entry.event_id))
-                continue
-            if digest({**{k: getattr(item, k) for k in EVENT_FIELDS}}) != entry.digest:
-                problems.append(Problem(entry.seq, "altered-event", entry.event_id))
+        for start in range(0, len(entries), READ_BATCH):
+            batch = entries[start : start + READ_BATCH]
+            keys = list(dict.fromkeys((entry.subject, entry.sk) for entry in batch))  # a batch holds a key once
+            found = {(item.subject, item.sk): item for item in AuditItem.batch_get(keys, consistent_read=True)}
+            for entry in batch:
+                chained.add(entry.event_id)
+                item = found.get((entry.subject, entry.sk))
+                if item is None:
+                    problems.append(Problem(entry.seq, "missing-event", entry.event_id))
+                elif digest({**{k: getattr(item, k) for k in EVENT_FIELDS}}) != entry.digest:
+                    problems.append(Problem(entry.seq, "altered-event", entry.event_id))
+            if progress is not None:
+                progress(len(batch), len(entries))
         settled = sortable_time(now - timedelta(seconds=settle_seconds))
         for item in AuditItem.scan():
             if item.event_id not in chained and item.at < settled:

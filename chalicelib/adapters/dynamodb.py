@@ -7,7 +7,7 @@ but an answer, which each adapter turns into its own domain error.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from pynamodb.exceptions import PynamoDBConnectionError, TransactWriteError, UpdateError
@@ -16,6 +16,11 @@ from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
 from chalicelib.errors import DependencyUnavailableError
+
+#: Keys per BatchGetItem (the service's limit): long reads of operators' commands go in batches of this size.
+READ_BATCH = 100
+#: ``progress(done, total)``: told after each batch of a long read (operators' commands show it).
+Progress = Callable[[int, int], None]
 
 #: The service's code of a write refused by its condition.
 _CONDITION_FAILED = "ConditionalCheckFailedException"

@@ -12,7 +12,32 @@ from chalicelib.errors import NotFoundError
 
 
 class NationalStatusStore:
-    """National delivery status of results (``national_status``; the sparse ``pending_national`` index)."""
+    """National delivery status of results (``national_status``; the sparse ``pending_national`` index).
+
+    Standard queues deliver a message more than once, and reconciliation may queue a result again: several copies
+    of one result's message can be in flight. A copy delivers only while it holds the result's lease
+    (:meth:`claim_delivery`), and the attempt budget is counted on the result (:meth:`count_failure`), not on a
+    copy's receive count — so a result is never dead-lettered by one copy while another copy's POST is under way,
+    and duplicates never spend its attempts.
+    """
+
+    @staticmethod
+    def claim_delivery(result_id: str, now: datetime, until: datetime) -> int | None:
+        """Take the result's delivery lease until ``until``: the POSTs it failed so far, or None when another copy
+        holds the lease or the result is no longer pending (reported, dead-lettered, erased)."""
+        item = ResultItem(id=result_id)
+        claimed = update_if(
+            item,
+            [ResultItem.national_lease_until.set(until)],
+            ResultItem.id.exists()
+            & (ResultItem.national_status == "pending")
+            & (ResultItem.national_lease_until.does_not_exist() | (ResultItem.national_lease_until < now)),
+        )
+        return int(item.national_attempts) if claimed else None
+
+    def count_failure(self, result_id: str) -> None:
+        """Count one failed POST, to be tried again, and give the lease back."""
+        self._update(result_id, [ResultItem.national_attempts.add(1), ResultItem.national_lease_until.remove()])
 
     def mark_reported(self, result_id: str, at: datetime) -> None:
         self._update(
@@ -22,17 +47,20 @@ class NationalStatusStore:
                 ResultItem.national_reported_at.set(at),
                 ResultItem.pending_national.remove(),
                 ResultItem.national_attempts.add(1),
+                ResultItem.national_lease_until.remove(),
             ],
         )
 
     def mark_failed(self, result_id: str, reason: str) -> None:
-        """Never over a ``reported`` status: a result the receiver has is not a failure."""
+        """The last failed POST: never over a ``reported`` status (a result the receiver has is not a failure)."""
         self._update(
             result_id,
             [
                 ResultItem.national_status.set("failed"),
                 ResultItem.national_failure.set(reason),
                 ResultItem.pending_national.remove(),
+                ResultItem.national_attempts.add(1),
+                ResultItem.national_lease_until.remove(),
             ],
             condition=ResultItem.national_status != "reported",
         )
@@ -44,6 +72,8 @@ class NationalStatusStore:
                 ResultItem.national_status.set("pending"),
                 ResultItem.pending_national.set(pending_key(result_id)),
                 ResultItem.national_failure.remove(),
+                ResultItem.national_attempts.set(0),  # a redrive starts a new attempt budget
+                ResultItem.national_lease_until.remove(),
             ],
         )
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.domain.records import utc_iso
+from chalicelib.observability import logger
 
 #: Operators' reads of a dead-letter queue long-poll: a short poll samples only some of SQS's servers and can come
 #: back empty while messages exist. (Below every client's read timeout: ``adapters/aws.py``.)
@@ -22,6 +23,7 @@ class WorkQueue:
         self._sqs = sqs
         self._queue_url = queue_url
         self._dlq_url = dlq_url
+        self._dlq_name = dlq_url.rsplit("/", 1)[-1]
 
     def retry_later(self, receipt_handle: str, seconds: int) -> None:
         self._sqs.change_message_visibility(
@@ -29,6 +31,10 @@ class WorkQueue:
         )
 
     def dead_letter(self, result_id: str, reason: str, attempts: int) -> None:
+        logger().info(
+            "dead letter",
+            extra={"result_id": result_id, "reason": reason[:256], "attempts": attempts, "queue": self._dlq_name},
+        )
         self._sqs.send_message(
             QueueUrl=self._dlq_url,
             MessageBody=json.dumps({"result_id": result_id}),

@@ -9,7 +9,7 @@ from typing import Any
 
 from pynamodb.connection import Connection
 
-from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
+from chalicelib.adapters.dynamodb import READ_BATCH, Progress, dynamodb_errors, update_if
 from chalicelib.adapters.tables import FinessItem, KeyItem, PharmacyItem, StateItem, counter_shards, usage_key
 from chalicelib.adapters.tables import connection as dynamodb_connection
 from chalicelib.adapters.transaction import Transaction
@@ -111,15 +111,22 @@ class Registry:
             revoked_at=item.revoked_at,
         )
 
-    def usage(self, month: str) -> list[dict[str, Any]]:
-        """Billable results per pharmacy for ``month`` (``YYYY-MM``): every registered pharmacy, zero included."""
+    def usage(self, month: str, *, progress: Progress | None = None) -> list[dict[str, Any]]:
+        """Billable results per pharmacy for ``month`` (``YYYY-MM``): every registered pharmacy, zero included.
+
+        Counter shards are read in batches of ``READ_BATCH``; ``progress(done, total)`` follows them.
+        """
         pharmacies = self.list_pharmacies()
         counts: dict[str, int] = {}
         keys = [shard for p in pharmacies for shard in counter_shards(usage_key(p.pharmacy_id, month))]
         with dynamodb_errors():
-            for item in StateItem.batch_get(keys, consistent_read=True):
-                total = item.pk.rsplit("#", 1)[0]  # the counter, without its shard
-                counts[total] = counts.get(total, 0) + int(item.n or 0)
+            for start in range(0, len(keys), READ_BATCH):
+                batch = keys[start : start + READ_BATCH]
+                for item in StateItem.batch_get(batch, consistent_read=True):
+                    total = item.pk.rsplit("#", 1)[0]  # the counter, without its shard
+                    counts[total] = counts.get(total, 0) + int(item.n or 0)
+                if progress is not None:
+                    progress(len(batch), len(keys))
         return [
             {
                 "pharmacy_id": p.pharmacy_id,

@@ -212,7 +212,8 @@ class ResultItem(Model):
     national_status = UnicodeAttribute(default="pending")
     pending_national = UnicodeAttribute(null=True)  # sparse index key while pending: pending_key(id)
     national_reported_at = UTCDateTimeAttribute(null=True)
-    national_attempts = NumberAttribute(default=0)
+    national_attempts = NumberAttribute(default=0)  # POSTs to the national system, every message copy counted
+    national_lease_until = UTCDateTimeAttribute(null=True)  # one message copy delivers at a time (NationalStatusStore)
     national_requeued_at = UTCDateTimeAttribute(null=True)  # last time reconciliation queued it again
     national_failure = UnicodeAttribute(null=True)  # e.g. "http-400:invalid" — codes only, never free text
     pending_index = PendingNationalIndex()

@@ -73,7 +73,8 @@ def outcome_reason(status: int | None, body: Any) -> str:
 def backoff_seconds(
     attempt: int, *, base: float, cap: float, retry_after: float | None = None, rng: random.Random | None = None
 ) -> int:
-    """Exponential backoff with full jitter for ``attempt`` (1 = first failure), at least Retry-After."""
+    """Exponential backoff with equal jitter for ``attempt`` (1 = first failure), at least Retry-After: uniform
+    between half the ceiling and the ceiling, so a retry never comes sooner than half the exponential pause."""
     ceiling = min(cap, base * 2 ** max(0, attempt - 1))
     delay = (rng or random.SystemRandom()).uniform(ceiling / 2, ceiling)
     if retry_after is not None:

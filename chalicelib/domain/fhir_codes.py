@@ -2,8 +2,8 @@
 
 The SNOMED CT result codes and the LOINC test-type part codes (and their displays) come from the EU Digital COVID
 Certificate value sets, ehn-dcc-development/eu-dcc-valuesets (``test-result.json``, ``test-type.json``;
-Apache-2.0), also kept in ``/work/shared/data``. The LOINC observation codes are the ones named in the contract
-(section 2, ``test.kind``), with their LOINC long common names as displays.
+Apache-2.0), bundled in ``tests/data`` where a test checks them. The LOINC observation codes are the ones the API
+names for ``test.kind`` (``docs/api.md``), with their LOINC long common names as displays.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ FINESS_SYSTEM: Final = "urn:oid:1.2.250.1.71.4.2.2"
 RPPS_SYSTEM: Final = "urn:oid:1.2.250.1.71.4.2.1"
 EU_DEVICE_SYSTEM: Final = "https://covid-19-diagnostics.jrc.ec.europa.eu/devices"
 
-# --- Observation.code: what was measured, per test kind (contract section 2) --------------------------------
+# --- Observation.code: what was measured, per test kind (docs/api.md, test.kind) --------------------------------
 LOINC_ANTIGEN: Final = Code(
     LOINC, "94558-4", "SARS-CoV-2 (COVID-19) Ag [Presence] in Respiratory specimen by Rapid immunoassay"
 )

@@ -1,22 +1,58 @@
 """The texts sent to patients (SMS and e-mail), in French by default and in English.
 
-Contract §4: a message says only that a result from the named pharmacy is ready, gives the link and
-how long it stays valid. It never carries the result, the patient's identity, NIR or birth date.
-The functions here take nothing else, so they cannot leak what they are never given.
-The e-mail's HTML part escapes every value; its subject is fixed text (no value in a header).
+A message says only that a result from the named pharmacy is ready, gives the link and how long it stays valid
+(docs/patient.md). It never carries the result, the patient's identity, NIR or birth date. The functions here take
+nothing else, so they cannot leak what they are never given. The e-mail's HTML part escapes every value; its subject
+is fixed text (no value in a header).
+
+Every SMS is one segment: at most 160 characters of the GSM 03.38 alphabet (``gsm0338`` counts them: the extension
+characters, ``€`` ``{`` ``[``…, take two). One character outside that alphabet would send the whole SMS in UCS-2,
+70 characters a segment, so the pharmacy's name is written in GSM 03.38 (``ô`` → ``o``), and cut to the room the
+rest of the text leaves. :func:`sms_name_room` is that room; the settings refuse a ``PUBLIC_BASE_URL`` so long that
+it would fall under :data:`MIN_SMS_NAME_ROOM`.
 """
 
 from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Literal
 
+import gsm0338  # noqa: F401 - registers the "gsm03.38" codec
+
 Language = Literal["fr", "en"]
 DEFAULT_LANGUAGE: Language = "fr"
 MAX_PHARMACY_NAME = 60
+#: One SMS segment in the GSM 03.38 alphabet (septets).
+SMS_MAX_SEPTETS = 160
+#: The least room an SMS may leave for the pharmacy's name (the settings check it against PUBLIC_BASE_URL).
+MIN_SMS_NAME_ROOM = 20
+_GSM = "gsm03.38"
+#: Letters and signs that GSM 03.38 lacks and that NFKD does not reduce to one it has.
+_GSM_SPELLING = str.maketrans(
+    {
+        "œ": "oe",
+        "Œ": "OE",
+        "æ": "ae",
+        "\u2018": "'",  # quotation marks
+        "\u2019": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "«": '"',
+        "»": '"',
+        "\u2013": "-",  # dashes
+        "\u2014": "-",
+        "…": "...",
+        "\u00a0": " ",  # no-break space
+    }
+)
+_SMS = {
+    "fr": "{name} : votre résultat COVID-19 : {url} (valable jusqu'au {until})",
+    "en": "{name}: your COVID-19 result: {url} (valid until {until})",
+}
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -53,15 +89,6 @@ def clean_pharmacy_name(name: str) -> str:
     return flat or "Pharmacie"
 
 
-def _short_time(moment: datetime, lang: Language) -> str:
-    zone, paris = _paris()
-    local = moment.astimezone(zone)
-    label = {"fr": "heure de Paris", "en": "Paris time"}[lang] if paris else "UTC"
-    if lang == "fr":
-        return f"{local:%d/%m/%Y} à {local:%H:%M} ({label})"
-    return f"{local:%d/%m/%Y} {local:%H:%M} ({label})"
-
-
 def _long_time(moment: datetime, lang: Language) -> str:
     zone, paris = _paris()
     local = moment.astimezone(zone)
@@ -72,23 +99,75 @@ def _long_time(moment: datetime, lang: Language) -> str:
     return f"{local.day} {_MONTHS_EN[local.month - 1]} {local.year} at {local:%H:%M} ({label})"
 
 
+def gsm7(text: str) -> str:
+    """``text`` in the GSM 03.38 alphabet: accents it lacks dropped (``ô`` → ``o``), other signs spelt out, the rest
+    (emoji, other scripts) as ``?``."""
+    out = []
+    for char in text.translate(_GSM_SPELLING):
+        for candidate in (char, unicodedata.normalize("NFKD", char)[:1]):
+            try:
+                candidate.encode(_GSM)
+            except UnicodeEncodeError:
+                continue
+            out.append(candidate)
+            break
+        else:
+            out.append("?")
+    return "".join(out)
+
+
+def septets(text: str) -> int:
+    """The length of ``text`` in an SMS (GSM 03.38 septets; ``UnicodeEncodeError`` outside that alphabet)."""
+    return len(text.encode(_GSM))
+
+
+def _sms_time(moment: datetime, lang: Language) -> str:
+    zone, paris = _paris()
+    local = moment.astimezone(zone)
+    when = f"{local:%d/%m} {local:%H}h{local:%M}" if lang == "fr" else f"{local.day} {local:%b} {local:%H:%M}"
+    return when if paris else f"{when} UTC"
+
+
+def _fit(name: str, room: int) -> str:
+    """``name`` within ``room`` septets: cut, ending with ``.``, when it is longer."""
+    if septets(name) <= room:
+        return name
+    cut = name
+    while cut and septets(cut) > room - 1:
+        cut = cut[:-1]
+    return cut.rstrip() + "."
+
+
+def sms_name_room(url: str, expires_at: datetime, lang: Language) -> int:
+    """How many septets an SMS with this link and expiry leaves for the pharmacy's name."""
+    return SMS_MAX_SEPTETS - septets(_SMS[lang].format(name="", url=url, until=_sms_time(expires_at, lang)))
+
+
+def check_sms_link(public_base_url: str, token_length: int) -> None:
+    """ValueError when links of ``public_base_url`` leave less than ``MIN_SMS_NAME_ROOM`` septets for the pharmacy's
+    name in an SMS (in either language, with the longest date), or are not written in GSM 03.38."""
+    url = link_url(public_base_url, "x" * token_length)
+    try:
+        room = min(sms_name_room(url, datetime(2026, 12, 25, 23, 59, tzinfo=UTC), lang) for lang in _SMS)  # type: ignore[arg-type]
+    except UnicodeEncodeError:
+        raise ValueError("has characters an SMS cannot carry in GSM 03.38") from None
+    if room < MIN_SMS_NAME_ROOM:
+        raise ValueError(
+            f"is too long for a one-segment SMS: it leaves {room} characters for the pharmacy's name, "
+            f"at least {MIN_SMS_NAME_ROOM} are needed"
+        )
+
+
 def sms_text(
     *, pharmacy_name: str, url: str, expires_at: datetime, ttl_hours: int, lang: Language = DEFAULT_LANGUAGE
 ) -> str:
-    """The SMS: pharmacy, link, validity. Nothing else."""
-    name = clean_pharmacy_name(pharmacy_name)
-    until = _short_time(expires_at, lang)
-    if lang == "fr":
-        return (
-            f"{name} : votre résultat de test COVID-19 est disponible. "
-            f"Ouvrez {url} et indiquez votre date de naissance. "
-            f"Lien valable {ttl_hours} h, jusqu'au {until}."
-        )
-    return (
-        f"{name}: your COVID-19 test result is ready. "
-        f"Open {url} and enter your date of birth. "
-        f"The link is valid for {ttl_hours} hours, until {until}."
-    )
+    """The SMS: pharmacy, link, validity (until when: ``ttl_hours`` after it is sent). Nothing else; one segment."""
+    del ttl_hours  # the SMS says until when; the e-mail says both
+    name = _fit(gsm7(clean_pharmacy_name(pharmacy_name)), sms_name_room(url, expires_at, lang))
+    text = _SMS[lang].format(name=name, url=url, until=_sms_time(expires_at, lang))
+    if septets(text) > SMS_MAX_SEPTETS:  # pragma: no cover - the settings keep the link short enough
+        raise ValueError("the SMS does not fit one segment: PUBLIC_BASE_URL is too long")
+    return text
 
 
 @dataclass(frozen=True)

@@ -65,8 +65,10 @@ def consume_batch(
             outcome = str(handle(message, record))
         except Exception as exc:
             count("retry")
+            logger().info(f"{name} message", extra={"result_id": message.result_id, "outcome": "retry"})
             raise RetryMessageError(type(exc).__name__) from None
         count(outcome)
+        logger().info(f"{name} message", extra={"result_id": message.result_id, "outcome": outcome})
         return outcome
 
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

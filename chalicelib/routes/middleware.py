@@ -9,7 +9,7 @@ from chalice.app import Request, Response
 
 from chalicelib.deadline import deadline_in
 from chalicelib.domain.records import new_id
-from chalicelib.observability import logger
+from chalicelib.observability import REQUEST_KEYS, logger
 from chalicelib.routes.problems import PROBLEM_JSON, problem
 
 
@@ -42,7 +42,7 @@ def http_middleware(event: Request, get_response: Any) -> Response:
             _ingest_metrics(response.status_code, seconds)
         return response
     finally:
-        log.remove_keys(["request_id"])
+        log.remove_keys(["request_id", *REQUEST_KEYS])
 
 
 def _function_timeout() -> float:

@@ -8,6 +8,7 @@ import json
 from chalice.app import Blueprint, Response
 
 from chalicelib import bootstrap
+from chalicelib.observability import log_request_keys
 from chalicelib.routes.edge import request_id, signed_request
 from chalicelib.routes.problems import problem, problem_boundary
 
@@ -32,6 +33,7 @@ def submit_result() -> Response:
     settings = bootstrap.settings()
     signed = signed_request(request, max_body_bytes=settings.max_body_bytes)
     accepted = bootstrap.results_service().submit(signed, request_id=request_id(request))
+    log_request_keys(result_id=accepted.result_id)
     return _json(201 if accepted.created else 200, accepted.view(), {"Location": f"/v1/results/{accepted.result_id}"})
 
 
@@ -40,7 +42,9 @@ def submit_result() -> Response:
 def follow_result(result_id: str) -> Response:
     request = pharmacy_api.current_request
     signed = signed_request(request, max_body_bytes=bootstrap.settings().max_body_bytes)
-    return _json(200, bootstrap.results_service().follow(signed, result_id, request_id=request_id(request)))
+    answer = bootstrap.results_service().follow(signed, result_id, request_id=request_id(request))
+    log_request_keys(result_id=result_id)  # the caller's own result: known, not merely what the path said
+    return _json(200, answer)
 
 
 @pharmacy_api.route("/v1/results/{result_id}/resend", methods=["POST"], content_types=_ANY)
@@ -54,6 +58,7 @@ def resend_link(result_id: str) -> Response:
         body = bootstrap.resend_service().resend(signed, result_id, request_id=request_id(request))
     except NoChannelError:
         return problem(409, detail="the patient asked for no message: there is nothing to resend")
+    log_request_keys(result_id=result_id)
     return _json(202, body)
 
 

@@ -21,12 +21,14 @@ from chalicelib.errors import (
     ValidationError,
 )
 from chalicelib.observability import logger
+from chalicelib.services.authn import public_reason
 
 PROBLEM_JSON = "application/problem+json"
 
 _TITLES = {
     400: ("invalid-request", "The request is invalid"),
     401: ("not-authenticated", "Not authenticated"),
+    403: ("forbidden", "Refused by the web application firewall"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
     409: ("conflict", "Conflict"),
@@ -44,14 +46,17 @@ def problem(
     errors: list[dict[str, str]] | None = None,
     errors_truncated: bool = False,
     detail: str | None = None,
+    reason: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
     """A problem+json response with a fixed title per status (and field errors for 400, with
-    ``"errors_truncated": true`` when more were found than listed)."""
+    ``"errors_truncated": true`` when more were found than listed; a reason for an explained 401)."""
     slug, title = _TITLES.get(status, ("error", "Error"))
     body: dict[str, Any] = {"type": f"urn:relais:problem:{slug}", "title": title, "status": status}
     if detail:
         body["detail"] = detail
+    if reason:
+        body["reason"] = reason
     if errors is not None:
         body["errors"] = errors
         if errors_truncated:
@@ -63,13 +68,15 @@ def problem(
     )
 
 
-def to_problem(exc: RelaisError) -> Response:
-    """Map a domain error to its HTTP problem (details are fixed strings, never the error's text)."""
+def to_problem(exc: RelaisError, *, explain_auth_failures: bool = False) -> Response:
+    """Map a domain error to its HTTP problem (details are fixed strings, never the error's text). A 401 says why
+    only when ``explain_auth_failures`` (the local and sandbox stages: ``config.EXPLAINING_STAGES``)."""
     if isinstance(exc, ValidationError):
         errors = [{"field": e.field, "message": e.message} for e in exc.errors]
         return problem(400, errors=errors, errors_truncated=exc.truncated)
     if isinstance(exc, AuthenticationError):
-        return problem(401, headers={"WWW-Authenticate": 'Signature realm="relais"'})
+        reason = public_reason(exc) if explain_auth_failures else None
+        return problem(401, reason=reason, headers={"WWW-Authenticate": 'Signature realm="relais"'})
     if isinstance(exc, NotFoundError):
         return problem(404)
     if isinstance(exc, ConflictError):
@@ -98,12 +105,19 @@ def problem_boundary(view: F) -> F:
         except RelaisError as exc:
             reason = getattr(exc, "reason", None) or getattr(exc, "dependency", None)
             logger().info("request refused", extra={"error": type(exc).__name__, "reason": reason})
-            return to_problem(exc)
+            return to_problem(exc, explain_auth_failures=_explains(exc))
         except Exception as exc:
             logger().error("unexpected error", extra={"error": type(exc).__name__, "where": _where(exc)})
             return problem(500)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _explains(exc: RelaisError) -> bool:
+    """Whether this stage tells a vendor why their signature failed (read only for a 401)."""
+    from chalicelib import bootstrap
+
+    return isinstance(exc, AuthenticationError) and bool(bootstrap.settings().explain_auth_failures)
 
 
 def _where(exc: BaseException) -> str:

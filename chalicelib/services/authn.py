@@ -13,12 +13,14 @@ Structured fields are parsed with ``http_sf`` and the signature base is built an
 (``now``), so the library's own wall-clock checks are switched off and replaced by ours.
 
 Every failure raises :class:`~chalicelib.errors.AuthenticationError` whose ``reason`` (one of
-:data:`FAILURE_REASONS`) goes to the audit log only; the client always receives the same generic 401.
+:data:`FAILURE_REASONS`) goes to the audit log. The client receives the same generic 401, except on the stages
+that explain signature failures to vendors (local, sandbox), where the 401 adds :func:`public_reason`.
 The nonce is consumed last, after the signature verified, so unauthenticated callers cannot burn nonces.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from typing import Any, NoReturn, Protocol
 import http_sf
 from cryptography.exceptions import InvalidSignature as CryptographyInvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 from http_message_signatures import (
     ContentDigest,
     HTTPMessageSignaturesException,
@@ -43,13 +45,16 @@ from chalicelib.errors import AuthenticationError
 
 __all__ = [
     "FAILURE_REASONS",
+    "PUBLISHED_TEST_PUBLIC_KEY",
     "KeyDirectory",
     "KeyRecord",
     "NonceStore",
     "Principal",
     "SignedRequest",
     "authenticate",
+    "is_published_test_key",
     "public_key_from_pem",
+    "public_reason",
 ]
 
 ALGORITHM = "ed25519"
@@ -64,6 +69,10 @@ _BODY_COMPONENTS = ("content-digest", "content-type")
 _KNOWN_PARAMETERS = frozenset({"alg", "created", "expires", "keyid", "nonce", "tag"})
 _REQUIRED_DIGEST = "sha-256"
 _SUPPORTED_DIGESTS = frozenset({"sha-256", "sha-512"})  # what ContentDigest can recompute
+
+#: The public key (SubjectPublicKeyInfo, base64 DER) of the key published with its private half in
+#: ``docs/signature-test-vectors.json``: anyone can sign with it, so only the local stack accepts it.
+PUBLISHED_TEST_PUBLIC_KEY = "MCowBQYDK2VwAyEAufnM3+lkluXbTSNw/vs+revz7f7Ikwfdus2nlfMofOw="
 
 #: Every ``reason`` that :func:`authenticate` can put into an :class:`AuthenticationError`.
 FAILURE_REASONS = frozenset(
@@ -82,10 +91,38 @@ FAILURE_REASONS = frozenset(
         "digest_mismatch",  # Content-Digest does not match the body
         "unknown_key",  # keyid not in the key directory
         "bad_key",  # stored public key is not a valid Ed25519 SubjectPublicKeyInfo PEM
+        "test_key",  # the published test key, on a stage that does not accept it
         "bad_signature",  # Ed25519 verification failed
         "revoked_key",  # key revoked at or before now (checked after the signature verified)
         "suspended_pharmacy",  # pharmacy not active (checked after the signature verified)
         "replayed_nonce",  # nonce already used with this key
+        "wrong_authority",  # "@authority" is not a host name of this stage (services/pharmacy_request.py)
+    }
+)
+
+#: What a vendor is told on the stages that explain (docs/api.md, "Debugging a 401"), per audited reason.
+_PUBLIC_REASONS: Mapping[str, str] = MappingProxyType(
+    {
+        "missing_signature": "signature_missing",
+        "malformed_signature": "signature_malformed",
+        "multiple_signatures": "multiple_signatures",
+        "bad_algorithm": "alg_not_ed25519",
+        "stale": "created_out_of_window",
+        "future": "created_out_of_window",
+        "expired": "expired",
+        "bad_nonce": "nonce_invalid",
+        "missing_components": "component_missing",
+        "missing_digest": "digest_missing",
+        "bad_digest": "digest_invalid",
+        "digest_mismatch": "digest_mismatch",
+        "unknown_key": "unknown_key",
+        "bad_key": "key_invalid",
+        "test_key": "key_refused",
+        "bad_signature": "signature_mismatch",
+        "revoked_key": "key_revoked",
+        "suspended_pharmacy": "pharmacy_suspended",
+        "replayed_nonce": "nonce_reused",
+        "wrong_authority": "wrong_authority",
     }
 )
 
@@ -161,6 +198,18 @@ def public_key_from_pem(pem: str) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError(f"public key must be Ed25519, not {type(key).__name__.removeprefix('_')}")
     return key
+
+
+def public_reason(exc: AuthenticationError) -> str:
+    """The machine-readable reason a vendor is told (``component_missing:content-digest``…): never a value sent."""
+    reason = _PUBLIC_REASONS.get(exc.reason, "signature_invalid")
+    return f"{reason}:{exc.component}" if exc.component else reason
+
+
+def is_published_test_key(key: Ed25519PublicKey) -> bool:
+    """Whether ``key`` is the published test key (``PUBLISHED_TEST_PUBLIC_KEY``)."""
+    der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode("ascii") == PUBLISHED_TEST_PUBLIC_KEY
 
 
 @functools.lru_cache(maxsize=256)
@@ -316,8 +365,9 @@ def _required_components(request: SignedRequest) -> tuple[str, ...]:
 
 def _check_components(sig: _SignatureInput, required: tuple[str, ...]) -> None:
     covered = set(sig.components)
-    if any((name, frozenset()) not in covered for name in required):
-        raise AuthenticationError("missing_components", sig.key_id)
+    for name in required:
+        if (name, frozenset()) not in covered:
+            raise AuthenticationError("missing_components", sig.key_id, component=name)
 
 
 def _check_digest(request: SignedRequest, key_id: str) -> None:
@@ -371,8 +421,11 @@ def authenticate(
     nonces: NonceStore,
     now: datetime,
     window_seconds: int = 300,
+    accept_test_key: bool = False,
 ) -> Principal:
     """Verify the request's signature and return who sent it, or raise :class:`AuthenticationError`.
+
+    The published test key is refused unless ``accept_test_key`` (the local stack only).
 
     Order: structure and parameters (cheap, no I/O) → key lookup → body digest → Ed25519 signature →
     revocation and pharmacy status → nonce consumption (last, so only authenticated requests spend nonces).
@@ -395,6 +448,8 @@ def authenticate(
         public_key = _cached_public_key(record.key_id, record.public_key_pem)
     except ValueError:
         raise AuthenticationError("bad_key", key_id) from None
+    if not accept_test_key and is_published_test_key(public_key):
+        raise AuthenticationError("test_key", key_id)
 
     _check_digest(request, key_id)
     signed = _verify_signature(request, key_id, public_key, required)

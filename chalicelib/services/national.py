@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from chalicelib.deadline import ANSWER_MARGIN_SECONDS, seconds_left
 from chalicelib.domain.delivery import Answer, Verdict, backoff_seconds, classify, outcome_reason
 from chalicelib.domain.devices import device_name
 from chalicelib.domain.fhir import build_bundle
@@ -26,6 +27,10 @@ class NationalPort(Protocol):
 
 
 class StatusPort(Protocol):
+    def claim_delivery(self, result_id: str, now: datetime, until: datetime) -> int | None: ...
+
+    def count_failure(self, result_id: str) -> None: ...
+
     def mark_reported(self, result_id: str, at: datetime) -> None: ...
 
     def mark_failed(self, result_id: str, reason: str) -> None: ...
@@ -43,6 +48,10 @@ class Metrics(Protocol):
     def latency(self, name: str, seconds: float) -> None: ...
 
 
+#: When another copy holds the delivery lease: soon, since that copy usually ends within seconds.
+BUSY_RETRY_SECONDS = 5
+
+
 class RetryLater(Exception):
     """The message stays in the queue and comes back after its (new) visibility timeout."""
 
@@ -51,7 +60,7 @@ class RetryLater(Exception):
 class Delivery:
     result_id: str
     receipt_handle: str
-    attempt: int  # SQS ApproximateReceiveCount
+    attempt: int  # SQS ApproximateReceiveCount of this copy (the attempt budget is counted on the result)
 
 
 @dataclass
@@ -68,6 +77,8 @@ class NationalDelivery:
     max_attempts: int = 8
     backoff_base: float = 2.0
     backoff_cap: float = 900.0
+    #: How long a copy may hold the result's delivery lease when the invocation's time left is unknown.
+    lease_seconds: float = 60.0
 
     def deliver(self, delivery: Delivery) -> str:
         """Deliver one result; returns the outcome, raises RetryLater to keep the message."""
@@ -80,7 +91,13 @@ class NationalDelivery:
             # Dead-lettered by another message of the same result (e.g. one queued again by reconciliation):
             # only an operator's redrive (which sets it pending again) sends it anew.
             return "already-dead-lettered"
-        submission = self.decrypt(record)  # KMS trouble raises: the message is retried
+        now = self.clock()
+        failed_before = self.statuses.claim_delivery(record.id, now, now + timedelta(seconds=self._lease()))
+        if failed_before is None:
+            # Another copy of this result's message is delivering it (or just finished): look again later.
+            self.queue.retry_later(delivery.receipt_handle, BUSY_RETRY_SECONDS)
+            raise RetryLater("delivery-in-progress")
+        submission = self.decrypt(record)  # KMS trouble raises: the message is retried (the lease then expires)
         pharmacy = self.get_pharmacy(record.pharmacy_id)
         bundle = build_bundle(
             result_id=record.id,
@@ -99,22 +116,26 @@ class NationalDelivery:
             self.metrics.latency("NationalDeliveryLatency", (now - record.received_at).total_seconds())
             return "reported"
         reason = outcome_reason(answer.status, answer.body)
-        if verdict is Verdict.PERMANENT or delivery.attempt >= self.max_attempts:
+        attempts = failed_before + 1  # only the lease holder counts: no other copy changed it meanwhile
+        if verdict is Verdict.PERMANENT or attempts >= self.max_attempts:
             final = reason if verdict is Verdict.PERMANENT else f"retries-exhausted:{reason}"
             try:  # the status first: a result another message reported meanwhile gets no dead letter
                 self.statuses.mark_failed(record.id, final)
             except NotFoundError:
                 return "already-reported"
-            self.queue.dead_letter(record.id, final, delivery.attempt)
+            self.queue.dead_letter(record.id, final, attempts)
             self._audit(record, "failed", final)
             self.metrics.count("NationalDeadLettered")
             return "dead-lettered"
-        delay = backoff_seconds(
-            delivery.attempt, base=self.backoff_base, cap=self.backoff_cap, retry_after=answer.retry_after
-        )
+        self.statuses.count_failure(record.id)
+        delay = backoff_seconds(attempts, base=self.backoff_base, cap=self.backoff_cap, retry_after=answer.retry_after)
         self.queue.retry_later(delivery.receipt_handle, delay)
         self.metrics.count("NationalRetried")
         raise RetryLater(reason)
+
+    def _lease(self) -> float:
+        """Until the invocation ends: no copy's POST can outlast it, so an expired lease means no POST under way."""
+        return seconds_left(self.lease_seconds) + ANSWER_MARGIN_SECONDS
 
     def _audit(self, record: ResultRecord, outcome: str, reason: str | None) -> None:
         self.audit(

@@ -20,7 +20,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 from chalicelib.domain.json_body import load_json
 from chalicelib.domain.records import AuditEvent, AuthGrant, ResultRecord, is_plausible_id
 from chalicelib.errors import AuthenticationError, NotFoundError, UnsupportedMediaTypeError, ValidationError
-from chalicelib.services.authn import KeyDirectory, SignedRequest, authenticate
+from chalicelib.services.authn import KeyDirectory, Principal, SignedRequest, authenticate
 
 T = TypeVar("T")
 
@@ -42,6 +42,8 @@ class PharmacyGate:
     clock: Callable[[], datetime]
     signature_window_seconds: int = 300
     allowed_authorities: frozenset[str] = frozenset()  # empty: whatever Host the client signed
+    accept_test_key: bool = False  # the published test key (docs/signature-test-vectors.json): the local stack only
+    observe: Callable[[Principal], None] | None = None  # told who is calling once authenticated (the request log)
 
     def open(self, request: SignedRequest, action: str, request_id: str | None) -> PharmacyRequest:
         """Verify the signature; the request, to be ended by one commit. AuthenticationError (audited) otherwise.
@@ -54,11 +56,18 @@ class PharmacyGate:
                 # A request signed for another host (another stage, a proxy) is not for us.
                 raise AuthenticationError("wrong_authority")
             principal = authenticate(
-                request, keys=self.keys, nonces=nonces, now=self.clock(), window_seconds=self.signature_window_seconds
+                request,
+                keys=self.keys,
+                nonces=nonces,
+                now=self.clock(),
+                window_seconds=self.signature_window_seconds,
+                accept_test_key=self.accept_test_key,
             )
         except AuthenticationError as exc:
             self.audit_failure(exc, action, request_id)
             raise
+        if self.observe is not None:
+            self.observe(principal)
         assert nonces.nonce is not None
         grant = AuthGrant(principal.key_id, principal.pharmacy_id, nonces.nonce, nonces.expires_at)
         return PharmacyRequest(request=request, grant=grant, action=action, request_id=request_id, gate=self)

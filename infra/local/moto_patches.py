@@ -23,7 +23,8 @@ items (condition checks included) from its arrival, before it waits for its turn
 - reads are not refused (they wait for the transaction, and see all of it or none of it).
 
 SQS (:mod:`infra.local.moto_sqs`) and throttling (:mod:`infra.local.throttling`) are patched by :func:`patch_moto`
-too. Only the embedded AWS is patched; nothing of it ships.
+too, and so is the server's request dispatch (:func:`_patch_dispatch`), which cost more than most calls
+themselves. Only the embedded AWS is patched; nothing of it ships.
 """
 
 from __future__ import annotations
@@ -258,10 +259,40 @@ def patch_moto(env: Mapping[str, str] | None = None) -> None:
             setattr(cls, name, _under(_LOCK, getattr(cls, name)))
     patch_sqs()
     patch_throttling()
+    _patch_dispatch()
     from infra.local.moto_idempotency import patch_idempotent_transactions
 
     patch_idempotent_transactions()
     _PATCHED = True
+
+
+def _patch_dispatch() -> None:
+    """Dispatch each request to its service without listing moto's package directory every time.
+
+    moto's server finds a request's backend under one lock shared by every request, and there lists its own package
+    directory (``os.listdir`` and an ``isdir`` per service: ~200 system calls) and tries every service's URL
+    patterns: per request, whatever the service. Neither changes while the server runs: the list is taken once and
+    each host's backend remembered. Its HTTP handler also sends the headers and the body in separate small writes;
+    with Nagle's algorithm on, a keep-alive client then waits for a delayed ACK between them, as with the local API.
+    """
+    from moto import backends
+    from moto.moto_server import werkzeug_app
+    from werkzeug.serving import WSGIRequestHandler
+
+    modules = frozenset(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment,return-value]
+    dispatcher = werkzeug_app.DomainDispatcherApplication
+    original = dispatcher.get_backend_for_host
+    known: dict[str | None, Any] = {}
+
+    @functools.wraps(original)
+    def get_backend_for_host(self: Any, host: str | None) -> Any:
+        if host not in known:
+            known[host] = original(self, host)
+        return known[host]
+
+    dispatcher.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
+    WSGIRequestHandler.disable_nagle_algorithm = True
 
 
 def _under(lock: Any, original: Any) -> Any:

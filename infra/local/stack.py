@@ -2,7 +2,8 @@
 
 Starts, each as a child process in its own process group, with its output prefixed on this console:
 
-* ``[aws]``: moto server (DynamoDB, KMS, SQS, SNS, SES, SSM, CloudFormation), its request log off; the resources of
+* ``[aws]``: moto (DynamoDB, KMS, SQS, SNS, SES, SSM, CloudFormation) served with kept-alive connections
+  (:mod:`infra.local.moto_server`); the resources of
   ``infra/resources.json`` are created in it through CloudFormation, exactly as in AWS;
 * ``[national]``: the stand-in national system (:mod:`infra.local.national`), with a random bearer token that is
   also stored, as Relais expects it, in an SSM ``SecureString`` encrypted with the stage's KMS key;
@@ -73,17 +74,6 @@ _AWS_VARIABLES_DROPPED: Final = (
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
 )
-
-# moto's server, with werkzeug's request log and development-server banner off.
-_MOTO_MAIN: Final = (
-    "import logging, sys\n"
-    "logging.getLogger('werkzeug').setLevel(logging.ERROR)\n"
-    "from infra.local.moto_patches import patch_moto\n"
-    "patch_moto()\n"
-    "from moto.server import main\n"
-    "main(sys.argv[1:])\n"
-)
-
 
 #: Console lines dropped as pure noise (everything else is relayed as it is): botocore's and PynamoDB's start-up
 #: chatter at INFO (``chalice local`` sets the root logger to INFO), and Chalice's own ``relais - LEVEL - message``
@@ -446,7 +436,7 @@ class Stack:
         self._start(
             "aws",
             "moto server",
-            [sys.executable, "-c", _MOTO_MAIN, "-H", HOST, "-p", str(self.ports.aws)],
+            [sys.executable, "-m", "infra.local.moto_server", "--host", HOST, "--port", str(self.ports.aws)],
             aws_env,
         )
         self._wait_until("moto server", lambda: _http_get(f"{self.aws_endpoint}/moto-api/")[0] > 0, timeout=30)

@@ -31,13 +31,7 @@ from tests.e2e.conftest import start_stack
 from tests.factories import valid_body
 from tests.signing import sign
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        "RELAIS_CHAOS_RESULTS" not in os.environ,
-        reason="make chaos: not yet stable enough for CI (a national message moved by SQS without a reason)",
-    ),
-]
+pytestmark = pytest.mark.e2e
 
 COUNT = int(os.environ.get("RELAIS_CHAOS_RESULTS", "1000"))
 PHARMACIES, CONNECTIONS = 20, 4

@@ -131,3 +131,31 @@ def test_submitting_and_reading_results_feed_the_chain(aws):
     )
     chain_audit_events(_stream_event(_audit_items()))
     assert _verify()["ok"] is True
+
+
+def test_verify_reads_the_chained_events_back_in_batches_and_reports_progress(chained, monkeypatch):
+    from chalicelib.adapters import audit_chain
+    from chalicelib.adapters.tables import AuditItem
+
+    monkeypatch.setattr(audit_chain, "READ_BATCH", 3)
+    sizes: list[int] = []
+    batch_get = AuditItem.batch_get
+
+    def counted(keys, **kwargs):
+        sizes.append(len(keys))
+        return batch_get(keys, **kwargs)
+
+    def no_single_reads(*args, **kwargs):
+        raise AssertionError("verify reads events in batches, not one by one")
+
+    monkeypatch.setattr(AuditItem, "batch_get", counted)
+    monkeypatch.setattr(AuditItem, "get", no_single_reads)
+    told: list[tuple[int, int]] = []
+
+    report = bootstrap.audit_chain().verify(
+        now=datetime.now(UTC), progress=lambda done, total: told.append((done, total))
+    )
+
+    assert report == {"ok": True, "events": 7, "problems": []}
+    assert sizes == [3, 3, 1]
+    assert told == [(3, 7), (3, 7), (1, 7)]

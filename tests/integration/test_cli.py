@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import boto3
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from requests.structures import CaseInsensitiveDict
 
 from relais_cli.identifiers import with_finess_key
-from relais_cli.keys import PRIVATE_KEY_REFUSED
+from relais_cli.keys import PRIVATE_KEY_REFUSED, TEST_KEY_REFUSED
 from relais_cli.main import main
 
 REGION = "eu-west-3"
@@ -161,6 +162,25 @@ def test_a_private_key_file_is_refused_and_nothing_is_stored(cli, capsys, tmp_pa
     assert code == 1
     assert PRIVATE_KEY_REFUSED in doc["error"]
     assert registry_items(cli) == []
+
+
+def test_the_published_test_key_is_refused_outside_the_local_stack(cli, capsys, tmp_path, monkeypatch):
+    vectors = json.loads((Path(__file__).resolve().parents[2] / "docs" / "signature-test-vectors.json").read_text())
+    (tmp_path / "test.pub.pem").write_text(vectors["key"]["public_key_pem"])
+    add = ["pharmacy", "add", "--finess", new_finess(), "--name", "P", "--public-key", str(tmp_path / "test.pub.pem")]
+    code, doc, _ = run(capsys, *add)
+    assert code == 1
+    assert TEST_KEY_REFUSED in doc["error"]
+    assert registry_items(cli) == []
+    added = add_pharmacy(capsys, tmp_path)
+    code, doc, _ = run(capsys, "pharmacy", "add-key", "--pharmacy-id", added["pharmacy_id"], "--public-key", add[-1])
+    assert code == 1
+    assert TEST_KEY_REFUSED in doc["error"]
+
+    monkeypatch.setenv("RELAIS_STAGE", "local")
+    code, doc, _ = run(capsys, *add)
+    assert code == 0, doc
+    assert set(doc) == {"pharmacy_id", "key_id"}
 
 
 def test_add_key_adds_a_second_key_to_the_pharmacy(cli, capsys, tmp_path):

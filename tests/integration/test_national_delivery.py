@@ -235,3 +235,22 @@ def test_nothing_is_lost_when_the_receiver_fails_randomly(national):
     assert len(identifiers) == len(set(identifiers))  # the receiver kept each bundle once
     assert reported <= set(identifiers)
     assert national.state.injected_errors > 0
+
+
+def test_one_copy_of_a_results_message_delivers_at_a_time_and_attempts_are_the_results(national):
+    """The delivery lease and the attempt budget live on the result item (DynamoDB conditions, not the copy)."""
+    (rid,) = _seed_results(1)
+    statuses, now = bootstrap.national_statuses(), datetime.now(UTC)
+    soon = now + timedelta(seconds=30)
+    assert statuses.claim_delivery(rid, now, soon) == 0
+    assert statuses.claim_delivery(rid, now, soon) is None, "a second copy must not post while the first may"
+    assert statuses.claim_delivery(rid, soon + timedelta(seconds=1), soon) == 0, "an expired lease is free"
+    statuses.count_failure(rid)  # gives the lease back
+    assert statuses.claim_delivery(rid, now, soon) == 1
+    statuses.mark_failed(rid, "retries-exhausted:http-500")
+    assert statuses.claim_delivery(rid, soon + timedelta(hours=1), soon) is None, "dead-lettered: nothing to post"
+    statuses.mark_pending(rid)  # an operator's redrive: a new budget
+    assert statuses.claim_delivery(rid, now, soon) == 0
+    statuses.mark_reported(rid, now)
+    assert statuses.claim_delivery(rid, soon + timedelta(hours=1), soon) is None, "reported: nothing to post"
+    assert statuses.claim_delivery(new_id(), now, soon) is None, "an erased result is not created by a claim"

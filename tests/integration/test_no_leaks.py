@@ -175,3 +175,27 @@ def test_the_request_id_answered_is_the_one_in_the_audit_event_and_the_log_line(
     assert [e["request_id"] for e in audit_events("result.create")] == [request_id]
     lines = [json.loads(line) for line in powertools_stream.getvalue().splitlines() if line.startswith("{")]
     assert [line["status"] for line in lines if line.get("request_id") == request_id and "status" in line] == [201]
+
+
+def test_log_lines_carry_the_opaque_ids_the_saved_queries_read_and_nothing_leaks_to_the_next_request(
+    client, pharmacy, powertools_stream
+):
+    from chalicelib import bootstrap
+
+    created = post_result(client, pharmacy, distinctive_body("LOG-1"))
+    result_id = json.loads(created.body)["id"]
+    assert get_result(client, pharmacy, result_id).status_code == 200
+    refused = post_result(client, pharmacy, distinctive_body("LOG-2"), created=1)
+    assert refused.status_code == 401
+    bootstrap.national_queue().dead_letter(result_id, "http-422:invalid", 3)
+
+    lines = [json.loads(line) for line in powertools_stream.getvalue().splitlines() if line.startswith("{")]
+    requests_ = [line for line in lines if line.get("message") == "request"]
+    assert [(r["status"], r.get("pharmacy_id"), r.get("result_id")) for r in requests_] == [
+        (201, pharmacy.pharmacy_id, result_id),
+        (200, pharmacy.pharmacy_id, result_id),
+        (401, None, None),
+    ]
+    (letter,) = [line for line in lines if line.get("message") == "dead letter"]
+    assert (letter["result_id"], letter["reason"], letter["attempts"]) == (result_id, "http-422:invalid", 3)
+    assert letter["queue"].endswith("national-dlq")

@@ -78,7 +78,7 @@ def test_a_pending_result_gets_one_sms_and_one_email_with_the_link_and_nothing_p
     assert mail.destinations["ToAddresses"] == [EMAIL]
     token = token_in(sms)
     assert token_in(mail.body) == token
-    assert "Pharmacie des Tests" in sms and "72 h" in sms and "/r#" in sms
+    assert "Pharmacie des Tests" in sms and "valable jusqu'au " in sms and "/r#" in sms
     for text in (sms, mail.subject, mail.body):
         for value in (FAMILY_NAME, GIVEN_NAME, BIRTH_DATE, NIR, "03/12/1984", "négatif", "negative"):
             assert value not in text

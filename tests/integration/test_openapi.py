@@ -5,12 +5,17 @@ from __future__ import annotations
 import copy
 import json
 import re
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
+from openapi_spec_validator import validate
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from chalicelib import bootstrap
 from tests.factories import set_field
@@ -27,21 +32,16 @@ from tests.integration.helpers import (
 
 DOC_PATH = ROOT / "docs" / "openapi.yaml"
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
-#: The server's clock for the document's example (sampled 2026-11-30T09:15:00+01:00, i.e. 08:15Z).
-EXAMPLE_NOW = datetime(2026, 11, 30, 8, 30, tzinfo=UTC)
-
-try:  # jsonschema comes with moto[server] (openapi-spec-validator); fall back to a structural check without it
-    import jsonschema
-    from referencing import Registry, Resource
-    from referencing.jsonschema import DRAFT202012
-except ImportError:  # pragma: no cover - exercised only in a venv without jsonschema
-    jsonschema = None
 
 
 @cache
 def _document() -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load(DOC_PATH.read_text(encoding="utf-8"))
     return document
+
+
+#: The server's clock for the document's examples: the "now" the document names (sampled 15 minutes before).
+EXAMPLE_NOW = datetime.fromisoformat(_document()["x-relais-examples-now"])
 
 
 def _pointer(*parts: str) -> str:
@@ -59,38 +59,11 @@ def _deref(node: dict[str, Any]) -> dict[str, Any]:
 
 def _errors(instance: Any, pointer: str) -> list[str]:
     """Schema errors of ``instance`` against the schema at ``pointer`` (a JSON pointer into the document)."""
-    if jsonschema is not None:
-        registry = Registry().with_resource(
-            "urn:relais:openapi", Resource.from_contents(_document(), default_specification=DRAFT202012)
-        )
-        validator = jsonschema.Draft202012Validator({"$ref": f"urn:relais:openapi{pointer}"}, registry=registry)
-        return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(instance)]
-    return _structural_errors(instance, _schema_at(pointer), "")
-
-
-def _schema_at(pointer: str) -> dict[str, Any]:
-    node: Any = _document()
-    for part in pointer.removeprefix("#/").split("/"):
-        node = node[part.replace("~1", "/").replace("~0", "~")]
-    return _deref(node)
-
-
-def _structural_errors(instance: Any, schema: dict[str, Any], path: str) -> list[str]:  # pragma: no cover
-    """Minimal check without jsonschema: required keys, no undocumented keys, enums and consts, nested objects."""
-    schema = _deref(schema)
-    errors = []
-    if "enum" in schema and instance not in schema["enum"]:
-        errors.append(f"{path}: not in enum")
-    if "const" in schema and instance != schema["const"]:
-        errors.append(f"{path}: not the constant")
-    if isinstance(instance, dict) and "properties" in schema:
-        errors += [f"{path}.{k}: required" for k in schema.get("required", []) if k not in instance]
-        if schema.get("additionalProperties") is False:
-            errors += [f"{path}.{k}: undocumented" for k in instance if k not in schema["properties"]]
-        for key, value in instance.items():
-            if key in schema["properties"]:
-                errors += _structural_errors(value, schema["properties"][key], f"{path}.{key}")
-    return errors
+    registry = Registry().with_resource(
+        "urn:relais:openapi", Resource.from_contents(_document(), default_specification=DRAFT202012)
+    )
+    validator = jsonschema.Draft202012Validator({"$ref": f"urn:relais:openapi{pointer}"}, registry=registry)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(instance)]
 
 
 def _operation(path: str, method: str) -> dict[str, Any]:
@@ -140,11 +113,63 @@ def test_the_document_is_valid_openapi_3_1():
     document = _document()
 
     assert document["openapi"].startswith("3.1")
-    try:
-        from openapi_spec_validator import validate
-    except ImportError:  # pragma: no cover
-        pytest.skip("openapi-spec-validator is not installed")
-    validate(document)
+    validate(document)  # openapi-spec-validator (requirements-dev.txt)
+
+
+def test_the_validator_refuses_a_broken_document():
+    broken = copy.deepcopy(_document())
+    del broken["paths"]["/v1/results"]["post"]["responses"]["201"]["description"]  # required by OpenAPI
+    with pytest.raises(OpenAPIValidationError):
+        validate(broken)
+
+
+def test_every_route_documents_the_gateways_own_answers_as_the_gateway_gives_them():
+    from infra.template import gateway_responses
+
+    given = {int(answer["statusCode"]): answer for answer in gateway_responses().values() if "statusCode" in answer}
+    for status, name in ((403, "Forbidden"), (429, "RateLimited"), (504, "GatewayTimeout")):
+        documented = _document()["components"]["responses"][name]
+        for path, item in _document()["paths"].items():
+            for method in set(item) & set(HTTP_METHODS):
+                assert item[method]["responses"].get(str(status)) == {"$ref": f"#/components/responses/{name}"}, (
+                    path,
+                    method,
+                    status,
+                )
+        body = json.loads(given[status]["responseTemplates"]["application/json"])
+        assert _errors(body, f"#/components/responses/{name}/content/application~1problem+json/schema") == []
+        example = documented["content"]["application/problem+json"].get("example")
+        assert example is None or example == body, (status, example, body)
+        retry = "gatewayresponse.header.Retry-After" in given[status]["responseParameters"]
+        assert retry == documented.get("headers", {}).get("Retry-After", {}).get("$ref", "").endswith("RetryAfter")
+
+
+def test_every_time_in_the_examples_is_dated_from_the_documents_now():
+    times: list[datetime] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in {"example", "value"}:
+                    collect(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    def collect(value: Any) -> None:
+        if isinstance(value, dict | list):
+            for item in value.values() if isinstance(value, dict) else value:
+                collect(item)
+        elif isinstance(value, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d.*", value):
+            times.append(datetime.fromisoformat(value))
+
+    walk(_document()["paths"])
+    assert len(times) >= 5
+    for moment in times:
+        assert EXAMPLE_NOW - timedelta(hours=1) <= moment <= EXAMPLE_NOW + timedelta(days=7), moment
+    assert min(times) == EXAMPLE_NOW - timedelta(minutes=15), "the example test was sampled 15 minutes before now"
 
 
 def test_every_app_route_is_documented_and_every_documented_operation_exists():

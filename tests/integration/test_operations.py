@@ -84,7 +84,7 @@ def test_erasure_makes_the_result_unreadable_at_once_and_is_audited(cli, capsys)
     a = register_pharmacy()
     body = distinctive_body("ER-1")
     rid = json.loads(post_result(cli, a, body).body)["id"]
-    code, doc = run(capsys, "result", "erase", "--id", rid, "--operator", "dpo")
+    code, doc = run(capsys, "result", "erase", "--id", rid, "--operator", "dpo", "--yes")
     assert code == 0
     assert set(doc) == {"id", "erased_at"}
     assert bootstrap.store().get_result(rid) is None
@@ -121,3 +121,79 @@ def test_dead_letters_are_listed_and_redriven_from_the_cli(cli, capsys):
     assert moved == {"redriven": [rid]}
     assert bootstrap.store().get_result(rid).national_status == "pending"
     assert run(capsys, "dlq", "list")[1] == []
+
+
+def test_erasure_asks_first_and_a_dry_run_changes_nothing(cli, capsys):
+    a = register_pharmacy()
+    rid = json.loads(post_result(cli, a, distinctive_body("ER-2")).body)["id"]
+
+    code, doc = run(capsys, "result", "erase", "--id", rid)  # no --yes and no terminal to ask
+    assert code == 1
+    assert "add --yes to confirm, or --dry-run" in doc["error"]
+    code, doc = run(capsys, "result", "erase", "--id", rid, "--dry-run")
+    assert (code, doc) == (0, {"id": rid, "erased_at": None, "dry_run": True})
+    assert get_result(cli, a, rid).status_code == 200, "nothing was erased"
+    code, doc = run(capsys, "result", "erase", "--id", "x" * 24, "--dry-run")
+    assert code == 1
+    assert doc["error"].startswith("no result")
+
+
+def test_erasure_asks_at_the_terminal(cli, capsys, monkeypatch):
+    import io
+
+    a = register_pharmacy()
+    rid = json.loads(post_result(cli, a, distinctive_body("ER-3")).body)["id"]
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal("no\n"))
+    assert run(capsys, "result", "erase", "--id", rid)[1] == {"error": "cancelled: nothing was changed"}
+    assert get_result(cli, a, rid).status_code == 200
+    monkeypatch.setattr("sys.stdin", Terminal("yes\n"))
+    code, doc = run(capsys, "result", "erase", "--id", rid)
+    assert code == 0
+    assert doc["id"] == rid
+    assert get_result(cli, a, rid).status_code == 404
+
+
+def test_redriving_every_dead_letter_asks_first_offers_a_dry_run_and_shows_progress(cli, capsys, monkeypatch):
+    a = register_pharmacy()
+    rids = [json.loads(post_result(cli, a, distinctive_body(f"DL-R{i}")).body)["id"] for i in range(3)]
+    for rid in rids:
+        bootstrap.national_queue().dead_letter(rid, "http-400:invalid", 1)
+
+    code, doc = run(capsys, "dlq", "redrive")
+    assert code == 1
+    assert "add --yes" in doc["error"]
+    code, doc = run(capsys, "dlq", "redrive", "--dry-run")
+    assert code == 0
+    assert doc["redriven"] == [] and sorted(doc["would_redrive"]) == sorted(rids)
+    assert len(run(capsys, "dlq", "list")[1]) == 3, "a dry run leaves every dead letter"
+
+    monkeypatch.setenv("RELAIS_PROGRESS", "1")
+    capsys.readouterr()
+    assert main(["--json", "dlq", "redrive", "--yes"]) == 0
+    captured = capsys.readouterr()
+    assert sorted(json.loads(captured.out)["redriven"]) == sorted(rids)
+    assert "redrive national" in captured.err and "3letter" in captured.err.replace(" ", "")
+    assert run(capsys, "dlq", "list")[1] == []
+
+
+def test_usage_and_audit_verify_show_progress_on_stderr_only(cli, capsys, monkeypatch):
+    a = register_pharmacy()
+    assert post_result(cli, a, distinctive_body("PG-1")).status_code == 201
+    monkeypatch.setenv("RELAIS_PROGRESS", "1")
+    capsys.readouterr()
+    assert main(["--json", "usage", "--month", datetime.now(UTC).strftime("%Y-%m")]) == 0
+    captured = capsys.readouterr()
+    assert isinstance(json.loads(captured.out), list)
+    assert "usage " in captured.err and "counter" in captured.err
+    main(["--json", "audit", "verify"])
+    captured = capsys.readouterr()
+    assert "events" in json.loads(captured.out)
+    assert "audit chain" in captured.err
+    monkeypatch.setenv("RELAIS_PROGRESS", "0")
+    assert main(["--json", "usage", "--month", "2001-01"]) == 0
+    assert "usage " not in capsys.readouterr().err

@@ -190,4 +190,6 @@ def test_queues_fit_their_consumers(merged):
     assert notify["RedrivePolicy"]["maxReceiveCount"] == NOTIFY_MAX_ATTEMPTS
     assert notify["VisibilityTimeout"] > LEASE_SECONDS
     national = resources["NationalQueue"]["Properties"]
-    assert national["RedrivePolicy"]["maxReceiveCount"] >= Settings.national_max_attempts
+    # The attempt budget is counted per result (NationalDelivery); the receive limit is only for copies that never
+    # get to post (crashes, timeouts), so duplicates and "another copy is delivering" receives never reach it.
+    assert national["RedrivePolicy"]["maxReceiveCount"] >= 3 * Settings.national_max_attempts

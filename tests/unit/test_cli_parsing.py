@@ -423,3 +423,51 @@ def test_an_exited_but_unreaped_stack_process_counts_as_gone():
     finally:
         child.wait()
     assert pid_alive(os.getpid())
+
+
+def _leaf_commands() -> dict[str, object]:
+    """Every runnable command of the parser (``"pharmacy add"``…) and its handler."""
+    import argparse
+
+    found: dict[str, object] = {}
+
+    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
+        handler = parser.get_default("handler")
+        if handler is not None:
+            found[" ".join(path)] = handler
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    walk(child, (*path, name))
+
+    walk(build_parser(), ())
+    return found
+
+
+def test_help_lists_every_command_with_an_example_that_parses(capsys):
+    import shlex
+
+    from relais_cli.main import EXAMPLES
+
+    leaves = _leaf_commands()
+    assert set(EXAMPLES) == set(leaves), "every command has exactly one example in relais --help"
+    assert main(["--help"]) == 0
+    help_text = capsys.readouterr().out
+    for name, example in EXAMPLES.items():
+        assert example in help_text
+        words = shlex.split(example)
+        assert words[0] == "relais"
+        assert build_parser().parse_args(words[1:]).handler is leaves[name], example
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["result", "erase", "--id", "x" * 24, "--yes", "--dry-run"],
+        ["dlq", "redrive", "--yes", "--dry-run"],
+    ],
+)
+def test_erase_and_redrive_take_yes_and_dry_run(argv):
+    args = build_parser().parse_args(argv)
+    assert (args.yes, args.dry_run) == (True, True)
+    assert build_parser().parse_args(argv[:-2]).yes is False

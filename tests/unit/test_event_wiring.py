@@ -361,8 +361,15 @@ def test_the_batch_helper_answers_the_failed_messages_counts_outcomes_and_logs_o
     assert seen == [(QueueMessage(RID, 0), 2), (QueueMessage(RID, 1), 2), (QueueMessage(RID, 2), 2)]
     assert recorder.counts == {"Sent": 1, "Retried": 1, "Skipped": 2}  # "malformed" and "duplicate": other_metric
     assert recorder.flushed == 1
-    assert recorder.lines == [("notify batch", {"outcomes": {"sent": 1, "retry": 1, "malformed": 1, "duplicate": 1}})]
-    assert "Claire" not in repr(recorder.lines) and RID not in repr(recorder.lines)
+    # One line per message with its opaque result id and outcome (a result's journey in Logs Insights), then the
+    # batch's counts; never the failure's text, never the malformed body.
+    assert recorder.lines == [
+        ("notify message", {"result_id": RID, "outcome": "sent"}),
+        ("notify message", {"result_id": RID, "outcome": "retry"}),
+        ("notify message", {"result_id": RID, "outcome": "duplicate"}),
+        ("notify batch", {"outcomes": {"sent": 1, "retry": 1, "malformed": 1, "duplicate": 1}}),
+    ]
+    assert "Claire" not in repr(recorder.lines) and "garbage" not in repr(recorder.lines)
 
 
 def test_without_metric_names_the_helper_counts_nothing_but_still_flushes_and_logs(recorder):
@@ -373,7 +380,10 @@ def test_without_metric_names_the_helper_counts_nothing_but_still_flushes_and_lo
     assert answer == {"batchItemFailures": []}
     assert recorder.counts == {}
     assert recorder.flushed == 1
-    assert recorder.lines == [("national batch", {"outcomes": {"reported": 1}})]
+    assert recorder.lines == [
+        ("national message", {"result_id": RID, "outcome": "reported"}),
+        ("national batch", {"outcomes": {"reported": 1}}),
+    ]
 
 
 def test_both_queue_consumers_use_the_one_batch_helper():

@@ -7,6 +7,7 @@ import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from chalicelib.domain.fhir import build_bundle
 from chalicelib.domain.model import Address, Patient, Submission
 from chalicelib.domain.records import Pharmacy
 from infra.local.fhir_check import operation_outcome, validate_bundle
+
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 PARIS = timezone(timedelta(hours=1))
 RESULT_ID = "q8Zk3v0m-PZ_aB1cD2eF3g"
@@ -245,12 +248,25 @@ def test_snomed_value_per_result(result, snomed, display):
     assert "dataAbsentReason" not in observation
 
 
-def test_snomed_codes_match_the_eu_value_set():
-    with open("/work/shared/data/eu-test-result.json", encoding="utf-8") as f:
-        values = json.load(f)["valueSetValues"]
-    for code in (fhir_codes.SNOMED_DETECTED, fhir_codes.SNOMED_NOT_DETECTED):
-        assert values[code.code]["system"] == code.system
-        assert values[code.code]["display"] == code.display
+def _eu_value_set(name: str) -> dict[str, Any]:
+    """An EU DCC value set bundled with the tests (``tests/data/README.md``: source and licence)."""
+    values: dict[str, Any] = json.loads((DATA / name).read_text(encoding="utf-8"))["valueSetValues"]
+    return values
+
+
+@pytest.mark.parametrize(
+    ("value_set", "code"),
+    [
+        ("eu-test-result.json", fhir_codes.SNOMED_DETECTED),
+        ("eu-test-result.json", fhir_codes.SNOMED_NOT_DETECTED),
+        ("eu-test-type.json", fhir_codes.METHOD_RAPID_IMMUNOASSAY),
+        ("eu-test-type.json", fhir_codes.METHOD_NAAT),
+    ],
+)
+def test_codes_match_the_eu_value_sets(value_set, code):
+    values = _eu_value_set(value_set)
+    assert values[code.code]["system"] == code.system
+    assert values[code.code]["display"] == code.display
 
 
 def test_invalid_result_has_no_value_and_a_data_absent_reason():

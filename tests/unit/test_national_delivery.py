@@ -12,7 +12,7 @@ from chalicelib.domain.model import Submission
 from chalicelib.domain.records import Pharmacy, ResultRecord
 from chalicelib.domain.validation import parse_submission
 from chalicelib.errors import DependencyUnavailableError
-from chalicelib.services.national import Delivery, NationalDelivery, RetryLater
+from chalicelib.services.national import BUSY_RETRY_SECONDS, Delivery, NationalDelivery, RetryLater
 from tests.factories import FIXED_NOW, VALID_NIR, valid_body
 
 RID = "r" * 24
@@ -36,6 +36,24 @@ class Recorder:
         return lambda *args, **kwargs: self.calls.append((name, *args))
 
 
+class Statuses(Recorder):
+    """A result's delivery status: a lease any copy can take, and ``failed`` POSTs counted so far."""
+
+    def __init__(self, failed: int = 0, leased: bool = False) -> None:
+        super().__init__()
+        self.failed, self.leased = failed, leased
+
+    def claim_delivery(self, rid, now, until):
+        if self.leased:
+            return None
+        self.leased = True
+        return self.failed
+
+    def count_failure(self, rid):
+        self.failed, self.leased = self.failed + 1, False
+        self.calls.append(("count_failure", rid))
+
+
 def make_service(
     national, *, record: ResultRecord | None = None, decrypt=None, statuses=None, queue=None, max_attempts=8
 ):
@@ -54,7 +72,7 @@ def make_service(
         decrypt=decrypt or (lambda rec: submission),
         get_pharmacy=lambda pid: Pharmacy(pid, "750000001", "Pharmacie", "active"),
         national=national,
-        statuses=statuses or Recorder(),
+        statuses=statuses or Statuses(),
         queue=queue or Recorder(),
         audit=lambda event: None,
         metrics=Recorder(),
@@ -66,7 +84,7 @@ def make_service(
 
 
 def test_a_2xx_answer_marks_the_result_reported_and_sends_its_bundle():
-    national, statuses = FakeNational(Answer(201)), Recorder()
+    national, statuses = FakeNational(Answer(201)), Statuses()
     assert make_service(national, statuses=statuses).deliver(Delivery(RID, "rh", 1)) == "reported"
     assert statuses.calls[0][:2] == ("mark_reported", RID)
     bundle = national.received[0]
@@ -85,7 +103,7 @@ def test_a_permanent_4xx_dead_letters_with_a_reason_free_of_personal_data():
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": "invalid", "diagnostics": f"bad NIR {VALID_NIR}"}],
     }
-    queue, statuses = Recorder(), Recorder()
+    queue, statuses = Recorder(), Statuses()
     service = make_service(FakeNational(Answer(400, body=outcome)), queue=queue, statuses=statuses)
     assert service.deliver(Delivery(RID, "rh", 1)) == "dead-lettered"
     assert queue.calls == [("dead_letter", RID, "http-400:invalid", 1)]
@@ -105,17 +123,37 @@ def test_server_errors_timeouts_and_throttling_are_retried_later_with_backoff(an
         assert seconds >= 5
 
 
-def test_retries_end_in_the_dead_letter_queue_after_the_last_attempt():
-    queue = Recorder()
-    service = make_service(FakeNational(Answer(500)), queue=queue, max_attempts=4)
-    assert service.deliver(Delivery(RID, "rh", 4)) == "dead-lettered"
-    assert queue.calls[0][0] == "dead_letter" and queue.calls[0][2].startswith("retries-exhausted:http-500")
+def test_retries_end_in_the_dead_letter_queue_after_the_results_last_attempt():
+    queue, statuses = Recorder(), Statuses(failed=3)
+    service = make_service(FakeNational(Answer(500)), queue=queue, statuses=statuses, max_attempts=4)
+    assert service.deliver(Delivery(RID, "rh", 1)) == "dead-lettered"  # this copy's first receive, the 4th POST
+    ((name, rid, reason, attempts),) = queue.calls
+    assert (name, rid, attempts) == ("dead_letter", RID, 4) and reason.startswith("retries-exhausted:http-500")
+    assert statuses.calls == [("mark_failed", RID, reason)]
+
+
+def test_attempts_are_counted_per_result_not_per_message_copy():
+    """A copy received many times (duplicates, throttled receives) does not spend the result's attempts."""
+    queue, statuses = Recorder(), Statuses(failed=1)
+    with pytest.raises(RetryLater):
+        make_service(FakeNational(Answer(500)), queue=queue, statuses=statuses, max_attempts=4).deliver(
+            Delivery(RID, "rh", 9)
+        )
+    assert statuses.calls == [("count_failure", RID)] and statuses.failed == 2
+    assert queue.calls[0][:2] == ("retry_later", "rh")
+
+
+def test_a_copy_that_finds_another_copy_delivering_comes_back_later_without_posting():
+    national, queue = FakeNational(Answer(201)), Recorder()
+    with pytest.raises(RetryLater):
+        make_service(national, queue=queue, statuses=Statuses(leased=True)).deliver(Delivery(RID, "rh", 1))
+    assert national.received == [] and queue.calls == [("retry_later", "rh", BUSY_RETRY_SECONDS)]
 
 
 def test_a_crash_after_the_post_resends_the_same_bundle_and_never_loses_it():
     national = FakeNational(Answer(201), Answer(200))
 
-    class CrashingStatuses(Recorder):
+    class CrashingStatuses(Statuses):
         crashed = False
 
         def mark_reported(self, rid, at):
@@ -128,6 +166,7 @@ def test_a_crash_after_the_post_resends_the_same_bundle_and_never_loses_it():
     service = make_service(national, statuses=statuses)
     with pytest.raises(RuntimeError):
         service.deliver(Delivery(RID, "rh", 1))
+    statuses.leased = False  # the crashed invocation's lease ended with it
     assert service.deliver(Delivery(RID, "rh", 2)) == "reported"
     assert national.received[0] == national.received[1]  # same identifier: the receiver drops the second
     assert statuses.calls == [("mark_reported", RID)]
@@ -202,7 +241,7 @@ def test_a_result_already_dead_lettered_by_another_message_is_not_sent_again():
 def test_a_result_reported_meanwhile_is_not_marked_failed():
     from chalicelib.errors import NotFoundError
 
-    class ReportedMeanwhile(Recorder):
+    class ReportedMeanwhile(Statuses):
         def mark_failed(self, rid, reason):
             raise NotFoundError("reported")
 

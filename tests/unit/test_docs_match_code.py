@@ -1,0 +1,114 @@
+"""What the documentation says about the code, checked against the code where a test can."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from chalicelib.adapters import audit_chain
+from chalicelib.domain.delivery import backoff_seconds
+from tests.unit.test_fhir_mapping import bundle_for, make_submission
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+CLI = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_the_bundle_type_in_cli_md_is_the_one_the_code_builds():
+    documented = re.findall(r'"resourceType": "Bundle", "type": "([a-z-]+)"', CLI)
+    assert documented, "docs/cli.md shows a Bundle"
+    assert set(documented) == {bundle_for(make_submission())["type"]}
+
+
+class _Edges(random.Random):
+    """A random source that always draws one end of the range."""
+
+    def __init__(self, high: bool) -> None:
+        super().__init__(0)
+        self.high = high
+
+    def uniform(self, a: float, b: float) -> float:
+        return b if self.high else a
+
+
+@pytest.mark.parametrize("attempt", [1, 3, 6])
+def test_national_retries_use_the_equal_jitter_the_readme_names(attempt):
+    ceiling = 4 * 2 ** (attempt - 1)
+    assert backoff_seconds(attempt, base=4, cap=10_000, rng=_Edges(high=False)) == ceiling // 2
+    assert backoff_seconds(attempt, base=4, cap=10_000, rng=_Edges(high=True)) == ceiling
+    assert "retry with exponential backoff and equal jitter" in _one_line(README)
+
+
+def test_transactions_retry_with_the_full_jitter_the_readme_names():
+    from chalicelib.adapters import transaction
+
+    source = Path(transaction.__file__).read_text(encoding="utf-8")
+    assert "self._jitter() * min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)" in source
+    assert "exponential pause with full jitter (uniform between 0 and the ceiling" in _one_line(README)
+
+
+def test_the_readme_names_the_one_constant_partition_key():
+    assert (audit_chain.CHAIN, audit_chain.HEAD) == ("chain", "head")
+    assert "no constant partition key anywhere" not in _one_line(README)
+    assert "the one constant partition key is the audit chain's" in _one_line(README)
+
+
+def test_the_patient_routes_are_documented_where_openapi_says():
+    document = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text(encoding="utf-8"))
+    elsewhere = document["x-relais-routes-documented-elsewhere"]
+    assert "docs/patient.md" in elsewhere["description"]
+    patient = (ROOT / "docs" / "patient.md").read_text(encoding="utf-8")
+    for route in elsewhere["routes"]:
+        assert f"`{route['method'].upper()} {route['path']}`" in patient, route
+
+
+def test_the_outbox_example_has_the_shape_of_the_outbox():
+    example = CLI.split("$ relais --json local outbox\n", 1)[1].split("```", 1)[0]
+    entries = json.loads(example)
+    assert {e["channel"] for e in entries} == {"sms", "email"}
+    for entry in entries:
+        assert set(entry) == {"channel", "to", "body", "sent_at"} | (
+            {"subject"} if entry["channel"] == "email" else set()
+        )
+
+
+PATIENT = (ROOT / "docs" / "patient.md").read_text(encoding="utf-8")
+DOC_TOKEN = "tK4s9Qw0ZpL2mN8vB6xR1cY3hJ7fD5gA0eU9iO2pW4q"
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+def test_the_sms_shown_in_patient_md_is_the_one_the_code_writes(lang):
+    from datetime import UTC, datetime
+
+    from chalicelib.domain.messages import link_url, sms_text
+
+    url = link_url("https://resultats.relais.example", DOC_TOKEN)
+    expires = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+    text = sms_text(pharmacy_name="Pharmacie de la Gare", url=url, expires_at=expires, ttl_hours=72, lang=lang)
+    assert f"> {text}\n" in PATIENT
+
+
+def test_the_outbox_example_holds_the_messages_the_code_writes():
+    from datetime import datetime, timedelta
+
+    from chalicelib.domain.messages import email_content, link_url, sms_text
+
+    example = CLI.split("$ relais --json local outbox\n", 1)[1].split("```", 1)[0]
+    sms, email = json.loads(example)
+    sent = datetime.fromisoformat(sms["sent_at"])
+    url = link_url("http://127.0.0.1:8000", DOC_TOKEN)
+    name = "Pharmacie de démonstration"
+    expected = sms_text(pharmacy_name=name, url=url, expires_at=sent + timedelta(hours=72), ttl_hours=72)
+    assert sms["body"] == expected
+    mail = email_content(pharmacy_name=name, url=url, expires_at=sent + timedelta(hours=72), ttl_hours=72)
+    assert email["subject"] == mail.subject
+    assert mail.text.startswith(email["body"].removesuffix("…"))
