@@ -227,7 +227,7 @@ def pharmacy_gate() -> PharmacyGate:
         keys=key_directory(),
         clock=clock,
         signature_window_seconds=s.signature_window_seconds,
-        allowed_authorities=s.authorities,
+        allowed_authorities=s.pinned_authorities(),
     )
 
 

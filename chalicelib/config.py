@@ -8,6 +8,7 @@ same outputs, as provisioned in moto.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from functools import cache
@@ -39,7 +40,7 @@ class Settings:
     data_key_max_age_seconds: int = 300
     data_key_max_messages: int = 10_000
     public_base_url: str = "http://127.0.0.1:8000"
-    allowed_authorities: str = ""  # comma-separated Host values accepted for "@authority"; empty: any
+    allowed_authorities: str = ""  # comma-separated Host values accepted for "@authority"; empty: any (not in prod)
     # national delivery
     national_url: str = ""  # FHIR endpoint receiving Bundles (POST)
     national_token_parameter: str = ""  # SSM SecureString parameter name holding the bearer token
@@ -68,12 +69,36 @@ class Settings:
     # the function's own timeout (set per function by the template): AWS clients' timeouts fit in it
     function_timeout_seconds: int = 10
 
-    @property
-    def authorities(self) -> frozenset[str]:
-        return frozenset(a.strip().lower() for a in self.allowed_authorities.split(",") if a.strip())
+    def pinned_authorities(self) -> frozenset[str]:
+        """The Host values a pharmacy may sign for (``"@authority"``); SettingsError in a stage of
+        :data:`PINNED_STAGES` without them, so that its pharmacy API refuses to serve."""
+        return check_authorities(self.stage, self.allowed_authorities)
 
+
+#: Stages whose pharmacy API refuses to run without ``allowed_authorities`` (the template's ``Rules`` refuse to
+#: deploy them without it too: ``infra/prod.json``).
+PINNED_STAGES = frozenset({"prod"})
+
+#: One ``allowed_authorities`` value: a comma-separated list of lower-case host names, each with an optional port
+#: (no scheme, path or wildcard). ``infra/prod.json`` holds the same pattern for the ``AllowedAuthorities``
+#: parameter (a test compares them).
+AUTHORITIES_PATTERN = r"([a-z0-9.-]+(:[0-9]{1,5})?(,[a-z0-9.-]+(:[0-9]{1,5})?)*)?"
 
 _ENV_PREFIX = "RELAIS_"
+
+
+def check_authorities(stage: str, allowed_authorities: str) -> frozenset[str]:
+    """The allowed authorities of ``stage``, checked: host names (``host`` or ``host:port``) separated by commas,
+    and at least one in a stage of :data:`PINNED_STAGES`. SettingsError otherwise. ``infra/deploy.sh`` runs the
+    same check before deploying."""
+    if not re.fullmatch(AUTHORITIES_PATTERN, allowed_authorities.replace(" ", "").lower()):
+        raise SettingsError(f"{_ENV_PREFIX}ALLOWED_AUTHORITIES must be host names (host or host:port), comma-separated")
+    authorities = frozenset(a.strip().lower() for a in allowed_authorities.split(",") if a.strip())
+    if stage in PINNED_STAGES and not authorities:
+        raise SettingsError(
+            f"{_ENV_PREFIX}ALLOWED_AUTHORITIES is required in stage {stage}: the API's own hosts, which pharmacies sign"
+        )
+    return authorities
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
@@ -97,6 +122,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     if missing:
         raise SettingsError("missing settings: " + ", ".join(sorted(missing)))
     settings = Settings(**values)  # type: ignore[arg-type]
+    check_authorities("", settings.allowed_authorities)  # the shape now; whether the stage needs them: at use
     for name, (low, high) in _BOUNDS.items():
         if not low <= getattr(settings, name) <= high:
             raise SettingsError(f"{_ENV_PREFIX}{name.upper()} must be between {low} and {high}")
