@@ -421,4 +421,4 @@ def audit_chain() -> AuditChain:
     s = settings()
     _bind()
     bind_chain_table(s.audit_chain_table, s.region)
-    return AuditChain(envelope=envelope(), region=s.region)
+    return AuditChain(envelope=envelope(), region=s.region, clock=clock, retention_days=s.audit_retention_days)
