@@ -171,10 +171,10 @@ def envelope() -> Envelope:
 
 @component
 def vault() -> ResultVault:
-    """Seals and opens results (the one owner of their encryption context)."""
-    from chalicelib.services.vault import ResultVault
+    """Seals and opens results (the one owner of their encryption context); counts each decryption."""
+    from chalicelib.services.vault import DECRYPTED_METRIC, ResultVault
 
-    return ResultVault(envelope())
+    return ResultVault(envelope(), on_open=lambda: metrics().count(DECRYPTED_METRIC))
 
 
 def _bind() -> None:

@@ -7,6 +7,7 @@ send, its retry) and the patient page (a wrong birth date, then the right one).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -79,3 +80,12 @@ def test_each_patient_look_up_that_decrypts_is_audited_once(patient_env, decrypt
     events = _events(rid, "link:")
     assert sorted(outcome for outcome, _ in events) == ["denied", "success"]
     assert decryptions[rid] - before == len(events) == 2
+
+
+def test_a_patient_look_up_flushes_its_decryption_metric_with_its_answer(patient_env, capfd):
+    _rid, token = notified_token(patient_env["pharmacy"])
+    bootstrap.metrics().flush()  # the notifier's own read (called here without its batch, which flushes)
+    capfd.readouterr()
+    assert view(patient_env["client"], token, BIRTH_DATE).status_code == 200
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [line.get("ResultDecrypted") for line in lines] == [[1.0]]  # one EMF document, flushed by the request

@@ -191,3 +191,70 @@ def test_queues_fit_their_consumers(merged):
     assert notify["VisibilityTimeout"] > LEASE_SECONDS
     national = resources["NationalQueue"]["Properties"]
     assert national["RedrivePolicy"]["maxReceiveCount"] >= Settings.national_max_attempts
+
+
+# -- the code's metrics ↔ the decryption alarm (issue 11, item 12) ---------------------------------------------------
+class _RecordingMetrics:
+    """Stands for ``bootstrap.metrics()``: the names the code counts."""
+
+    def __init__(self) -> None:
+        self.counted: set[str] = set()
+
+    def count(self, name: str, value: float = 1) -> None:
+        self.counted.add(name)
+
+    def latency(self, name: str, seconds: float) -> None:
+        self.counted.add(name)
+
+    def flush(self) -> None:
+        pass
+
+
+def _alarm_excess(alarm: dict[str, Any], parameters: dict[str, Any], **values: float) -> float:
+    """The alarm's expression evaluated on ``values`` (one number per metric id), parameters at their defaults."""
+    import re
+
+    (expression,) = [m["Expression"]["Fn::Sub"] for m in alarm["Metrics"] if "Expression" in m]
+    for name, parameter in parameters.items():
+        expression = expression.replace(f"${{{name}}}", str(parameter["Default"]))
+    expression = re.sub(r"FILL\((\w+), 0\)", r"\1", expression)
+    assert re.fullmatch(r"[\w\s.*+()-]+", expression), expression
+    return float(eval(expression, {"__builtins__": {}}, values))  # the template's own arithmetic, checked above
+
+
+def test_the_decryption_alarm_compares_metrics_the_code_emits(aws, merged, client, pharmacy):
+    from chalicelib import bootstrap
+    from chalicelib.adapters.metrics import EmfMetrics
+    from tests.integration.helpers import distinctive_body, post_result
+
+    recorder = _RecordingMetrics()
+    bootstrap.override(metrics=recorder)
+    response = post_result(client, pharmacy, distinctive_body())
+    assert response.status_code == 201
+    bootstrap.vault().open(bootstrap.store().get_result(response.json_body["id"]))  # as every reader does
+
+    alarm = merged["Resources"]["DecryptionSpikeAlarm"]["Properties"]
+    watched = {m["Id"]: m["MetricStat"]["Metric"] for m in alarm["Metrics"] if "MetricStat" in m}
+    assert {i: m["MetricName"] for i, m in watched.items()} == {
+        "decrypted": "ResultDecrypted",
+        "accepted": "ResultAccepted",
+    }
+    assert {m["MetricName"] for m in watched.values()} <= recorder.counted
+    emf = EmfMetrics()._metrics  # the namespace and dimension the code's embedded metrics carry
+    for metric in watched.values():
+        assert metric["Namespace"] == emf.namespace
+        assert metric["Dimensions"] == [{"Name": "service", "Value": emf.service}]
+    assert alarm["AlarmActions"] == [{"Ref": "OperatorTopic"}]
+    assert "docs/operations.md#decryption-spike" in alarm["AlarmDescription"]
+
+
+def test_the_decryption_alarm_fires_past_the_multiple_of_accepted_results(merged):
+    alarm = merged["Resources"]["DecryptionSpikeAlarm"]["Properties"]
+    parameters = {k: v for k, v in merged["Parameters"].items() if k.startswith("Decryption")}
+    ratio, allowance = (
+        parameters[k]["Default"] for k in ("DecryptionsPerAcceptedResult", "DecryptionAllowancePerHour")
+    )
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert _alarm_excess(alarm, parameters, decrypted=ratio * 1000 + allowance, accepted=1000) == 0  # at the limit
+    assert _alarm_excess(alarm, parameters, decrypted=ratio * 1000 + allowance + 1, accepted=1000) > 0
+    assert _alarm_excess(alarm, parameters, decrypted=allowance + 1, accepted=0) > 0  # a night with nothing accepted
