@@ -219,15 +219,18 @@ def key_directory() -> CachedKeyDirectory:
 
 @component
 def pharmacy_gate() -> PharmacyGate:
+    from chalicelib.adapters.rate_limits import KeyRateLimiter
     from chalicelib.services.pharmacy_request import PharmacyGate
 
     s = settings()
+    _bind()
     return PharmacyGate(
         store=store(),
         keys=key_directory(),
         clock=clock,
         signature_window_seconds=s.signature_window_seconds,
         allowed_authorities=s.pinned_authorities(),
+        limiter=KeyRateLimiter(per_second=s.key_requests_per_second),
     )
 
 

@@ -33,6 +33,7 @@ class Settings:
     national_dlq_url: str = ""
     notify_dlq_url: str = ""
     daily_quota_default: int = 2000
+    key_requests_per_second: int = 20  # per pharmacy key, after its signature verified (then 429 + Retry-After)
     signature_window_seconds: int = 300
     max_body_bytes: int = 16 * 1024
     result_retention_days: int = 90
@@ -134,6 +135,7 @@ _BOUNDS: dict[str, tuple[int, int]] = {
     "link_ttl_hours": (1, 7 * 24),
     "signature_window_seconds": (30, 900),
     "daily_quota_default": (1, 1_000_000),
+    "key_requests_per_second": (1, 10_000),
     "max_body_bytes": (1024, 16 * 1024),
     "result_retention_days": (1, 92),
     "patient_lock_attempts": (1, 20),

@@ -22,6 +22,7 @@ from chalicelib.adapters.tables import connection as dynamodb_connection
 from chalicelib.domain.audit_chain import (
     EVENT_FIELDS,
     GENESIS,
+    OPTIONAL_FIELDS,
     ChainEntry,
     Checkpoint,
     Problem,
@@ -175,7 +176,7 @@ class AuditChain:
                 else:
                     problems.append(Problem(entry.seq, "missing-event", entry.event_id))
                 continue
-            if digest({**{k: getattr(item, k) for k in EVENT_FIELDS}}) != entry.digest:
+            if digest({k: getattr(item, k) for k in (*EVENT_FIELDS, *OPTIONAL_FIELDS)}) != entry.digest:
                 problems.append(Problem(entry.seq, "altered-event", entry.event_id))
         chained = {entry.event_id for entry in all_entries}
         settled = sortable_time(now - timedelta(seconds=settle_seconds))

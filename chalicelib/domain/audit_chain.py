@@ -24,13 +24,17 @@ from datetime import datetime, timedelta
 
 GENESIS = "0" * 64
 
-#: The fields of an audit event that the chain protects (all of them; opaque ids only).
+#: The fields of an audit event that the chain protects (opaque ids; the client address of a failure). A field of
+#: ``OPTIONAL_FIELDS`` is hashed only when it has a value, so that the events chained before it existed still verify.
+#: An aggregate's ``failures`` count grows after it is chained: it is not protected.
 EVENT_FIELDS = ("event_id", "at", "actor", "action", "outcome", "record", "pharmacy_id", "reason", "request_id")
+OPTIONAL_FIELDS = ("client_ip",)
 
 
 def canonical(event: Mapping[str, object]) -> bytes:
     """The bytes that are hashed: the protected fields, sorted, compact JSON."""
-    return json.dumps({k: event.get(k) for k in EVENT_FIELDS}, sort_keys=True, separators=(",", ":")).encode()
+    fields = {k: event.get(k) for k in EVENT_FIELDS} | {k: event[k] for k in OPTIONAL_FIELDS if event.get(k)}
+    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 def digest(event: Mapping[str, object]) -> str:

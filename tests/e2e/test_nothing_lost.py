@@ -34,15 +34,15 @@ def _submit(stack, key_id: str, private_key, i: int) -> str:
     body["notify"] = []
     raw = json.dumps(body).encode()
     url = f"{stack.api_url}/v1/results"
-    for _attempt in range(10):  # as pharmacy software would: 503 means "nothing accepted, retry later"
+    for _attempt in range(10):  # as pharmacy software would: 503 and 429 mean "nothing accepted, retry later"
         answer = requests.post(
             url, data=raw, headers=sign("POST", url, key_id=key_id, private_key=private_key, body=raw), timeout=60
         )
         if answer.status_code in (200, 201):
             return str(answer.json()["id"])
-        assert answer.status_code == 503, answer.text
+        assert answer.status_code in (503, 429), answer.text
         time.sleep(float(answer.headers.get("Retry-After", "1")))
-    raise AssertionError("still 503 after 10 tries")
+    raise AssertionError("still 503 or 429 after 10 tries")
 
 
 def _statuses(stack) -> dict[str, str]:
