@@ -258,3 +258,60 @@ def test_the_decryption_alarm_fires_past_the_multiple_of_accepted_results(merged
     assert _alarm_excess(alarm, parameters, decrypted=ratio * 1000 + allowance, accepted=1000) == 0  # at the limit
     assert _alarm_excess(alarm, parameters, decrypted=ratio * 1000 + allowance + 1, accepted=1000) > 0
     assert _alarm_excess(alarm, parameters, decrypted=allowance + 1, accepted=0) > 0  # a night with nothing accepted
+
+
+# -- the code's routes ↔ the WAF's per-address rules (issue 11, item 5) ---------------------------------------------
+def _waf_rule_matches(rule: dict[str, Any], path: str) -> bool:
+    """Whether the rule's scope-down covers ``path``, its text transformations applied in order as WAF does."""
+    import re
+    from urllib.parse import unquote
+
+    match = rule["Statement"]["RateBasedStatement"]["ScopeDownStatement"]["RegexMatchStatement"]
+    transform = {"URL_DECODE": unquote, "LOWERCASE": str.lower, "NONE": str}
+    for step in sorted(match["TextTransformations"], key=lambda t: t["Priority"]):
+        path = transform[step["Type"]](path)
+    return re.search(match["RegexString"], path) is not None
+
+
+def _routes(prefix: str) -> list[tuple[str, str]]:
+    from app import app
+    from chalicelib.routes.methods import VIEW_PREFIX
+
+    return [
+        ("/api" + path.replace("{result_id}", "r" * 22), method)
+        for path, methods in app.routes.items()
+        for method in methods
+        if path.startswith(prefix) and not methods[method].view_name.startswith(VIEW_PREFIX)
+    ]
+
+
+#: Each per-address WAF rule, the code's routes it must cover, and ways of writing them that must not escape it.
+WAF_RULE_ROUTES = [
+    ("pharmacy-rate-limit", ("/v1/results",), ["/api/V1/Results", "/api/v1/%72esults/x", "/API/v1%2Fresults"]),
+    (
+        "patient-rate-limit",
+        ("/r", "/v1/patient/"),
+        ["/api/R", "/api/%72", "/api/V1/PATIENT/result", "/api/v1%2fpatient/"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("rule_name", "prefixes", "disguised"), WAF_RULE_ROUTES)
+def test_each_per_address_rule_covers_its_routes_however_their_path_is_written(merged, rule_name, prefixes, disguised):
+    rules = {r["Name"]: r for r in merged["Resources"]["WebAcl"]["Properties"]["Rules"]}
+    rule = rules[rule_name]
+    assert rule["Statement"]["RateBasedStatement"]["AggregateKeyType"] == "IP"
+    covered = [route for prefix in prefixes for route in _routes(prefix)]
+    assert covered, f"no route of the code under {prefixes}"
+    for path, method in covered:
+        assert _waf_rule_matches(rule, path), (method, path)
+    for path in disguised:
+        assert _waf_rule_matches(rule, path), path
+    other_prefixes = ("/v1/health", *(p for _, ps, _ in WAF_RULE_ROUTES if ps != prefixes for p in ps))
+    for path, _method in (route for prefix in other_prefixes for route in _routes(prefix)):
+        assert not _waf_rule_matches(rule, path), path
+
+
+def test_the_patient_page_throttles_name_the_codes_page_routes():
+    page_routes = {path.removeprefix("/api") for path, method in _routes("/r") if method == "GET"}
+    assert set(finishing.PATIENT_PAGE_PATHS) == page_routes
