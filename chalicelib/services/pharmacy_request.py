@@ -8,7 +8,7 @@ commit, is audited as ``auth.failure`` and raised (401).
 
 Floods hit the flooder. A failure before the signature verified proves nothing about who sent it (anyone can send
 garbage, or claim a real key id): it is counted in one aggregate audit event per minute, client address, claimed
-actor and reason (``count``), not written as an item of its own. A failure after it (revoked key, suspended pharmacy,
+actor and reason (``failures``), not written as an item of its own. A failure after it (revoked key, suspended pharmacy,
 replayed nonce) is one event. Past the signature, a key gets at most ``key_requests_per_second``: beyond, 429 with
 ``Retry-After``, committed (nonce consumed, one ``rate_limited`` event) like every authenticated answer. Both carry
 the client address (security log: ``docs/data-lifecycle.md``).
@@ -57,6 +57,8 @@ class KeyLimiter(Protocol):
 
 #: Failures found after the signature verified: the key's holder sent the request, each is one audit event.
 VERIFIED_FAILURES = frozenset({"revoked_key", "suspended_pharmacy", "replayed_nonce"})
+#: Outcomes of authenticated requests whose audit event records the client address (security log).
+ADDRESSED_OUTCOMES = frozenset({"rate_limited"})
 
 
 def failure_aggregate_id(minute: datetime, client_ip: str, actor: str, reason: str) -> str:
@@ -147,6 +149,7 @@ class PharmacyRequest:
             reason=reason,
             at=self.gate.clock(),
             request_id=self.request_id,
+            client_ip=(self.request.client_ip or None) if outcome in ADDRESSED_OUTCOMES else None,
         )
 
     def commit(self, outcome: str, record: str | None = None, reason: str | None = None) -> None:

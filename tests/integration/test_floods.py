@@ -57,10 +57,11 @@ def test_a_key_past_its_rate_gets_429_while_another_key_is_served(client, pharma
     assert problem(refused)["status"] == 429
     assert get_result(client, other, rid, **_created(one_second)).status_code == 404  # served: not its result
     (event,) = audit_events("result.read", "rate_limited")
-    assert (event["actor"], event["reason"], event["pharmacy_id"]) == (
+    assert (event["actor"], event["reason"], event["pharmacy_id"], event["client_ip"]) == (
         f"key:{pharmacy.key_id}",
         "key_rate",
         pharmacy.pharmacy_id,
+        TEST_CLIENT_IP,
     )
     assert len([n for n in state_items("nonce") if pharmacy.key_id in n["pk"]["S"]]) == 3  # the 429's consumed too
 

@@ -239,19 +239,20 @@ class FakeLimiter:
 def test_a_key_past_its_rate_gets_429_with_retry_after_and_the_answer_is_committed():
     store, limiter = FakeStore(), FakeLimiter(0, 1)
     limited = PharmacyGate(store=store, keys=FakeKeys(), clock=lambda: NOW, limiter=limiter)
-    limited.open(signed(), "result.read", "req-5").commit("success", RID)
+    limited.open(replace(signed(), client_ip="203.0.113.7"), "result.read", "req-5").commit("success", RID)
     with pytest.raises(RateLimitedError) as error:
-        limited.open(signed(), "result.read", "req-6")
+        limited.open(replace(signed(), client_ip="203.0.113.7"), "result.read", "req-6")
     assert error.value.retry_after == 1
     assert limiter.keys == ["pk_1", "pk_1"]
     (_, served), (grant, refused) = store.commits  # the nonce is consumed, the 429 audited
-    assert (refused.actor, refused.outcome, refused.reason, refused.request_id) == (
+    assert (refused.actor, refused.outcome, refused.reason, refused.request_id, refused.client_ip) == (
         "key:pk_1",
         "rate_limited",
         "key_rate",
         "req-6",
+        "203.0.113.7",  # a refusal's address is in the security log; a served request's is not
     )
-    assert served.outcome == "success" and grant.key_id == "pk_1"
+    assert (served.outcome, served.client_ip, grant.key_id) == ("success", None, "pk_1")
 
 
 def test_a_failed_signature_is_not_counted_against_the_key():
