@@ -173,10 +173,10 @@ def envelope() -> Envelope:
 
 @component
 def vault() -> ResultVault:
-    """Seals and opens results (the one owner of their encryption context)."""
-    from chalicelib.services.vault import ResultVault
+    """Seals and opens results (the one owner of their encryption context); counts each decryption."""
+    from chalicelib.services.vault import DECRYPTED_METRIC, ResultVault
 
-    return ResultVault(envelope())
+    return ResultVault(envelope(), on_open=lambda: metrics().count(DECRYPTED_METRIC))
 
 
 def _bind() -> None:
@@ -221,17 +221,20 @@ def key_directory() -> CachedKeyDirectory:
 
 @component
 def pharmacy_gate() -> PharmacyGate:
+    from chalicelib.adapters.rate_limits import KeyRateLimiter
     from chalicelib.services.pharmacy_request import PharmacyGate
 
     s = settings()
+    _bind()
     return PharmacyGate(
         store=store(),
         keys=key_directory(),
         clock=clock,
         signature_window_seconds=s.signature_window_seconds,
-        allowed_authorities=s.authorities,
+        allowed_authorities=s.pinned_authorities(),
         accept_test_key=s.stage == "local",
         observe=_log_principal,
+        limiter=KeyRateLimiter(per_second=s.key_requests_per_second),
     )
 
 
@@ -453,4 +456,4 @@ def audit_chain() -> AuditChain:
     s = settings()
     _bind()
     bind_chain_table(s.audit_chain_table, s.region)
-    return AuditChain(envelope=envelope(), region=s.region)
+    return AuditChain(envelope=envelope(), region=s.region, clock=clock, retention_days=s.audit_retention_days)

@@ -34,6 +34,7 @@ class Settings:
     national_dlq_url: str = ""
     notify_dlq_url: str = ""
     daily_quota_default: int = 2000
+    key_requests_per_second: int = 20  # per pharmacy key, after its signature verified (then 429 + Retry-After)
     signature_window_seconds: int = 300
     max_body_bytes: int = 16 * 1024
     result_retention_days: int = 90
@@ -41,7 +42,7 @@ class Settings:
     data_key_max_age_seconds: int = 300
     data_key_max_messages: int = 10_000
     public_base_url: str = "http://127.0.0.1:8000"
-    allowed_authorities: str = ""  # comma-separated Host values accepted for "@authority"; empty: any
+    allowed_authorities: str = ""  # comma-separated Host values accepted for "@authority"; empty: any (not in prod)
     # 1: a 401 tells the vendor why (docs/api.md, "Debugging a 401"); allowed on EXPLAINING_STAGES only
     explain_auth_failures: int = 0
     # national delivery
@@ -78,14 +79,24 @@ class Settings:
     # the function's own timeout (set per function by the template): AWS clients' timeouts fit in it
     function_timeout_seconds: int = 10
 
-    @property
-    def authorities(self) -> frozenset[str]:
-        return frozenset(a.strip().lower() for a in self.allowed_authorities.split(",") if a.strip())
+    def pinned_authorities(self) -> frozenset[str]:
+        """The Host values a pharmacy may sign for (``"@authority"``); SettingsError in a stage of
+        :data:`PINNED_STAGES` without them, so that its pharmacy API refuses to serve."""
+        return check_authorities(self.stage, self.allowed_authorities)
 
     @property
     def sms_extra_region_codes(self) -> frozenset[str]:
         return frozenset(r.strip() for r in self.sms_extra_regions.split(",") if r.strip())
 
+
+#: Stages whose pharmacy API refuses to run without ``allowed_authorities`` (the template's ``Rules`` refuse to
+#: deploy them without it too: ``infra/prod.json``).
+PINNED_STAGES = frozenset({"prod"})
+
+#: One ``allowed_authorities`` value: a comma-separated list of lower-case host names, each with an optional port
+#: (no scheme, path or wildcard). ``infra/prod.json`` holds the same pattern for the ``AllowedAuthorities``
+#: parameter (a test compares them).
+AUTHORITIES_PATTERN = r"([a-z0-9.-]+(:[0-9]{1,5})?(,[a-z0-9.-]+(:[0-9]{1,5})?)*)?"
 
 _ENV_PREFIX = "RELAIS_"
 #: The stages where a 401 may say why a signature failed: the local stack and a sandbox given to vendors. Never
@@ -100,6 +111,20 @@ def check_explanations(stage: str, explain_auth_failures: int) -> None:
         raise SettingsError(
             f"{_ENV_PREFIX}EXPLAIN_AUTH_FAILURES is allowed on the {allowed} stages only, not on {stage!r}"
         )
+
+
+def check_authorities(stage: str, allowed_authorities: str) -> frozenset[str]:
+    """The allowed authorities of ``stage``, checked: host names (``host`` or ``host:port``) separated by commas,
+    and at least one in a stage of :data:`PINNED_STAGES`. SettingsError otherwise. ``infra/deploy.sh`` runs the
+    same check before deploying."""
+    if not re.fullmatch(AUTHORITIES_PATTERN, allowed_authorities.replace(" ", "").lower()):
+        raise SettingsError(f"{_ENV_PREFIX}ALLOWED_AUTHORITIES must be host names (host or host:port), comma-separated")
+    authorities = frozenset(a.strip().lower() for a in allowed_authorities.split(",") if a.strip())
+    if stage in PINNED_STAGES and not authorities:
+        raise SettingsError(
+            f"{_ENV_PREFIX}ALLOWED_AUTHORITIES is required in stage {stage}: the API's own hosts, which pharmacies sign"
+        )
+    return authorities
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
@@ -123,6 +148,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     if missing:
         raise SettingsError("missing settings: " + ", ".join(sorted(missing)))
     settings = Settings(**values)  # type: ignore[arg-type]
+    check_authorities("", settings.allowed_authorities)  # the shape now; whether the stage needs them: at use
     for name, (low, high) in _BOUNDS.items():
         if not low <= getattr(settings, name) <= high:
             raise SettingsError(f"{_ENV_PREFIX}{name.upper()} must be between {low} and {high}")
@@ -160,6 +186,7 @@ _BOUNDS: dict[str, tuple[int, int]] = {
     "link_ttl_hours": (1, 7 * 24),
     "signature_window_seconds": (30, 900),
     "daily_quota_default": (1, 1_000_000),
+    "key_requests_per_second": (1, 10_000),
     "max_body_bytes": (1024, 16 * 1024),
     "result_retention_days": (1, 92),
     "patient_lock_attempts": (1, 20),

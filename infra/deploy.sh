@@ -18,7 +18,8 @@
 #   EMAIL_SENDER             required  From address of patient e-mails (address or domain verified in SES)
 #   NATIONAL_TOKEN_PARAMETER optional  SSM SecureString name of the national token (default /relais/STAGE/national-token)
 #   NATIONAL_CLIENT_CERT_SECRET_ARN optional  Secrets Manager ARN {cert_pem, key_pem} for mutual TLS (default none)
-#   ALLOWED_AUTHORITIES      optional  comma-separated Host values pharmacies may sign for (default: any)
+#   ALLOWED_AUTHORITIES      required in prod  comma-separated host names of the API that pharmacies sign as
+#                                     @authority (elsewhere optional, default: any)
 #   SMS_SENDER_ID            optional  alphanumeric SMS sender id (default Relais)
 #   SMS_MONTHLY_SPEND_LIMIT_USD optional  SNS MonthlySpendLimit (default 100; above the account quota, ask AWS Support)
 #   OPERATOR_EMAIL           optional  subscribed to the operator alarm topic (confirm the e-mail AWS sends)
@@ -42,6 +43,15 @@ packaged_stage="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])
 : "${PUBLIC_BASE_URL:?set PUBLIC_BASE_URL (https://… base of the result links sent to patients)}"
 : "${NATIONAL_URL:?set NATIONAL_URL (https://… FHIR endpoint of the national system)}"
 : "${EMAIL_SENDER:?set EMAIL_SENDER (From address of patient e-mails, verified in SES)}"
+# The same check as the API's at start (chalicelib/config.py) and the template's Rules, before anything is uploaded.
+check_authorities='import sys
+from chalicelib.config import SettingsError, check_authorities
+try:
+    check_authorities(*sys.argv[1:])
+except SettingsError as error:
+    sys.exit(str(error))'
+authorities_error="$(python3 -c "${check_authorities}" "${STAGE}" "${ALLOWED_AUTHORITIES:-}" 2>&1)" \
+  || fail "${authorities_error} (docs/deploy.md)"
 SMS_LIMIT="${SMS_MONTHLY_SPEND_LIMIT_USD:-100}"
 SMS_SENDER="${SMS_SENDER_ID:-Relais}"
 [[ "${SMS_LIMIT}" =~ ^[0-9]+$ ]] || fail "SMS_MONTHLY_SPEND_LIMIT_USD must be a whole number of USD"

@@ -25,6 +25,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from chalicelib.config import Settings
 from infra.dashboard import operator_resources
 from infra.iam import FUNCTIONS, FunctionSpec, function_policy, log_group_id
 
@@ -51,10 +52,18 @@ PARAMETER_ENV = {
 
 #: API Gateway stage throttling (requests per second, burst): every method; result intake, sized for the national peak
 #: (26/s on average on 10 Jan 2022, bursts of several hundred per second; the API function's 100 reserved instances
-#: serve ~2,000/s at ~50 ms each); tighter on the patient POST (a person types a date).
+#: serve ~2,000/s at ~50 ms each).
 API_THROTTLE = (100, 200)
 INTAKE_THROTTLE = (500, 1000)
-PATIENT_THROTTLE = (20, 40)
+
+#: The patient side, sized for the same peak (docs/capacity.md): patients open their link as the message arrives, so
+#: look-ups follow the account's message rate (400 SMS + 100 e-mails a second at the burst, the defaults of
+#: chalicelib/config.py), with a mistyped birth date now and then (x 1.2). Each look-up loads the page and its two
+#: assets (GET, one bucket each) and posts once. These buckets are shared by everyone: the per-address limits are the
+#: WAF's (prod.json) and the application's (failures per address), so that a few addresses cannot exhaust them.
+PEAK_MESSAGES_PER_SECOND = Settings.sms_per_second + Settings.email_per_second
+PATIENT_THROTTLE = (round(1.2 * PEAK_MESSAGES_PER_SECOND), round(2.4 * PEAK_MESSAGES_PER_SECOND))
+PATIENT_PAGE_PATHS = ("/r", "/r/result.css", "/r/result.js")
 
 #: What API Gateway answers by itself, as the problem documents Relais answers with (no stack text, no echo):
 #: an unknown path (MISSING_AUTHENTICATION_TOKEN, which is also an undeclared method: every path declares all of
@@ -161,7 +170,6 @@ def placeholder_suffix(name: str) -> str:
 def settings_env(template: Mapping[str, Any]) -> dict[str, Any]:
     """The ``RELAIS_*`` environment of every function: each setting of ``chalicelib.config.Settings`` the template
     provides, from its outputs (resources) and parameters (deployment values)."""
-    from chalicelib.config import Settings
     from infra.provision import OUTPUT_ENV
 
     wanted = {"RELAIS_" + f.name.upper() for f in fields(Settings)}
@@ -246,6 +254,7 @@ def _configure_api(api: dict[str, Any]) -> None:
         throttle("/*", "*", API_THROTTLE),
         throttle("/~1v1~1results", "POST", INTAKE_THROTTLE),  # "/" is "~1" in a method setting's path
         throttle("/~1v1~1patient~1result", "POST", PATIENT_THROTTLE),
+        *(throttle("/" + path.replace("/", "~1"), "GET", PATIENT_THROTTLE) for path in PATIENT_PAGE_PATHS),
     ]
     props["DefinitionBody"]["x-amazon-apigateway-gateway-responses"] = gateway_responses()
     access_log = {
@@ -256,6 +265,7 @@ def _configure_api(api: dict[str, Any]) -> None:
         "status": "$context.status",
         "latencyMs": "$context.responseLatency",
         "wafStatus": "$context.waf.status",
+        "ip": "$context.identity.sourceIp",  # security log: docs/data-lifecycle.md (90 days)
     }
     destination = {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
     props["AccessLogSetting"] = {"DestinationArn": destination, "Format": json.dumps(access_log, separators=(",", ":"))}

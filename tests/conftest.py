@@ -52,6 +52,9 @@ def aws() -> Iterator[dict[str, str]]:
 
     with mock_aws():
         env = provision(boto3.client("cloudformation", region_name="eu-west-3"), "test")
+        # The in-process test client sends one key's requests far faster than a pharmacy could: the per-key rate
+        # would refuse some of them at random. Tests of that rate set their own (tests/integration/test_floods.py).
+        env["RELAIS_KEY_REQUESTS_PER_SECOND"] = "10000"
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         bootstrap.reset()

@@ -12,7 +12,10 @@ from chalicelib.adapters.tables import AuditItem, day_key, epoch_seconds, shard_
 from chalicelib.domain.records import AuditEvent
 
 #: What an operator's query shows of each event.
-AUDIT_FIELDS = ("at", "actor", "action", "outcome", "record", "pharmacy_id", "reason", "request_id", "event_id")
+AUDIT_FIELDS = (
+    "at", "actor", "action", "outcome", "record", "pharmacy_id", "reason", "request_id", "event_id", "client_ip",
+    "failures",
+)  # fmt: skip
 
 
 def _audit_subject(event: AuditEvent) -> str:
@@ -42,8 +45,20 @@ def audit_item(event: AuditEvent, retention_days: int) -> AuditItem:
         pharmacy_id=event.pharmacy_id,
         reason=event.reason,
         request_id=event.request_id,
+        client_ip=event.client_ip,
+        failures=event.failures,
         expires_at=epoch_seconds(at + timedelta(days=retention_days)),
     )
+
+
+def count_failure(event: AuditEvent, retention_days: int) -> None:
+    """Add one to the aggregate ``event`` (its ``event_id`` names the aggregate): created at the first failure, then
+    counted. Its chained fields never change after the first write, so the chain still verifies it."""
+    item = audit_item(event, retention_days)
+    values = {k: v for k, v in item.attribute_values.items() if k not in ("subject", "sk", "failures")}
+    actions = [AuditItem.failures.add(1), *(getattr(AuditItem, k).set(v) for k, v in values.items())]
+    with dynamodb_errors():
+        AuditItem(subject=item.subject, sk=item.sk).update(actions=actions)
 
 
 def _view(item: AuditItem) -> dict[str, Any]:

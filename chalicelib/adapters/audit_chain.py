@@ -1,9 +1,14 @@
-"""The append-only audit chain in DynamoDB, fed from the audit table's stream; and its verification."""
+"""The append-only audit chain in DynamoDB, fed from the audit table's stream; and its verification.
+
+Each batch's seal is a checkpoint (``domain/audit_chain.py``): the sealed ``{"seq", "link", "at"}`` of its last
+entry, ``at`` being the appender's clock. :meth:`AuditChain.verify` proves the chain from the newest checkpoint past
+the audit retention, so that the events the audit table's TTL removed are counted as expired, not as missing.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,7 +20,18 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.adapters.dynamodb import READ_BATCH, Progress
 from chalicelib.adapters.tables import AuditItem, sortable_time
 from chalicelib.adapters.tables import connection as dynamodb_connection
-from chalicelib.domain.audit_chain import EVENT_FIELDS, GENESIS, ChainEntry, Problem, digest, extend, verify_links
+from chalicelib.domain.audit_chain import (
+    EVENT_FIELDS,
+    GENESIS,
+    OPTIONAL_FIELDS,
+    ChainEntry,
+    Checkpoint,
+    Problem,
+    digest,
+    extend,
+    retention_window,
+    verify_links,
+)
 from chalicelib.errors import DecryptionError, DependencyUnavailableError
 from chalicelib.services.ports import Envelope
 
@@ -61,9 +77,13 @@ def _entry(item: ChainItem) -> ChainEntry:
 
 
 class AuditChain:
-    def __init__(self, *, envelope: Envelope, region: str) -> None:
+    def __init__(
+        self, *, envelope: Envelope, region: str, clock: Callable[[], datetime], retention_days: int = 366
+    ) -> None:
         self._envelope = envelope
         self._connection = dynamodb_connection(region)
+        self._clock = clock
+        self._retention = timedelta(days=retention_days)
 
     def _head(self) -> tuple[int, str]:
         try:
@@ -72,8 +92,11 @@ class AuditChain:
             return 0, GENESIS
         return int(head.last_seq or 0), head.link or GENESIS
 
-    def _seal(self, entry: ChainEntry) -> bytes:
-        return self._envelope.encrypt(json.dumps({"seq": entry.seq, "link": entry.link}).encode(), SEAL_CONTEXT)
+    def _seal(self, entry: ChainEntry, events: Sequence[Mapping[str, Any]]) -> bytes:
+        """The checkpoint of a batch ending with ``entry``: its seq and link, now, and its oldest event's time."""
+        oldest = min(str(e["at"]) for e in events)
+        sealed = {"seq": entry.seq, "link": entry.link, "at": sortable_time(self._clock()), "oldest": oldest}
+        return self._envelope.encrypt(json.dumps(sealed).encode(), SEAL_CONTEXT)
 
     def append(self, events: Sequence[Mapping[str, Any]]) -> int:
         """Chain ``events`` (audit items as dicts, in stream order); safe against concurrent appenders."""
@@ -86,7 +109,7 @@ class AuditChain:
             last_seq, last_link = self._head()
             entries = extend(last_seq, last_link, events)
             tail = entries[-1]
-            seal = self._seal(tail)
+            seal = self._seal(tail, events)
             try:
                 with TransactWrite(connection=self._connection) as tx:
                     for e in entries:
@@ -120,33 +143,48 @@ class AuditChain:
     def verify(self, *, now: datetime, settle_seconds: int = 300, progress: Progress | None = None) -> dict[str, Any]:
         """Check links, seals, the head, every chained event against the audit table, and the reverse.
 
+        Verification starts from the newest checkpoint past the audit retention (genesis when there is none): the
+        entries before it are not checked; a missing event whose batch is past retention is counted as ``expired``.
         Chained events are read back in batches of ``READ_BATCH`` (BatchGetItem); ``progress(done, total)`` follows.
         """
-        entries = list(self.entries())
-        problems, last = verify_links(entries)
-        for entry in entries:
-            if entry.seal is not None and not self._seal_matches(entry, entry.seal):
-                problems.append(Problem(entry.seq, "bad-seal", entry.event_id))
+        all_entries = list(self.entries())
+        problems: list[Problem] = []
+        checkpoints: list[Checkpoint] = []
+        for entry in all_entries:
+            if entry.seal is not None:
+                checkpoint = self._checkpoint(entry, entry.seal)
+                if checkpoint is None:
+                    problems.append(Problem(entry.seq, "bad-seal", entry.event_id))
+                else:
+                    checkpoints.append(checkpoint)
+        window = retention_window(checkpoints, now=now, retention=self._retention)
+        problems = [p for p in problems if p.seq is not None and p.seq > window.start_seq]  # past retention: moot
+        entries = [e for e in all_entries if e.seq > window.start_seq]
+        link_problems, last = verify_links(entries, window)
+        problems = link_problems + problems
         head_seq, head_link = self._head()
         if entries:
             if entries[-1].seal is None:
                 problems.append(Problem(entries[-1].seq, "no-seal"))
             if head_seq != entries[-1].seq or head_link != last:
                 problems.append(Problem(head_seq, "head-mismatch"))
-        chained: set[str] = set()
+        expired = 0
         for start in range(0, len(entries), READ_BATCH):
             batch = entries[start : start + READ_BATCH]
             keys = list(dict.fromkeys((entry.subject, entry.sk) for entry in batch))  # a batch holds a key once
             found = {(item.subject, item.sk): item for item in AuditItem.batch_get(keys, consistent_read=True)}
             for entry in batch:
-                chained.add(entry.event_id)
                 item = found.get((entry.subject, entry.sk))
                 if item is None:
-                    problems.append(Problem(entry.seq, "missing-event", entry.event_id))
-                elif digest({**{k: getattr(item, k) for k in EVENT_FIELDS}}) != entry.digest:
+                    if window.may_have_expired(entry.seq):
+                        expired += 1
+                    else:
+                        problems.append(Problem(entry.seq, "missing-event", entry.event_id))
+                elif digest({k: getattr(item, k) for k in (*EVENT_FIELDS, *OPTIONAL_FIELDS)}) != entry.digest:
                     problems.append(Problem(entry.seq, "altered-event", entry.event_id))
             if progress is not None:
                 progress(len(batch), len(entries))
+        chained = {entry.event_id for entry in all_entries}
         settled = sortable_time(now - timedelta(seconds=settle_seconds))
         for item in AuditItem.scan():
             if item.event_id not in chained and item.at < settled:
@@ -154,15 +192,26 @@ class AuditChain:
         return {
             "ok": not problems,
             "events": len(entries),
+            "expired": expired,
+            "from_seq": window.start_seq,
             "problems": [{"seq": p.seq, "kind": p.kind, "event_id": p.event_id} for p in problems],
         }
 
-    def _seal_matches(self, entry: ChainEntry, seal: bytes) -> bool:
+    def _checkpoint(self, entry: ChainEntry, seal: bytes) -> Checkpoint | None:
+        """What ``entry``'s seal proves (its times are None in seals made before checkpoints); None: nothing."""
         try:
             sealed = json.loads(self._envelope.decrypt(seal, SEAL_CONTEXT))
         except DecryptionError:
-            return False
-        return bool(sealed == {"seq": entry.seq, "link": entry.link})
+            return None
+        if not isinstance(sealed, dict) or (sealed.get("seq"), sealed.get("link")) != (entry.seq, entry.link):
+            return None
+        at, oldest = (sealed.get(k) for k in ("at", "oldest"))
+        return Checkpoint(
+            entry.seq,
+            entry.link,
+            datetime.fromisoformat(at) if isinstance(at, str) else None,
+            datetime.fromisoformat(oldest) if isinstance(oldest, str) else None,
+        )
 
 
 def from_stream_image(image: Mapping[str, Any]) -> dict[str, Any]:

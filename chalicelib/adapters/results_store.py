@@ -26,7 +26,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.connection import Connection
 
-from chalicelib.adapters.audit import audit_item, events_of, events_since
+from chalicelib.adapters.audit import audit_item, count_failure, events_of, events_since
 from chalicelib.adapters.dynamodb import dynamodb_errors
 from chalicelib.adapters.tables import (
     KeyItem,
@@ -290,6 +290,10 @@ class DynamoStore:
         """Write one audit event on its own (failures that have no transaction to join)."""
         with dynamodb_errors():
             audit_item(event, self._audit_retention_days).save()
+
+    def count_failure(self, event: AuditEvent) -> None:
+        """Add one to the aggregate audit event ``event`` names (``event_id``): failures counted, not one item each."""
+        count_failure(event, self._audit_retention_days)
 
     def audit_events(self, result_id: str) -> list[dict[str, Any]]:
         """Audit events of one result, oldest first: who did what to it, when (operator queries)."""

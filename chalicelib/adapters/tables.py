@@ -251,6 +251,8 @@ class AuditItem(Model):
     pharmacy_id = UnicodeAttribute(null=True)
     reason = UnicodeAttribute(null=True)
     request_id = UnicodeAttribute(null=True)
+    client_ip = UnicodeAttribute(null=True)
+    failures = NumberAttribute(null=True)  # an aggregate of failures: how many
     expires_at = NumberAttribute()
     by_day = AuditByDayIndex()
 

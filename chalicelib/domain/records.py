@@ -65,6 +65,8 @@ class AuditEvent:
     reason: str | None = None  # machine reason, never a submitted value
     request_id: str | None = None
     event_id: str = field(default_factory=lambda: new_id(16))
+    client_ip: str | None = None  # on failures only: the caller's address (security log, docs/data-lifecycle.md)
+    failures: int | None = None  # an aggregate of failures (one per minute, address and reason): how many
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,14 @@ def signed_request(request: Request, *, max_body_bytes: int) -> SignedRequest:
         query=query,
         headers=headers,
         body=body,
+        client_ip=client_ip(request),
     )
+
+
+def client_ip(request: Request) -> str:
+    """The caller's address as API Gateway saw it (never a client-supplied X-Forwarded-For)."""
+    identity = (request.context or {}).get("identity") or {}
+    return str(identity.get("sourceIp") or "")
 
 
 def request_id(request: Request) -> str:

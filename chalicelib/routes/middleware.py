@@ -40,6 +40,7 @@ def http_middleware(event: Request, get_response: Any) -> Response:
         )
         if route == "/v1/results" and event.method == "POST":
             _ingest_metrics(response.status_code, seconds)
+        _flush_metrics()  # what the request counted (ingest outcomes, decryptions of a patient's look-up)
         return response
     finally:
         log.remove_keys(["request_id", *REQUEST_KEYS])
@@ -77,4 +78,9 @@ def _ingest_metrics(status: int, seconds: float) -> None:
     metrics = bootstrap.metrics()
     metrics.count(_INGEST_OUTCOMES.get(status, "ResultRejectedOther"))
     metrics.latency("IngestLatency", seconds)
-    metrics.flush()
+
+
+def _flush_metrics() -> None:
+    from chalicelib import bootstrap
+
+    bootstrap.metrics().flush()

@@ -17,7 +17,7 @@ from chalice.app import Blueprint, Request, Response
 from chalicelib import bootstrap
 from chalicelib.domain.json_body import load_json
 from chalicelib.errors import PayloadTooLargeError
-from chalicelib.routes.edge import request_id
+from chalicelib.routes.edge import client_ip, request_id
 from chalicelib.routes.problems import problem_boundary
 
 patient_api = Blueprint(__name__)
@@ -97,12 +97,6 @@ def _json(status: int, body: object) -> Response:
     )
 
 
-def _client_ip(request: Request) -> str:
-    """The caller's address as API Gateway saw it (never a client-supplied X-Forwarded-For)."""
-    identity = (request.context or {}).get("identity") or {}
-    return str(identity.get("sourceIp") or "")
-
-
 @patient_api.route("/v1/patient/result", methods=["POST"], content_types=["*/*"])
 @problem_boundary
 def view_result() -> Response:
@@ -115,6 +109,6 @@ def view_result() -> Response:
     document = load_json(raw, request.headers.get("content-type"))
     token, birth_date = parse_view_request(document)
     body = bootstrap.patient_service().view(
-        token, birth_date, client_ip=_client_ip(request), request_id=request_id(request)
+        token, birth_date, client_ip=client_ip(request), request_id=request_id(request)
     )
     return _json(200, body)

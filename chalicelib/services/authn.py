@@ -164,6 +164,7 @@ class SignedRequest:
     headers: Mapping[str, str]
     body: bytes
     scheme: str = "https"
+    client_ip: str = ""  # the address API Gateway saw (not signed: for limits and the audit of failures)
 
     def __post_init__(self) -> None:
         normalised: dict[str, str] = {}

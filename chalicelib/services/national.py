@@ -4,6 +4,11 @@ Each message is handled on its own; the batch reports its failures per message, 
 never holds back or re-sends the others. Crash-safety: the status is updated only after the
 receiver answered, so a crash in between re-sends the bundle (the receiver drops it by its
 identifier) but never loses it.
+
+Audit: every attempt decrypts the result once and writes exactly one ``result.report`` event — ``success``,
+``failed`` (dead-lettered) or ``retry`` (with the answer's code, or the error's type when the attempt broke after
+decrypting) — once the receiver answered and before anything is recorded. An attempt whose event cannot be written
+fails and is retried (sent and audited again): a result is never marked reported, failed or retried without it.
 """
 
 from __future__ import annotations
@@ -98,20 +103,16 @@ class NationalDelivery:
             self.queue.retry_later(delivery.receipt_handle, BUSY_RETRY_SECONDS)
             raise RetryLater("delivery-in-progress")
         submission = self.decrypt(record)  # KMS trouble raises: the message is retried (the lease then expires)
-        pharmacy = self.get_pharmacy(record.pharmacy_id)
-        bundle = build_bundle(
-            result_id=record.id,
-            submission=submission,
-            pharmacy=pharmacy,
-            device_name=device_name(submission.test.device_id) if submission.test.device_id else None,
-            timestamp=record.received_at,
-        )
-        answer = self.national.post_bundle(bundle)
+        try:
+            answer = self._post(record, submission)
+        except Exception as exc:  # the read is audited even when the attempt breaks after it
+            self._audit(record, "retry", f"error:{type(exc).__name__}")
+            raise
         verdict = classify(answer)
         if verdict is Verdict.REPORTED:
             now = self.clock()
-            self.statuses.mark_reported(record.id, now)
             self._audit(record, "success", None)
+            self.statuses.mark_reported(record.id, now)
             self.metrics.count("NationalReported")
             self.metrics.latency("NationalDeliveryLatency", (now - record.received_at).total_seconds())
             return "reported"
@@ -119,14 +120,15 @@ class NationalDelivery:
         attempts = failed_before + 1  # only the lease holder counts: no other copy changed it meanwhile
         if verdict is Verdict.PERMANENT or attempts >= self.max_attempts:
             final = reason if verdict is Verdict.PERMANENT else f"retries-exhausted:{reason}"
+            self._audit(record, "failed", final)
             try:  # the status first: a result another message reported meanwhile gets no dead letter
                 self.statuses.mark_failed(record.id, final)
             except NotFoundError:
                 return "already-reported"
             self.queue.dead_letter(record.id, final, attempts)
-            self._audit(record, "failed", final)
             self.metrics.count("NationalDeadLettered")
             return "dead-lettered"
+        self._audit(record, "retry", reason)
         self.statuses.count_failure(record.id)
         delay = backoff_seconds(attempts, base=self.backoff_base, cap=self.backoff_cap, retry_after=answer.retry_after)
         self.queue.retry_later(delivery.receipt_handle, delay)
@@ -136,6 +138,16 @@ class NationalDelivery:
     def _lease(self) -> float:
         """Until the invocation ends: no copy's POST can outlast it, so an expired lease means no POST under way."""
         return seconds_left(self.lease_seconds) + ANSWER_MARGIN_SECONDS
+
+    def _post(self, record: ResultRecord, submission: Submission) -> Answer:
+        bundle = build_bundle(
+            result_id=record.id,
+            submission=submission,
+            pharmacy=self.get_pharmacy(record.pharmacy_id),
+            device_name=device_name(submission.test.device_id) if submission.test.device_id else None,
+            timestamp=record.received_at,
+        )
+        return self.national.post_bundle(bundle)
 
     def _audit(self, record: ResultRecord, outcome: str, reason: str | None) -> None:
         self.audit(

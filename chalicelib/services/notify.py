@@ -11,6 +11,10 @@ Failures raise, so that the queue retries the message; the attempt that reaches 
 (the notify queue's ``maxReceiveCount``) sets ``patient.status = failed`` before the message goes to
 the dead-letter queue.
 
+Audit. The contact details are decrypted once per channel, just before its send, and each of these reads is audited
+once: by the send's ``success`` event (written with the claim, in one transaction: a send whose event cannot be
+written fails the attempt), or, when the attempt fails after the read, by the attempt's ``retry``/``failed`` event.
+
 Pacing. Before each send, the channel's :class:`Pacer` grants a slot: the account's rate (SNS SMS, SES) and
 monthly budget are counted in DynamoDB (``adapters/pacing.py``), so they hold whatever the number of notifier
 instances. A send that gets no slot in time, or past the budget, fails the attempt: the message stays queued.
@@ -169,7 +173,6 @@ class NotifyService:
         if not remaining:
             assert claim.link_expires_at is not None
             return _Sent(claim.link_expires_at)
-        submission = self.decrypt(record)
         pharmacy = self.get_pharmacy(record.pharmacy_id)
         now = self.clock()
         token = new_token()
@@ -186,9 +189,6 @@ class NotifyService:
         url = link_url(self.public_base_url, token)
         capped: list[str] = []
         for channel in remaining:
-            address = channel.address(submission.patient)
-            if address is None:
-                raise NotifyFailedError(f"no_{channel.address_field}")
             message = channel.template(
                 pharmacy_name=pharmacy.name,
                 url=url,
@@ -207,6 +207,10 @@ class NotifyService:
             try:
                 if pacer is not None:
                     pacer.acquire()
+                # One read per channel, audited by its send's event below or, when the attempt fails, by _failed's.
+                address = channel.address(self.decrypt(record).patient)
+                if address is None:
+                    raise NotifyFailedError(f"no_{channel.address_field}")
                 getattr(self.sender, channel.transport)(address, message)
             except Exception:
                 if cap is not None:  # not sent (no slot, provider error): the retry counts it again

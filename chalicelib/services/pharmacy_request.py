@@ -6,20 +6,34 @@ the pharmacy (active), consumes the nonce and writes the request's one audit eve
 whose store transaction carries the same authentication items). A failed authentication, before or at the
 commit, is audited as ``auth.failure`` and raised (401).
 
+Floods hit the flooder. A failure before the signature verified proves nothing about who sent it (anyone can send
+garbage, or claim a real key id): it is counted in one aggregate audit event per minute, client address, claimed
+actor and reason (``failures``), not written as an item of its own. A failure after it (revoked key, suspended pharmacy,
+replayed nonce) is one event. Past the signature, a key gets at most ``key_requests_per_second``: beyond, 429 with
+``Retry-After``, committed (nonce consumed, one ``rate_limited`` event) like every authenticated answer. Both carry
+the client address (security log: ``docs/data-lifecycle.md``).
+
 :class:`PharmacyGate` opens requests; use cases (submit, follow, resend) work on the
 :class:`PharmacyRequest` it returns, never on the grant's parts.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, NoReturn, Protocol, TypeVar
 
 from chalicelib.domain.json_body import load_json
 from chalicelib.domain.records import AuditEvent, AuthGrant, ResultRecord, is_plausible_id
-from chalicelib.errors import AuthenticationError, NotFoundError, UnsupportedMediaTypeError, ValidationError
+from chalicelib.errors import (
+    AuthenticationError,
+    NotFoundError,
+    RateLimitedError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+)
 from chalicelib.services.authn import KeyDirectory, Principal, SignedRequest, authenticate
 
 T = TypeVar("T")
@@ -31,6 +45,25 @@ class AuthCommits(Protocol):
     def commit_auth(self, grant: AuthGrant, audit: AuditEvent) -> None: ...
 
     def record_audit(self, event: AuditEvent) -> None: ...
+
+    def count_failure(self, event: AuditEvent) -> None: ...
+
+
+class KeyLimiter(Protocol):
+    """Counts a key's requests: 0 while within its rate, else the seconds to wait (``adapters/rate_limits.py``)."""
+
+    def retry_after(self, key_id: str, now: datetime) -> int: ...
+
+
+#: Failures found after the signature verified: the key's holder sent the request, each is one audit event.
+VERIFIED_FAILURES = frozenset({"revoked_key", "suspended_pharmacy", "replayed_nonce"})
+#: Outcomes of authenticated requests whose audit event records the client address (security log).
+ADDRESSED_OUTCOMES = frozenset({"rate_limited"})
+
+
+def failure_aggregate_id(minute: datetime, client_ip: str, actor: str, reason: str) -> str:
+    """The event id of the aggregate of one minute's failures from one address, claimed actor and reason."""
+    return hashlib.sha256(f"{minute.isoformat()}|{client_ip}|{actor}|{reason}".encode()).hexdigest()[:22]
 
 
 @dataclass
@@ -44,6 +77,7 @@ class PharmacyGate:
     allowed_authorities: frozenset[str] = frozenset()  # empty: whatever Host the client signed
     accept_test_key: bool = False  # the published test key (docs/signature-test-vectors.json): the local stack only
     observe: Callable[[Principal], None] | None = None  # told who is calling once authenticated (the request log)
+    limiter: KeyLimiter | None = None  # None: no per-key rate
 
     def open(self, request: SignedRequest, action: str, request_id: str | None) -> PharmacyRequest:
         """Verify the signature; the request, to be ended by one commit. AuthenticationError (audited) otherwise.
@@ -64,25 +98,38 @@ class PharmacyGate:
                 accept_test_key=self.accept_test_key,
             )
         except AuthenticationError as exc:
-            self.audit_failure(exc, action, request_id)
+            self.audit_failure(exc, action, request_id, request.client_ip)
             raise
         if self.observe is not None:
             self.observe(principal)
         assert nonces.nonce is not None
         grant = AuthGrant(principal.key_id, principal.pharmacy_id, nonces.nonce, nonces.expires_at)
-        return PharmacyRequest(request=request, grant=grant, action=action, request_id=request_id, gate=self)
+        opened = PharmacyRequest(request=request, grant=grant, action=action, request_id=request_id, gate=self)
+        wait = self.limiter.retry_after(principal.key_id, self.clock()) if self.limiter is not None else 0
+        if wait:
+            opened.commit("rate_limited", reason="key_rate")
+            raise RateLimitedError("too many requests for this key", retry_after=wait)
+        return opened
 
-    def audit_failure(self, exc: AuthenticationError, action: str, request_id: str | None) -> None:
-        self.store.record_audit(
-            AuditEvent(
-                actor=f"key:{exc.key_id}" if exc.key_id else "anonymous",
-                action="auth.failure",
-                outcome="denied",
-                reason=f"{action}:{exc.reason}",
-                at=self.clock(),
-                request_id=request_id,
-            )
+    def audit_failure(self, exc: AuthenticationError, action: str, request_id: str | None, client_ip: str) -> None:
+        """One event for a failure after the signature verified; else one more in the minute's aggregate."""
+        claimed = f"key:{exc.key_id}" if exc.key_id and exc.reason != "unknown_key" else "anonymous"
+        now = self.clock()
+        event = AuditEvent(
+            actor=claimed,
+            action="auth.failure",
+            outcome="denied",
+            reason=f"{action}:{exc.reason}",
+            at=now,
+            request_id=request_id,
+            client_ip=client_ip or None,
         )
+        if exc.reason in VERIFIED_FAILURES:
+            self.store.record_audit(event)
+            return
+        minute = now.replace(second=0, microsecond=0)
+        aggregate_id = failure_aggregate_id(minute, client_ip, claimed, str(event.reason))
+        self.store.count_failure(replace(event, at=minute, request_id=None, event_id=aggregate_id))
 
 
 @dataclass
@@ -111,6 +158,7 @@ class PharmacyRequest:
             reason=reason,
             at=self.gate.clock(),
             request_id=self.request_id,
+            client_ip=(self.request.client_ip or None) if outcome in ADDRESSED_OUTCOMES else None,
         )
 
     def commit(self, outcome: str, record: str | None = None, reason: str | None = None) -> None:
@@ -136,7 +184,7 @@ class PharmacyRequest:
             answer = write(self.grant, self.event(outcome, record, reason))
         except AuthenticationError as exc:
             self._committed = True
-            self.gate.audit_failure(exc, self.action, self.request_id)
+            self.gate.audit_failure(exc, self.action, self.request_id, self.request.client_ip)
             raise
         self._committed = True
         return answer

@@ -238,3 +238,13 @@ def test_a_request_signed_for_the_pinned_host_is_accepted(client, pharmacy, monk
 
     bootstrap.reset()
     assert post_result(client, pharmacy, distinctive_body()).status_code == 201
+
+
+def test_production_without_allowed_authorities_serves_no_pharmacy_request(client, pharmacy, monkeypatch):
+    monkeypatch.setenv("RELAIS_STAGE", "prod")
+    monkeypatch.delenv("RELAIS_ALLOWED_AUTHORITIES", raising=False)
+    bootstrap.reset()
+    response = post_result(client, pharmacy, distinctive_body())
+    assert response.status_code == 500
+    assert count_results() == 0
+    assert audit_events("result.create") == []

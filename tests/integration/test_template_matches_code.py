@@ -193,3 +193,127 @@ def test_queues_fit_their_consumers(merged):
     # The attempt budget is counted per result (NationalDelivery); the receive limit is only for copies that never
     # get to post (crashes, timeouts), so duplicates and "another copy is delivering" receives never reach it.
     assert national["RedrivePolicy"]["maxReceiveCount"] >= 3 * Settings.national_max_attempts
+
+
+# -- the code's metrics ↔ the decryption alarm (issue 11, item 12) ---------------------------------------------------
+class _RecordingMetrics:
+    """Stands for ``bootstrap.metrics()``: the names the code counts."""
+
+    def __init__(self) -> None:
+        self.counted: set[str] = set()
+
+    def count(self, name: str, value: float = 1) -> None:
+        self.counted.add(name)
+
+    def latency(self, name: str, seconds: float) -> None:
+        self.counted.add(name)
+
+    def flush(self) -> None:
+        pass
+
+
+def _alarm_excess(alarm: dict[str, Any], parameters: dict[str, Any], **values: float) -> float:
+    """The alarm's expression evaluated on ``values`` (one number per metric id), parameters at their defaults."""
+    import re
+
+    (expression,) = [m["Expression"]["Fn::Sub"] for m in alarm["Metrics"] if "Expression" in m]
+    for name, parameter in parameters.items():
+        expression = expression.replace(f"${{{name}}}", str(parameter["Default"]))
+    expression = re.sub(r"FILL\((\w+), 0\)", r"\1", expression)
+    assert re.fullmatch(r"[\w\s.*+()-]+", expression), expression
+    return float(eval(expression, {"__builtins__": {}}, values))  # the template's own arithmetic, checked above
+
+
+def test_the_decryption_alarm_compares_metrics_the_code_emits(aws, merged, client, pharmacy):
+    from chalicelib import bootstrap
+    from chalicelib.adapters.metrics import EmfMetrics
+    from tests.integration.helpers import distinctive_body, post_result
+
+    recorder = _RecordingMetrics()
+    bootstrap.override(metrics=recorder)
+    response = post_result(client, pharmacy, distinctive_body())
+    assert response.status_code == 201
+    bootstrap.vault().open(bootstrap.store().get_result(response.json_body["id"]))  # as every reader does
+
+    alarm = merged["Resources"]["DecryptionSpikeAlarm"]["Properties"]
+    watched = {m["Id"]: m["MetricStat"]["Metric"] for m in alarm["Metrics"] if "MetricStat" in m}
+    assert {i: m["MetricName"] for i, m in watched.items()} == {
+        "decrypted": "ResultDecrypted",
+        "accepted": "ResultAccepted",
+    }
+    assert {m["MetricName"] for m in watched.values()} <= recorder.counted
+    emf = EmfMetrics()._metrics  # the namespace and dimension the code's embedded metrics carry
+    for metric in watched.values():
+        assert metric["Namespace"] == emf.namespace
+        assert metric["Dimensions"] == [{"Name": "service", "Value": emf.service}]
+    assert alarm["AlarmActions"] == [{"Ref": "OperatorTopic"}]
+    assert "docs/operations.md#decryption-spike" in alarm["AlarmDescription"]
+
+
+def test_the_decryption_alarm_fires_past_the_multiple_of_accepted_results(merged):
+    alarm = merged["Resources"]["DecryptionSpikeAlarm"]["Properties"]
+    parameters = {k: v for k, v in merged["Parameters"].items() if k.startswith("Decryption")}
+    ratio, allowance = (
+        parameters[k]["Default"] for k in ("DecryptionsPerAcceptedResult", "DecryptionAllowancePerHour")
+    )
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert _alarm_excess(alarm, parameters, decrypted=ratio * 1000 + allowance, accepted=1000) == 0  # at the limit
+    assert _alarm_excess(alarm, parameters, decrypted=ratio * 1000 + allowance + 1, accepted=1000) > 0
+    assert _alarm_excess(alarm, parameters, decrypted=allowance + 1, accepted=0) > 0  # a night with nothing accepted
+
+
+# -- the code's routes ↔ the WAF's per-address rules (issue 11, item 5) ---------------------------------------------
+def _waf_rule_matches(rule: dict[str, Any], path: str) -> bool:
+    """Whether the rule's scope-down covers ``path``, its text transformations applied in order as WAF does."""
+    import re
+    from urllib.parse import unquote
+
+    match = rule["Statement"]["RateBasedStatement"]["ScopeDownStatement"]["RegexMatchStatement"]
+    transform = {"URL_DECODE": unquote, "LOWERCASE": str.lower, "NONE": str}
+    for step in sorted(match["TextTransformations"], key=lambda t: t["Priority"]):
+        path = transform[step["Type"]](path)
+    return re.search(match["RegexString"], path) is not None
+
+
+def _routes(prefix: str) -> list[tuple[str, str]]:
+    from app import app
+    from chalicelib.routes.methods import VIEW_PREFIX
+
+    return [
+        ("/api" + path.replace("{result_id}", "r" * 22), method)
+        for path, methods in app.routes.items()
+        for method in methods
+        if path.startswith(prefix) and not methods[method].view_name.startswith(VIEW_PREFIX)
+    ]
+
+
+#: Each per-address WAF rule, the code's routes it must cover, and ways of writing them that must not escape it.
+WAF_RULE_ROUTES = [
+    ("pharmacy-rate-limit", ("/v1/results",), ["/api/V1/Results", "/api/v1/%72esults/x", "/API/v1%2Fresults"]),
+    (
+        "patient-rate-limit",
+        ("/r", "/v1/patient/"),
+        ["/api/R", "/api/%72", "/api/V1/PATIENT/result", "/api/v1%2fpatient/"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("rule_name", "prefixes", "disguised"), WAF_RULE_ROUTES)
+def test_each_per_address_rule_covers_its_routes_however_their_path_is_written(merged, rule_name, prefixes, disguised):
+    rules = {r["Name"]: r for r in merged["Resources"]["WebAcl"]["Properties"]["Rules"]}
+    rule = rules[rule_name]
+    assert rule["Statement"]["RateBasedStatement"]["AggregateKeyType"] == "IP"
+    covered = [route for prefix in prefixes for route in _routes(prefix)]
+    assert covered, f"no route of the code under {prefixes}"
+    for path, method in covered:
+        assert _waf_rule_matches(rule, path), (method, path)
+    for path in disguised:
+        assert _waf_rule_matches(rule, path), path
+    other_prefixes = ("/v1/health", *(p for _, ps, _ in WAF_RULE_ROUTES if ps != prefixes for p in ps))
+    for path, _method in (route for prefix in other_prefixes for route in _routes(prefix)):
+        assert not _waf_rule_matches(rule, path), path
+
+
+def test_the_patient_page_throttles_name_the_codes_page_routes():
+    page_routes = {path.removeprefix("/api") for path, method in _routes("/r") if method == "GET"}
+    assert set(finishing.PATIENT_PAGE_PATHS) == page_routes

@@ -66,3 +66,24 @@ def test_intake_is_throttled_above_the_national_peak_bursts(packaged_template):
 
     assert (intake["ThrottlingRateLimit"], intake["ThrottlingBurstLimit"]) == INTAKE_THROTTLE
     assert intake["ThrottlingRateLimit"] >= 300  # several hundred per second at bursts (peak day 2022-01-10)
+
+
+# -- floods hit the flooder (issue 11, item 5) ----------------------------------------------------------------------
+def test_the_patient_side_is_throttled_for_the_peak_days_messages(packaged_template):
+    from chalicelib.config import Settings
+
+    settings = {(s["ResourcePath"], s["HttpMethod"]): s for s in _api(packaged_template)["MethodSettings"]}
+    messages_per_second = Settings.sms_per_second + Settings.email_per_second  # patients open links as they arrive
+    for key in [
+        ("/~1v1~1patient~1result", "POST"),
+        ("/~1r", "GET"),
+        ("/~1r~1result.css", "GET"),
+        ("/~1r~1result.js", "GET"),
+    ]:
+        assert settings[key]["ThrottlingRateLimit"] >= messages_per_second, key
+        assert settings[key]["ThrottlingBurstLimit"] >= 2 * messages_per_second, key
+
+
+def test_the_access_log_records_the_client_address(packaged_template):
+    access_log = json.loads(_api(packaged_template)["AccessLogSetting"]["Format"])
+    assert access_log["ip"] == "$context.identity.sourceIp"

@@ -71,3 +71,27 @@ def test_one_pharmacy_s_sms_cap_can_spend_at_most_a_tenth_of_the_monthly_budget(
         settings_from_env({**REQUIRED, **fits, "RELAIS_SMS_PER_PHARMACY_PER_DAY": "101"})
     no_budget = {"RELAIS_SMS_MONTHLY_BUDGET": "0", "RELAIS_SMS_PER_PHARMACY_PER_DAY": "50000"}
     assert settings_from_env({**REQUIRED, **no_budget}).sms_per_pharmacy_per_day == 50_000
+
+
+# -- allowed authorities (issue 11, item 7) --------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["https://api.relais.example", "api.relais.example/v1", "*.relais.example", "a,,b"])
+def test_allowed_authorities_must_be_host_names(value):
+    with pytest.raises(SettingsError, match="RELAIS_ALLOWED_AUTHORITIES must be host names"):
+        settings_from_env({**REQUIRED, "RELAIS_ALLOWED_AUTHORITIES": value})
+
+
+def test_allowed_authorities_are_lower_cased_hosts_with_optional_ports():
+    settings = settings_from_env({**REQUIRED, "RELAIS_ALLOWED_AUTHORITIES": "API.relais.example, 127.0.0.1:8000"})
+    assert settings.pinned_authorities() == {"api.relais.example", "127.0.0.1:8000"}
+
+
+def test_production_refuses_to_serve_pharmacies_without_allowed_authorities():
+    settings = settings_from_env({**REQUIRED, "RELAIS_STAGE": "prod"})  # the CLI reads such settings: no error yet
+    with pytest.raises(SettingsError, match="RELAIS_ALLOWED_AUTHORITIES is required in stage prod"):
+        settings.pinned_authorities()
+    pinned = settings_from_env({**REQUIRED, "RELAIS_STAGE": "prod", "RELAIS_ALLOWED_AUTHORITIES": "api.relais.example"})
+    assert pinned.pinned_authorities() == {"api.relais.example"}
+
+
+def test_other_stages_may_leave_the_authorities_open():
+    assert settings_from_env(REQUIRED).pinned_authorities() == frozenset()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from datetime import timedelta
 
@@ -55,7 +56,14 @@ class Statuses(Recorder):
 
 
 def make_service(
-    national, *, record: ResultRecord | None = None, decrypt=None, statuses=None, queue=None, max_attempts=8
+    national,
+    *,
+    record: ResultRecord | None = None,
+    decrypt=None,
+    statuses=None,
+    queue=None,
+    max_attempts=8,
+    audit=None,
 ):
     submission = parse_submission(valid_body(FIXED_NOW), now=FIXED_NOW)
     record = record or ResultRecord(
@@ -74,7 +82,7 @@ def make_service(
         national=national,
         statuses=statuses or Statuses(),
         queue=queue or Recorder(),
-        audit=lambda event: None,
+        audit=audit or (lambda event: None),
         metrics=Recorder(),
         clock=lambda: FIXED_NOW + timedelta(seconds=3),
         max_attempts=max_attempts,
@@ -260,3 +268,62 @@ def test_a_dead_letter_moved_by_sqs_has_no_invented_reason():
     attrs = {"reason": {"StringValue": "http-422:invalid"}, "attempts": {"StringValue": "1"}}
     by_relais = _describe({"Body": body, "MessageAttributes": attrs, "Attributes": {"SentTimestamp": "0"}})
     assert (by_relais["reason"], by_relais["moved_by"]) == ("http-422:invalid", "relais")
+
+
+# -- every decryption is audited, retries included (issue 11, item 10) ------------------------------------------------
+class AuditedReads:
+    """Counts the decryptions and records the audit events, in one timeline."""
+
+    def __init__(self, *, fail_audit: bool = False) -> None:
+        self.timeline: list[str] = []
+        self.fail_audit = fail_audit
+        self.submission = parse_submission(valid_body(FIXED_NOW), now=FIXED_NOW)
+
+    def decrypt(self, record: ResultRecord) -> Submission:
+        self.timeline.append("decrypt")
+        return self.submission
+
+    def audit(self, event) -> None:
+        if self.fail_audit:
+            raise DependencyUnavailableError("dynamodb")
+        self.timeline.append(f"{event.action}:{event.outcome}:{event.reason}")
+
+
+@pytest.mark.parametrize(
+    ("answer", "attempt", "event"),
+    [
+        (Answer(201), 1, "result.report:success:None"),
+        (Answer(503), 1, "result.report:retry:http-503"),
+        (Answer(503), 8, "result.report:failed:retries-exhausted:http-503"),
+        (Answer(422), 1, "result.report:failed:http-422"),
+    ],
+)
+def test_every_attempt_writes_one_audit_event_for_its_one_decryption(answer, attempt, event):
+    reads = AuditedReads()
+    service = make_service(FakeNational(answer), decrypt=reads.decrypt, audit=reads.audit)
+    with contextlib.suppress(RetryLater):
+        service.deliver(Delivery(RID, "rh", attempt))
+    assert reads.timeline == ["decrypt", event]
+
+
+def test_an_attempt_that_breaks_after_decrypting_still_audits_its_read():
+    class Broken:
+        def post_bundle(self, bundle):
+            raise ConnectionResetError
+
+    reads = AuditedReads()
+    with pytest.raises(ConnectionResetError):
+        make_service(Broken(), decrypt=reads.decrypt, audit=reads.audit).deliver(Delivery(RID, "rh", 1))
+    assert reads.timeline == ["decrypt", "result.report:retry:error:ConnectionResetError"]
+
+
+@pytest.mark.parametrize("answer", [Answer(201), Answer(503), Answer(422)])
+def test_an_attempt_whose_audit_cannot_be_written_fails_and_records_nothing(answer):
+    statuses, queue = Recorder(), Recorder()
+    reads = AuditedReads(fail_audit=True)
+    service = make_service(
+        FakeNational(answer), decrypt=reads.decrypt, audit=reads.audit, statuses=statuses, queue=queue
+    )
+    with pytest.raises(DependencyUnavailableError):
+        service.deliver(Delivery(RID, "rh", 1))
+    assert statuses.calls == [] and queue.calls == []  # the message comes back: sent and audited again

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from chalicelib.domain.records import AuditEvent, AuthGrant, ResultRecord
-from chalicelib.errors import AuthenticationError, NotFoundError, UnsupportedMediaTypeError, ValidationError
+from chalicelib.errors import (
+    AuthenticationError,
+    NotFoundError,
+    RateLimitedError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+)
 from chalicelib.services.authn import KeyRecord
 from chalicelib.services.pharmacy_request import PharmacyGate
 from tests.signing import new_keypair, sign, to_signed_request
@@ -25,6 +31,7 @@ RID = "r" * 24
 class FakeStore:
     commits: list[tuple[AuthGrant, AuditEvent]] = field(default_factory=list)
     audits: list[AuditEvent] = field(default_factory=list)
+    aggregates: list[AuditEvent] = field(default_factory=list)  # one per failure counted (same event_id: same item)
     refuse: str | None = None  # an AuthenticationError reason the commit raises
 
     def commit_auth(self, grant: AuthGrant, audit: AuditEvent) -> None:
@@ -34,6 +41,9 @@ class FakeStore:
 
     def record_audit(self, event: AuditEvent) -> None:
         self.audits.append(event)
+
+    def count_failure(self, event: AuditEvent) -> None:
+        self.aggregates.append(event)
 
 
 class FakeKeys:
@@ -84,9 +94,9 @@ def test_a_failed_signature_is_audited_and_nothing_is_committed():
     store = FakeStore()
     with pytest.raises(AuthenticationError):
         gate(store).open(signed(key_id="pk_unknown"), "result.create", "req-2")
-    assert store.commits == []
-    (event,) = store.audits
-    assert (event.actor, event.action, event.reason) == ("key:pk_unknown", "auth.failure", "result.create:unknown_key")
+    assert store.commits == [] and store.audits == []
+    (event,) = store.aggregates  # an unknown key proves nothing: counted, not one event of its own
+    assert (event.actor, event.action, event.reason) == ("anonymous", "auth.failure", "result.create:unknown_key")
 
 
 def test_a_commit_refused_for_authentication_is_audited_as_a_failure():
@@ -163,3 +173,91 @@ def test_the_caller_s_own_result_is_returned_without_committing():
     req = gate(store).open(signed(), "result.read", None)
     assert req.own_result(lambda rid: record(), RID).id == RID
     assert store.commits == []
+
+
+# -- floods hit the flooder (issue 11, item 5) ----------------------------------------------------------------------
+def _unsigned(client_ip: str):
+    request = signed()
+    headers = {k: v for k, v in request.headers.items() if k not in ("signature", "signature-input")}
+    return replace(request, headers=headers, client_ip=client_ip)
+
+
+def test_failures_before_the_signature_verified_are_counted_per_minute_address_and_reason():
+    store, clock = FakeStore(), [NOW]
+    flooded = PharmacyGate(store=store, keys=FakeKeys(), clock=lambda: clock[0])
+    for client_ip, seconds in (("203.0.113.7", 1), ("203.0.113.7", 59), ("198.51.100.2", 2), ("203.0.113.7", 61)):
+        clock[0] = NOW + timedelta(seconds=seconds)
+        with pytest.raises(AuthenticationError):
+            flooded.open(_unsigned(client_ip), "result.create", f"req-{seconds}")
+    assert store.audits == [] and store.commits == []
+    ids = [e.event_id for e in store.aggregates]
+    assert ids[0] == ids[1] and len(set(ids)) == 3  # one aggregate per minute and address
+    first = store.aggregates[0]
+    assert (first.actor, first.reason, first.client_ip, first.at) == (
+        "anonymous",
+        "result.create:missing_signature",
+        "203.0.113.7",
+        NOW,  # the minute
+    )
+    assert first.request_id is None
+
+
+def test_a_claimed_key_with_a_bad_signature_is_aggregated_under_that_key():
+    store = FakeStore()
+    request = replace(signed(), body=b'{"changed": true}', client_ip="203.0.113.7")
+    with pytest.raises(AuthenticationError):
+        gate(store).open(request, "result.create", "req-3")
+    (event,) = store.aggregates
+    assert (event.actor, event.reason) == ("key:pk_1", "result.create:digest_mismatch")
+
+
+def test_a_failure_after_the_signature_verified_is_one_event_with_the_address():
+    store = FakeStore(refuse="revoked_key")
+    req = gate(store).open(replace(signed(), client_ip="203.0.113.7"), "result.read", "req-4")
+    with pytest.raises(AuthenticationError):
+        req.commit("success", RID)
+    (event,) = store.audits
+    assert (event.actor, event.reason, event.client_ip, event.request_id) == (
+        "key:pk_1",
+        "result.read:revoked_key",
+        "203.0.113.7",
+        "req-4",
+    )
+    assert store.aggregates == []
+
+
+class FakeLimiter:
+    def __init__(self, *waits: int) -> None:
+        self.waits = list(waits)
+        self.keys: list[str] = []
+
+    def retry_after(self, key_id: str, now: datetime) -> int:
+        self.keys.append(key_id)
+        return self.waits.pop(0)
+
+
+def test_a_key_past_its_rate_gets_429_with_retry_after_and_the_answer_is_committed():
+    store, limiter = FakeStore(), FakeLimiter(0, 1)
+    limited = PharmacyGate(store=store, keys=FakeKeys(), clock=lambda: NOW, limiter=limiter)
+    limited.open(replace(signed(), client_ip="203.0.113.7"), "result.read", "req-5").commit("success", RID)
+    with pytest.raises(RateLimitedError) as error:
+        limited.open(replace(signed(), client_ip="203.0.113.7"), "result.read", "req-6")
+    assert error.value.retry_after == 1
+    assert limiter.keys == ["pk_1", "pk_1"]
+    (_, served), (grant, refused) = store.commits  # the nonce is consumed, the 429 audited
+    assert (refused.actor, refused.outcome, refused.reason, refused.request_id, refused.client_ip) == (
+        "key:pk_1",
+        "rate_limited",
+        "key_rate",
+        "req-6",
+        "203.0.113.7",  # a refusal's address is in the security log; a served request's is not
+    )
+    assert (served.outcome, served.client_ip, grant.key_id) == ("success", None, "pk_1")
+
+
+def test_a_failed_signature_is_not_counted_against_the_key():
+    limiter = FakeLimiter()
+    limited = PharmacyGate(store=FakeStore(), keys=FakeKeys(), clock=lambda: NOW, limiter=limiter)
+    with pytest.raises(AuthenticationError):
+        limited.open(replace(signed(), body=b"{}x"), "result.create", "req-7")
+    assert limiter.keys == []  # the limit is the verified key's, so nobody can spend another's
