@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from pynamodb.exceptions import PynamoDBConnectionError, TransactWriteError, UpdateError
+from pynamodb.exceptions import PynamoDBConnectionError, PynamoDBException, TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
@@ -24,6 +24,19 @@ Progress = Callable[[int, int], None]
 
 #: The service's code of a write refused by its condition.
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+def error_code(exc: PynamoDBException) -> str | None:
+    """The service's error code behind ``exc`` (``ConditionalCheckFailedException``…); None when no answer came.
+
+    pynamodb's ``cause_response_code`` raises AttributeError when the cause is a transport error (a botocore read
+    timeout is also a ``requests`` exception, whose ``response`` is None): a timeout must stay a 503, not a 500.
+    """
+    response = getattr(exc.cause, "response", None)
+    if not isinstance(response, dict):
+        return None
+    code = response.get("Error", {}).get("Code")
+    return code if isinstance(code, str) else None
 
 
 @contextmanager
@@ -42,7 +55,7 @@ def update_if(item: Model, actions: list[Action], condition: Condition) -> bool:
         try:
             item.update(actions=actions, condition=condition)
         except UpdateError as exc:
-            if exc.cause_response_code == _CONDITION_FAILED:
+            if error_code(exc) == _CONDITION_FAILED:
                 return False
             raise
     return True

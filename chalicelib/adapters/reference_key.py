@@ -22,7 +22,7 @@ from datetime import datetime
 
 from pynamodb.exceptions import PutError
 
-from chalicelib.adapters.dynamodb import dynamodb_errors
+from chalicelib.adapters.dynamodb import dynamodb_errors, error_code
 from chalicelib.adapters.tables import SealedKeyItem
 from chalicelib.domain.records import reference_digest
 from chalicelib.services.ports import Envelope
@@ -70,7 +70,7 @@ class ReferenceKey:
             try:
                 item.save(condition=SealedKeyItem.pk.does_not_exist())
             except PutError as exc:
-                if exc.cause_response_code != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 opened = self._open()
                 assert opened is not None, "a sealed key that exists opens"

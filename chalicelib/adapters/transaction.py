@@ -39,7 +39,7 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
-from chalicelib.adapters.dynamodb import dynamodb_errors
+from chalicelib.adapters.dynamodb import dynamodb_errors, error_code
 from chalicelib.deadline import seconds_left
 
 #: Tries of one transaction when it conflicts with another one or is throttled; then 503.
@@ -110,11 +110,12 @@ class Transaction:
                     return True
                 except TransactWriteError as exc:
                     self._reasons = [reason.code if reason else None for reason in exc.cancellation_reasons or []]
-                    in_progress = exc.cause_response_code == _IN_PROGRESS
+                    code = error_code(exc)
+                    in_progress = code == _IN_PROGRESS
                     if self._reasons:
                         transient = _CONFLICT in self._reasons or _THROTTLED in self._reasons
                     else:
-                        transient = in_progress or exc.cause_response_code in _TRANSIENT
+                        transient = in_progress or code in _TRANSIENT
                     if not in_progress:
                         token = uuid.uuid4().hex  # a try that ended: the next one is a new request
                     pause = self._jitter() * min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)

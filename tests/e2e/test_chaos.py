@@ -70,10 +70,16 @@ def _submit(stack, pharmacy, i: int, answers: Counter) -> str:
         answers[answer.status_code] += 1
         if answer.status_code in (200, 201):
             return str(answer.json()["id"])
-        assert answer.status_code in (503, 429), (answer.status_code, answer.text)
+        errors = [] if answer.status_code in (503, 429) else _error_lines(stack)
+        assert answer.status_code in (503, 429), (answer.status_code, answer.text, errors)
         assert answer.headers.get("Retry-After"), "a 503 or 429 always says when to retry"
         time.sleep(min(float(answer.headers["Retry-After"]), 2.0))
     raise AssertionError("still refused after 20 tries")
+
+
+def _error_lines(stack) -> list[str]:
+    """The stack's error log lines (codes, types and places only: the logs hold no personal data)."""
+    return [line for line in stack.log_text().splitlines() if '"level":"ERROR"' in line][-5:]
 
 
 def _statuses(stack) -> dict[str, tuple[str, str]]:

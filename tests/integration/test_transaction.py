@@ -218,3 +218,22 @@ def test_other_failures_are_a_503_at_once(state, monkeypatch):
         tx.commit()
 
     assert len(sent) == 1
+
+
+def test_a_read_timeout_past_the_sdk_s_retries_is_a_503_not_a_500(state, monkeypatch):
+    """A transport error has no service answer: pynamodb's ``cause_response_code`` raised AttributeError on it."""
+    from botocore.client import BaseClient
+    from botocore.exceptions import ReadTimeoutError
+
+    from chalicelib.adapters.dynamodb import update_if
+
+    def timed_out(self: Any, operation_name: str, params: dict[str, Any]) -> Any:
+        raise ReadTimeoutError(endpoint_url="http://dynamodb")
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", timed_out)
+    tx = Transaction(Connection(region=REGION), sleep=lambda s: None)
+    tx.put("reference", StateItem(pk="fresh", expires_at=EXPIRES), condition=StateItem.pk.does_not_exist())
+    with pytest.raises(DependencyUnavailableError):
+        tx.commit()
+    with pytest.raises(DependencyUnavailableError):
+        update_if(StateItem(pk="counter"), [StateItem.n.add(1)], StateItem.n.does_not_exist())
