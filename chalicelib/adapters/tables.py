@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pynamodb.attributes import (
     BinaryAttribute,
     ListAttribute,
+    MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
     UTCDateTimeAttribute,
@@ -129,6 +130,12 @@ def usage_key(pharmacy_id: str, month: str) -> str:
     return f"usage#{pharmacy_id}#{month}"
 
 
+def withdrawn_key(pharmacy_id: str, month: str) -> str:
+    """State table: results of one pharmacy and month withdrawn (recorded in error) on the day they were received,
+    hence taken out of its usage count, over ``counter_shards``."""
+    return f"withdrawn#{pharmacy_id}#{month}"
+
+
 def quota_key(pharmacy_id: str, day: str) -> str:
     """State table: the results of one pharmacy on one UTC day (``YYYY-MM-DD``), over ``counter_shards``."""
     return f"quota#{pharmacy_id}#{day}"
@@ -181,6 +188,15 @@ class PendingNationalIndex(GlobalSecondaryIndex["ResultItem"]):  # type: ignore[
     received_at = UnicodeAttribute(range_key=True)
 
 
+class CorrectionMap(MapAttribute[str, object]):
+    """One correction of a result (``domain.records.Correction``): opaque codes only."""
+
+    version = NumberAttribute()
+    reason = UnicodeAttribute()
+    at = UTCDateTimeAttribute()
+    reference = UnicodeAttribute()
+
+
 class ResultItem(Model):
     """Results table, ``id`` = the opaque result id. The stream (keys only) feeds the queues."""
 
@@ -207,6 +223,13 @@ class ResultItem(Model):
     patient_status = UnicodeAttribute(default="not_requested")
     patient_sent_at = UTCDateTimeAttribute(null=True)
     link_expires_at = UTCDateTimeAttribute(null=True)
+    # Corrections (contract §8): ``payload`` is the current version's ciphertext; the earlier versions' stay in
+    # ``earlier_payloads`` (version 1 first) until the item's retention ends or it is erased.
+    version = NumberAttribute(default=1)
+    withdrawn_at = UTCDateTimeAttribute(null=True)
+    corrections = ListAttribute(of=CorrectionMap, null=True)
+    earlier_payloads = ListAttribute(of=BinaryAttribute, null=True)
+    national_version = NumberAttribute(default=0)  # the latest version the national system acknowledged
 
 
 class AuditByDayIndex(GlobalSecondaryIndex["AuditItem"]):  # type: ignore[no-untyped-call]

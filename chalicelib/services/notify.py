@@ -23,13 +23,13 @@ instances. A send that gets no slot in time, or past the budget, fails the attem
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from chalicelib.domain.channels import channel_spec
 from chalicelib.domain.links import Link, SupersededError, link_expiry, new_token, token_hash
-from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, link_url
+from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, MessageKind, link_url
 from chalicelib.domain.model import Submission
 from chalicelib.domain.records import AuditEvent, Pharmacy, ResultRecord, new_id
 from chalicelib.errors import (
@@ -68,12 +68,14 @@ class Links(Protocol):
     def acquire_claim(self, result_id: str, generation: int, *, lease_seconds: int, keep_until: int) -> ClaimView: ...
 
     def record_send(
-        self, result_id: str, generation: int, channel: str, link_expires_at: datetime, audit: AuditEvent
+        self, result_id: str, generation: int, channel: str, link_expires_at: datetime | None, audit: AuditEvent
     ) -> None: ...
 
     def release_claim(self, result_id: str, generation: int) -> None: ...
 
-    def finish(self, result_id: str, generation: int, *, sent_at: datetime, link_expires_at: datetime) -> None: ...
+    def finish(
+        self, result_id: str, generation: int, *, sent_at: datetime, link_expires_at: datetime | None
+    ) -> None: ...
 
     def mark_failed(self, result_id: str, generation: int) -> None: ...
 
@@ -140,26 +142,30 @@ class NotifyService:
             raise NotifyFailedError(_code(exc)) from None
         return "sent"
 
-    def _send(self, record: ResultRecord, generation: int, claim: ClaimView) -> datetime:
+    def _send(self, record: ResultRecord, generation: int, claim: ClaimView) -> datetime | None:
+        """Send on every channel not sent yet; the link's expiry (None: a withdrawal's message has no link)."""
         # Every channel is looked up before anything is issued or sent: an unknown one fails the attempt.
         remaining = [channel_spec(c) for c in record.channels if c not in claim.sent]
         if not remaining:
-            assert claim.link_expires_at is not None
             return claim.link_expires_at
         pharmacy = self.get_pharmacy(record.pharmacy_id)
         now = self.clock()
-        token = new_token()
+        kind = message_kind(record)
         link = Link(
             link_id=new_id(16),
-            token_hash=token_hash(token),
+            token_hash="",
             result_id=record.id,
             pharmacy_id=record.pharmacy_id,
             generation=generation,
             created_at=now,
             expires_at=link_expiry(now, self.link_ttl_hours),
         )
-        self.links.put_link(link)
-        url = link_url(self.public_base_url, token)
+        url = ""
+        if kind != "withdrawn":
+            token = new_token()
+            link = replace(link, token_hash=token_hash(token))
+            self.links.put_link(link)
+            url = link_url(self.public_base_url, token)
         for channel in remaining:
             message = channel.template(
                 pharmacy_name=pharmacy.name,
@@ -167,6 +173,7 @@ class NotifyService:
                 expires_at=link.expires_at,
                 ttl_hours=self.link_ttl_hours,
                 lang=self.language,
+                kind=kind,
             )
             pacer = self.pacers.get(channel.name)
             if pacer is not None:
@@ -180,7 +187,7 @@ class NotifyService:
                 record.id,
                 generation,
                 channel.name,
-                link.expires_at,
+                link.expires_at if url else None,
                 AuditEvent(
                     actor=ACTOR,
                     action=ACTION,
@@ -188,10 +195,10 @@ class NotifyService:
                     at=self.clock(),
                     record=record.id,
                     pharmacy_id=record.pharmacy_id,
-                    reason=f"{channel.name}:link:{link.link_id}",
+                    reason=f"{channel.name}:link:{link.link_id}" if url else f"{channel.name}:{kind}",
                 ),
             )
-        return link.expires_at
+        return link.expires_at if url else None
 
     def _failed(self, record: ResultRecord, generation: int, attempt: int, exc: Exception) -> None:
         """Best effort bookkeeping of a failed attempt: release the lease, audit, and on the last one fail."""
@@ -216,6 +223,13 @@ class NotifyService:
                 step()
             except Exception:  # noqa: S112 - the original failure is what the queue must see
                 continue
+
+
+def message_kind(record: ResultRecord) -> MessageKind:
+    """What the patient is told for the result as it stands: withdrawn (no link), corrected, or ready."""
+    if record.withdrawn:
+        return "withdrawn"
+    return "corrected" if record.corrections else "ready"
 
 
 def _code(exc: Exception) -> str:
