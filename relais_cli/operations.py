@@ -184,7 +184,8 @@ def _reported(ctx: Context) -> Any:
 
 
 def dlq_list(args: argparse.Namespace, ctx: Context, out: Output) -> None:
-    """``relais dlq list [--queue national|notify]`` → ``[{"result_id", "reason", "attempts", "age_seconds"}]``."""
+    """``relais dlq list [--queue national|notify]`` → ``[{"result_id", "reason", "attempts", "version",
+    "age_seconds"}]``."""
     queue, _ = _queue(ctx, args.queue)
     letters = queue.dead_letters(is_moot=_reported(ctx) if args.queue == "national" else None)
     out.result(
@@ -192,7 +193,7 @@ def dlq_list(args: argparse.Namespace, ctx: Context, out: Output) -> None:
         lambda data: (
             "\n".join(
                 f"{d['result_id']}  {d['reason'] or 'no reason (moved by SQS after its receive limit)'}"
-                f"  attempts={d['attempts']}  age={d['age_seconds']}s"
+                f"  attempts={d['attempts']}  version={d['version']}  age={d['age_seconds']}s"
                 for d in data
             )
             or f"no dead letter in the {args.queue} queue"

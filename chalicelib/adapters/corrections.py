@@ -21,6 +21,7 @@ from chalicelib.adapters.tables import (
     CorrectionMap,
     ResultItem,
     StateItem,
+    at_version,
     counter_shard,
     epoch_seconds,
     pending_key,
@@ -63,21 +64,20 @@ class CorrectionStore:
             ResultItem.pending_national.set(pending_key(record.id)),
             ResultItem.national_attempts.set(0),
             ResultItem.national_failure.remove(),
-            ResultItem.national_requeued_at.remove(),
+            # Reconciliation queues it again only if it is still pending a threshold after the correction: the
+            # correction queues it itself, and a lost message is found like any other.
+            ResultItem.national_requeued_at.set(correction.at),
             ResultItem.patient_status.set(change.patient_status),
         ]
         if change.withdrawn:
             actions.append(ResultItem.withdrawn_at.set(correction.at))
         tx = self._store.authenticated(grant)
         tx.put("audit", audit_item(audit, self._audit_retention_days))
-        same_version = ResultItem.version == record.version
-        if record.version == 1:  # items stored before corrections existed have no version: they are version 1
-            same_version = same_version | ResultItem.version.does_not_exist()
         tx.update(
             "result",
             ResultItem(id=record.id),
             actions=actions,
-            condition=ResultItem.id.exists() & ResultItem.erased_at.does_not_exist() & same_version,
+            condition=ResultItem.id.exists() & ResultItem.erased_at.does_not_exist() & at_version(record.version),
         )
         next_generation(tx, record.id, change.previous_generation, record.expires_at)
         if change.unbill:

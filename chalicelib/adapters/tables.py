@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from typing import Any
 
 from pynamodb.attributes import (
     BinaryAttribute,
@@ -230,6 +231,13 @@ class ResultItem(Model):
     corrections = ListAttribute(of=CorrectionMap, null=True)
     earlier_payloads = ListAttribute(of=BinaryAttribute, null=True)
     national_version = NumberAttribute(default=0)  # the latest version the national system acknowledged
+
+
+def at_version(version: int) -> Any:
+    """The condition that a result is at ``version`` (items stored before corrections existed have no ``version``
+    attribute: they are version 1)."""
+    same = ResultItem.version == version
+    return same | ResultItem.version.does_not_exist() if version == 1 else same
 
 
 class AuditByDayIndex(GlobalSecondaryIndex["AuditItem"]):  # type: ignore[no-untyped-call]

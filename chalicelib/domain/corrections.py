@@ -23,7 +23,7 @@ from typing import Final, Literal
 
 from chalicelib.domain.model import Patient, Submission, TestInfo, TestResult
 from chalicelib.domain.records import Correction
-from chalicelib.errors import ConflictError
+from chalicelib.errors import ConflictError, RelaisError
 
 Reason = Literal["wrong_result", "wrong_patient", "wrong_test", "entered_in_error"]
 #: The reason that withdraws the result: it carries no other field.
@@ -42,6 +42,10 @@ class ResultWithdrawnError(ConflictError):
 
 class CorrectionReferenceConflictError(ConflictError):
     """The ``correction_reference`` was already used on this result for another correction (HTTP 409)."""
+
+
+class VersionSupersededError(RelaisError):
+    """A correction made a later version while an earlier one was being delivered: that one is now due instead."""
 
 
 @dataclass(frozen=True)

@@ -499,6 +499,8 @@ def test_a_stored_result_keeps_only_opaque_ids_and_statuses_in_clear(client, pha
         "national_status",
         "pending_national",
         "national_attempts",
+        "national_version",
+        "version",
         "patient_status",
     }
     assert item["pharmacy_reference"] == {"S": "REF-CLEAR-1"}
