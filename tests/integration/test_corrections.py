@@ -115,12 +115,17 @@ def test_an_invalid_correction_is_400_and_changes_nothing(patient_env):
 def test_a_correction_revokes_the_old_link_and_sends_a_new_one(patient_env):
     client, actor = patient_env["client"], patient_env["pharmacy"]
     rid, old = notified_token(actor)
+    assert json.loads(view(client, old).body)["corrected_at"] is None
     assert correct(client, actor, rid, positive()).status_code == 202
     assert view(client, old).status_code == 404
+    assert "corrigé" in sent_sms()[-1][1]
     new = token_in(sent_sms()[-1][1])
     shown = view(client, new)
     assert shown.status_code == 200
-    assert json.loads(shown.body)["test"]["result"] == "positive"
+    answer = json.loads(shown.body)
+    assert answer["test"]["result"] == "positive"
+    corrections = json.loads(get_result(client, actor, rid).body)["corrections"]
+    assert answer["corrected_at"] == corrections[-1]["at"]
 
 
 def test_a_withdrawal_revokes_every_link_and_refuses_further_corrections(patient_env):
