@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,7 @@ from chalicelib.domain.corrections import (
     check_window,
     earlier_use,
 )
+from chalicelib.domain.json_body import canonical_json
 from chalicelib.domain.records import AuditEvent, AuthGrant, Correction, ResultRecord
 from chalicelib.domain.validation import parse_correction, parse_submission
 from chalicelib.errors import ValidationError
@@ -246,3 +248,63 @@ def test_a_withdrawn_result_takes_no_further_correction():
     assert results.commits[0].unbill  # withdrawn on the day it was received
     with pytest.raises(ResultWithdrawnError):
         svc.correct(signed(body(correction_reference="C-2")), RID)
+
+
+class LostRace(Exception):
+    """The store's "another correction committed first"."""
+
+
+def racing_service(interloper_body: dict[str, Any]) -> tuple[CorrectionService, FakeResults, FakeStore]:
+    """A service whose first commit loses to another request's correction ``interloper_body``, committed in between
+    (what a concurrent request on the same result does between this one's read and its commit)."""
+    svc, results, store, _ = service()
+    svc.version_conflict = LostRace
+    commit = results.commit_correction
+    raced: list[bool] = []
+
+    def commit_after_the_interloper(grant, audit, record, change):
+        if not raced:
+            raced.append(True)
+            other = NextVersion(
+                ciphertext=svc.vault.seal(
+                    RID,
+                    "ph_1",
+                    svc.vault.open(record).submission,
+                    "sha",
+                    version=2,
+                    correction_sha256=hashlib.sha256(canonical_json(interloper_body)).hexdigest(),
+                ),
+                correction=Correction(2, interloper_body["reason"], FIXED_NOW, interloper_body["correction_reference"]),
+                withdrawn=False,
+                patient_status="pending",
+                previous_generation=0,
+                unbill=False,
+            )
+            results.record = replace(
+                record,
+                version=2,
+                ciphertext=other.ciphertext,
+                earlier_ciphertexts=(record.ciphertext,),
+                corrections=(other.correction,),
+            )
+            raise LostRace
+        commit(grant, audit, record, change)
+
+    results.commit_correction = commit_after_the_interloper  # type: ignore[method-assign]
+    return svc, results, store
+
+
+def test_a_correction_that_loses_a_race_is_made_again_on_the_version_that_won():
+    svc, results, store = racing_service({"correction_reference": "C-0", "reason": "wrong_test", "result": "invalid"})
+    answer = svc.correct(signed(body()), RID)
+    assert (answer.version, answer.created) == (3, True)
+    assert [c.reference for c in results.record.corrections] == ["C-0", "C-1"]
+    assert [e.outcome for _, e in store.commits] == ["success"]  # one commit, one audit event
+
+
+def test_the_same_correction_racing_itself_answers_the_winners_version():
+    same = {"correction_reference": "C-1", "reason": "wrong_result", "result": "positive"}
+    svc, _, store = racing_service(same)
+    answer = svc.correct(signed(body()), RID)
+    assert (answer.version, answer.created) == (2, False)
+    assert [e.outcome for _, e in store.commits] == ["duplicate"]
