@@ -141,6 +141,9 @@ def test_a_withdrawal_revokes_every_link_and_refuses_further_corrections(patient
     assert followed["withdrawn"] is True and followed["corrections"][0]["reason"] == "entered_in_error"
     later = correct(client, actor, rid, positive("C-9"))
     assert later.status_code == 409
+    path = f"/v1/results/{rid}/resend"
+    resent = client.http.post(path, body=b"{}", headers=signed_headers(actor, "POST", path, b"{}"))
+    assert resent.status_code == 409 and len(sent_sms()) == sent_before + 1
 
 
 def test_a_correction_needs_no_message_when_the_patient_asked_for_none(patient_env):
