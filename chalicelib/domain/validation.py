@@ -646,7 +646,7 @@ def parse_correction(
     raw: object,
     *,
     now: datetime,
-    notify: tuple[Channel, ...],
+    notify: tuple[str, ...],
     known_device_ids: frozenset[str] | None = None,
 ) -> CorrectionRequest:
     """Validate a decoded ``POST /v1/results/{id}/correction`` body (``domain/corrections.py``).
@@ -677,7 +677,8 @@ def parse_correction(
         if "result" in given:
             result = _parse_choice(body.get("result"), "result", _TEST_RESULTS, errors)
         if "patient" in given:
-            patient = _parse_patient(body.get("patient"), now=now, notify=notify, errors=errors)
+            channels = tuple(channel for channel in map(parse_channel, notify) if channel is not None)
+            patient = _parse_patient(body.get("patient"), now=now, notify=channels, errors=errors)
         if "test" in given:
             test = _parse_test(
                 body.get("test"), now=now, known_device_ids=known_device_ids, errors=errors, max_age=CORRECTION_WINDOW

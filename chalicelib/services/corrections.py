@@ -106,7 +106,7 @@ class CorrectionService:
             if again is not None:
                 return again
             try:
-                correction = parse_correction(raw, now=self.clock(), notify=record.channels)  # type: ignore[arg-type]
+                correction = parse_correction(raw, now=self.clock(), notify=record.channels)
             except ValidationError as exc:
                 req.reject(exc, result_id)
             change = self._next_version(req, record, correction, body_sha256)
@@ -118,11 +118,7 @@ class CorrectionService:
                     reason=f"{correction.reason}:v{change.correction.version}",
                 )
             except self.version_conflict:
-                fresh = self.get_result(result_id)
-                if fresh is None:  # erased meanwhile
-                    req.own_result(lambda _id: None, result_id)
-                assert fresh is not None
-                record = fresh
+                record = req.own_result(self.get_result, result_id)  # the version that won (404 if erased)
                 continue
             self._after(record, change)
             return Corrected(result_id, change.correction.version, created=True)

@@ -23,7 +23,7 @@ instances. A send that gets no slot in time, or past the budget, fails the attem
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -151,26 +151,26 @@ class NotifyService:
         pharmacy = self.get_pharmacy(record.pharmacy_id)
         now = self.clock()
         kind = message_kind(record)
-        link = Link(
-            link_id=new_id(16),
-            token_hash="",
-            result_id=record.id,
-            pharmacy_id=record.pharmacy_id,
-            generation=generation,
-            created_at=now,
-            expires_at=link_expiry(now, self.link_ttl_hours),
-        )
-        url = ""
+        expires = link_expiry(now, self.link_ttl_hours)
+        url, sent = "", str(kind)  # a withdrawal's message has no link
         if kind != "withdrawn":
             token = new_token()
-            link = replace(link, token_hash=token_hash(token))
+            link = Link(
+                link_id=new_id(16),
+                token_hash=token_hash(token),
+                result_id=record.id,
+                pharmacy_id=record.pharmacy_id,
+                generation=generation,
+                created_at=now,
+                expires_at=expires,
+            )
             self.links.put_link(link)
-            url = link_url(self.public_base_url, token)
+            url, sent = link_url(self.public_base_url, token), f"link:{link.link_id}"
         for channel in remaining:
             message = channel.template(
                 pharmacy_name=pharmacy.name,
                 url=url,
-                expires_at=link.expires_at,
+                expires_at=expires,
                 ttl_hours=self.link_ttl_hours,
                 lang=self.language,
                 kind=kind,
@@ -187,7 +187,7 @@ class NotifyService:
                 record.id,
                 generation,
                 channel.name,
-                link.expires_at if url else None,
+                expires if url else None,
                 AuditEvent(
                     actor=ACTOR,
                     action=ACTION,
@@ -195,10 +195,10 @@ class NotifyService:
                     at=self.clock(),
                     record=record.id,
                     pharmacy_id=record.pharmacy_id,
-                    reason=f"{channel.name}:link:{link.link_id}" if url else f"{channel.name}:{kind}",
+                    reason=f"{channel.name}:{sent}",
                 ),
             )
-        return link.expires_at if url else None
+        return expires if url else None
 
     def _failed(self, record: ResultRecord, generation: int, attempt: int, exc: Exception) -> None:
         """Best effort bookkeeping of a failed attempt: release the lease, audit, and on the last one fail."""
