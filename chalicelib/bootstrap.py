@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from chalicelib.adapters.metrics import EmfMetrics
     from chalicelib.adapters.national_client import NationalClient
     from chalicelib.adapters.national_status import NationalStatusStore
-    from chalicelib.adapters.pacing import AccountPacer
+    from chalicelib.adapters.pacing import AccountPacer, PharmacyDailyCap
     from chalicelib.adapters.queues import WorkQueue
+    from chalicelib.adapters.reference_key import ReferenceKey
     from chalicelib.adapters.registry import Registry
     from chalicelib.adapters.results_store import DynamoStore
     from chalicelib.services.authn import Principal
@@ -256,9 +257,20 @@ def results_service() -> ResultsService:
         pharmacies=pharmacies(),
         vault=vault(),
         clock=clock,
+        reference_digest=reference_key().digest,
         daily_quota_default=s.daily_quota_default,
         retention_days=s.result_retention_days,
+        sms_extra_regions=s.sms_extra_region_codes,
     )
+
+
+@component
+def reference_key() -> ReferenceKey:
+    """The stage's secret for the keyed hashes of pharmacy references, opened once per process."""
+    from chalicelib.adapters.reference_key import ReferenceKey
+
+    _bind()
+    return ReferenceKey(envelope(), clock)
 
 
 # -- national delivery -----------------------------------------------------------------------------
@@ -361,6 +373,7 @@ def notify_service() -> NotifyService:
         public_base_url=s.public_base_url,
         link_ttl_hours=s.link_ttl_hours,
         pacers=pacers(),
+        caps=pharmacy_caps(),
     )
 
 
@@ -380,6 +393,15 @@ def pacers() -> dict[str, AccountPacer]:
         "sms": AccountPacer("sms", s.sms_per_second, s.sms_monthly_budget, on_count=budget_used),
         "email": AccountPacer("email", s.email_per_second, s.email_monthly_budget, on_count=budget_used),
     }
+
+
+@component
+def pharmacy_caps() -> dict[str, PharmacyDailyCap]:
+    """The per-pharmacy daily cap of each capped channel (SMS): what one pharmacy's key can make Relais send."""
+    from chalicelib.adapters.pacing import PharmacyDailyCap
+
+    _bind()
+    return {"sms": PharmacyDailyCap("sms", settings().sms_per_pharmacy_per_day, clock)}
 
 
 def _enqueue_notify(result_id: str, generation: int) -> None:
@@ -427,6 +449,8 @@ def correction_service() -> CorrectionService:
         metrics=metrics(),
         clock=clock,
         version_conflict=VersionConflictError,
+        sms_extra_regions=settings().sms_extra_region_codes,
+        reference_digest=reference_key().digest,
     )
 
 

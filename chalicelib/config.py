@@ -57,6 +57,9 @@ class Settings:
     # patient notification and result page
     link_ttl_hours: int = 72
     sms_sender_id: str = "Relais"
+    # where an SMS may go: France (metropolitan and overseas, domain/validation.py) plus these ISO 3166-1 alpha-2
+    # regions, comma-separated (a stage that must reach patients abroad; each SMS abroad costs up to ten times more)
+    sms_extra_regions: str = ""
     email_sender: str = "resultats@relais.example"
     ses_configuration_set: str = ""
     patient_lock_attempts: int = 5
@@ -68,6 +71,9 @@ class Settings:
     # to them (AWS starts accounts at 20 SMS/s and 14 e-mails/s).
     sms_per_second: int = 400
     sms_monthly_budget: int = 3_000_000
+    # SMS per pharmacy and UTC day (all its keys): past it no SMS is sent for that pharmacy until midnight UTC. At
+    # most a tenth of the monthly budget over 31 days (checked at start): one key never spends the account's budget.
+    sms_per_pharmacy_per_day: int = 2000
     email_per_second: int = 100
     email_monthly_budget: int = 0
     # the function's own timeout (set per function by the template): AWS clients' timeouts fit in it
@@ -77,6 +83,10 @@ class Settings:
         """The Host values a pharmacy may sign for (``"@authority"``); SettingsError in a stage of
         :data:`PINNED_STAGES` without them, so that its pharmacy API refuses to serve."""
         return check_authorities(self.stage, self.allowed_authorities)
+
+    @property
+    def sms_extra_region_codes(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.sms_extra_regions.split(",") if r.strip())
 
 
 #: Stages whose pharmacy API refuses to run without ``allowed_authorities`` (the template's ``Rules`` refuse to
@@ -144,6 +154,15 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             raise SettingsError(f"{_ENV_PREFIX}{name.upper()} must be between {low} and {high}")
     check_explanations(settings.stage, settings.explain_auth_failures)
     _check_sms_link(settings.public_base_url)
+    if settings.sms_monthly_budget > 0 and settings.sms_per_pharmacy_per_day * 31 * 10 > settings.sms_monthly_budget:
+        raise SettingsError(
+            f"{_ENV_PREFIX}SMS_PER_PHARMACY_PER_DAY over 31 days must be at most a tenth of "
+            f"{_ENV_PREFIX}SMS_MONTHLY_BUDGET (one pharmacy's key must not be able to spend the account's SMS budget)"
+        )
+    if not all(_REGION.fullmatch(code) for code in settings.sms_extra_region_codes):
+        raise SettingsError(
+            f"{_ENV_PREFIX}SMS_EXTRA_REGIONS must list ISO 3166-1 alpha-2 codes in upper case, comma-separated (BE,CH)"
+        )
     return settings
 
 
@@ -159,6 +178,9 @@ def _check_sms_link(public_base_url: str) -> None:
         raise SettingsError(f"{_ENV_PREFIX}PUBLIC_BASE_URL {exc}") from None
 
 
+_REGION = re.compile(r"[A-Z]{2}")
+
+
 #: Limits of numeric settings, checked at start-up rather than at first use (contract §2, §4).
 _BOUNDS: dict[str, tuple[int, int]] = {
     "link_ttl_hours": (1, 7 * 24),
@@ -172,6 +194,7 @@ _BOUNDS: dict[str, tuple[int, int]] = {
     "national_max_attempts": (1, 100),
     "function_timeout_seconds": (4, 900),
     "sms_per_second": (1, 10_000),
+    "sms_per_pharmacy_per_day": (1, 1_000_000),
     "email_per_second": (1, 10_000),
     "explain_auth_failures": (0, 1),
 }

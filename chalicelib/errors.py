@@ -20,11 +20,26 @@ class FieldError:
     message: str
 
 
+#: At most this many field errors are reported in one answer; ``truncated`` says more were found. A body can
+#: break thousands of rules (16 KiB of bad list entries or unknown fields): listing them all would cost CPU to
+#: collect and a document many times the request's size to send, and helps no one fix the first ones.
+MAX_REPORTED_ERRORS = 20
+
+
 @dataclass
 class ValidationError(RelaisError):
-    """The submission breaks one or more contract rules (HTTP 400)."""
+    """The submission breaks one or more contract rules (HTTP 400).
+
+    ``errors`` keeps the first :data:`MAX_REPORTED_ERRORS`; ``truncated`` is true when more were found.
+    """
 
     errors: list[FieldError] = field(default_factory=list)
+    truncated: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.errors) > MAX_REPORTED_ERRORS:
+            self.errors = self.errors[:MAX_REPORTED_ERRORS]
+            self.truncated = True
 
     def __str__(self) -> str:
         return "; ".join(f"{e.field}: {e.message}" for e in self.errors)
@@ -59,11 +74,13 @@ class UnsupportedMediaTypeError(RelaisError):
 
 
 class RateLimitedError(RelaisError):
-    """A quota or rate limit is reached (HTTP 429)."""
+    """A quota or rate limit is reached (HTTP 429). ``detail``, when given, is a fixed sentence for the caller
+    saying which limit (never a value)."""
 
-    def __init__(self, message: str, retry_after: int) -> None:
+    def __init__(self, message: str, retry_after: int, detail: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.detail = detail
 
 
 class DependencyUnavailableError(RelaisError):

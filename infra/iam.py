@@ -68,8 +68,8 @@ FUNCTIONS: dict[str, FunctionSpec] = {
                 "AuditTable": ("dynamodb:PutItem",),
             },
             sends_to=("NotifyQueue", "NationalQueue"),
-            decrypts=("result",),
-            encrypts=("result",),
+            decrypts=("result", "reference-key"),  # reference-key: opened once per process (reference_key.py)
+            encrypts=("result", "reference-key"),  # reference-key: sealed once per stage, by the first process
             sms=True,
             email=True,
         ),

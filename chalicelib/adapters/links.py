@@ -162,15 +162,21 @@ class LinkStore:
         )
         return link, generation
 
-    def record_wrong_birth_date(self, token_sha256: str, lock_attempts: int) -> int:
-        """Count one wrong birth date; the attempts so far (``lock_attempts`` once locked, for good).
+    def reserve_attempt(self, token_sha256: str, lock_attempts: int) -> int | None:
+        """Reserve one birth-date comparison of this link: the attempts counted with it, ``None`` when none is left.
 
-        One conditional ``ADD``: at most ``lock_attempts`` increments ever succeed, whatever the concurrency.
+        One conditional ``ADD`` made *before* comparing: at most ``lock_attempts`` reservations ever succeed,
+        whatever the concurrency, so at most that many wrong dates are ever compared. A right date gives its
+        reservation back (:meth:`release_attempt`); a wrong one keeps it (the link locks at ``lock_attempts``).
         """
         item = LinkItem(pk=link_key(token_sha256))
         if not update_if(item, [LinkItem.attempts.add(1)], LinkItem.pk.exists() & (LinkItem.attempts < lock_attempts)):
-            return lock_attempts
+            return None
         return int(item.attempts)
+
+    def release_attempt(self, token_sha256: str) -> None:
+        """Give back the reservation of a comparison that found the right date (never below zero)."""
+        update_if(LinkItem(pk=link_key(token_sha256)), [LinkItem.attempts.add(-1)], LinkItem.attempts > 0)
 
     def _generation(self, result_id: str) -> int:
         try:
@@ -185,21 +191,21 @@ class LinkStore:
             return self._generation(result_id)
 
     # -- per-client failures ------------------------------------------------------------------------
-    def client_failures(self, client_key: str, window: int) -> int:
-        with dynamodb_errors():
-            try:
-                item = StateItem.get(f"ipfail#{client_key}#{window}", consistent_read=True)
-            except StateItem.DoesNotExist:
-                return 0
-        return int(item.n or 0)
-
-    def count_client_failure(self, client_key: str, window: int, window_seconds: int) -> int:
-        """Add one failure to this client's window; the new count."""
+    def reserve_client_attempt(self, client_key: str, window: int, window_seconds: int, limit: int) -> bool:
+        """Count one attempt against this client's window *before* answering it; False at ``limit`` (nothing
+        written). Every attempt counts as a failure until :meth:`release_client_attempt` takes it back, so at most
+        ``limit`` failures per window are ever answered, whatever the concurrency."""
         item = StateItem(pk=f"ipfail#{client_key}#{window}")
         expires = (window + 2) * window_seconds
-        with dynamodb_errors():
-            item.update(actions=[StateItem.n.add(1), StateItem.expires_at.set(expires)])
-        return int(item.n or 0)
+        return update_if(
+            item,
+            [StateItem.n.add(1), StateItem.expires_at.set(expires)],
+            StateItem.n.does_not_exist() | (StateItem.n < limit),
+        )
+
+    def release_client_attempt(self, client_key: str, window: int) -> None:
+        """Take back the attempt of a request that succeeded (never below zero)."""
+        update_if(StateItem(pk=f"ipfail#{client_key}#{window}"), [StateItem.n.add(-1)], StateItem.n > 0)
 
     # -- send claims --------------------------------------------------------------------------------
     def acquire_claim(self, result_id: str, generation: int, *, lease_seconds: int, keep_until: int) -> Claim:

@@ -12,10 +12,15 @@ rate by the notifier's concurrency. Both counters therefore live in the state ta
   :class:`BudgetExhaustedError`: nothing is sent (an alarm fires well before, at ``alarm_ratio``).
 
 One second's slot item takes at most ``rate`` writes: far below a partition's 1,000 writes per second.
+
+Per pharmacy, :class:`PharmacyDailyCap` bounds what one key can make Relais send: ``cap#<channel>#<pharmacy
+id>#<YYYY-MM-DD>`` counts a pharmacy's messages of the UTC day, ``ADD 1`` only while below the cap. It is taken
+*before* the account's slot and budget, so that a pharmacy past its cap spends nothing of the account's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -24,10 +29,11 @@ from datetime import UTC, datetime
 
 from pynamodb.expressions.update import Action
 
-from chalicelib.adapters.dynamodb import update_if
+from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
 from chalicelib.adapters.tables import StateItem
 from chalicelib.deadline import seconds_left
-from chalicelib.errors import DependencyUnavailableError
+from chalicelib.domain.records import seconds_to_midnight_utc
+from chalicelib.errors import DependencyUnavailableError, RateLimitedError
 
 
 class PacingBusyError(DependencyUnavailableError):
@@ -95,3 +101,48 @@ class AccountPacer:
         if not update_if(item, actions, condition):
             raise BudgetExhaustedError(f"{self.channel}-budget")
         return int(item.n or 0)
+
+
+@dataclass
+class PharmacyDailyCap:
+    """At most ``limit`` messages of ``channel`` per pharmacy and UTC day, counted in DynamoDB (all instances)."""
+
+    channel: str
+    limit: int
+    clock: Callable[[], datetime]
+
+    def _key(self, pharmacy_id: str, moment: datetime) -> str:
+        return f"cap#{self.channel}#{pharmacy_id}#{moment.astimezone(UTC).strftime('%Y-%m-%d')}"
+
+    def acquire(self, pharmacy_id: str) -> None:
+        """Count one message of this pharmacy today; RateLimitedError (until midnight UTC) past the cap."""
+        moment = self.clock()
+        if not update_if(
+            StateItem(pk=self._key(pharmacy_id, moment)),
+            [StateItem.n.add(1), StateItem.expires_at.set(int(moment.timestamp()) + 2 * 86_400)],
+            StateItem.n.does_not_exist() | (StateItem.n < self.limit),
+        ):
+            raise self._reached(moment)
+
+    def release(self, pharmacy_id: str) -> None:
+        """Give back a count whose message was not sent after all (best effort: a failure here only over-counts)."""
+        with contextlib.suppress(DependencyUnavailableError):
+            update_if(StateItem(pk=self._key(pharmacy_id, self.clock())), [StateItem.n.add(-1)], StateItem.n > 0)
+
+    def check(self, pharmacy_id: str) -> None:
+        """RateLimitedError (until midnight UTC) when this pharmacy's cap is already reached today; counts nothing."""
+        moment = self.clock()
+        with dynamodb_errors():
+            try:
+                count = int(StateItem.get(self._key(pharmacy_id, moment), consistent_read=True).n or 0)
+            except StateItem.DoesNotExist:
+                count = 0
+        if count >= self.limit:
+            raise self._reached(moment)
+
+    def _reached(self, moment: datetime) -> RateLimitedError:
+        return RateLimitedError(
+            f"{self.channel} daily cap",
+            retry_after=seconds_to_midnight_utc(moment),
+            detail=f"this pharmacy's daily {self.channel} limit is reached until midnight UTC",
+        )

@@ -69,11 +69,12 @@ def _to_record(item: ResultItem) -> ResultRecord:
     return ResultRecord(
         id=item.id,
         pharmacy_id=item.pharmacy_id,
-        pharmacy_reference=item.pharmacy_reference,
+        reference_digest=item.reference_digest,
         key_id=item.key_id,
         received_at=datetime.fromisoformat(item.received_at.replace("Z", "+00:00")),
         expires_at=int(item.expires_at),
         ciphertext=bytes(item.payload or b""),
+        reference_ciphertext=bytes(item.reference_sealed or b""),
         channels=tuple(str(c) for c in (item.channels or ())),
         national_status=item.national_status,
         national_reported_at=item.national_reported_at,
@@ -177,18 +178,19 @@ class DynamoStore:
         item = ResultItem(
             id=record.id,
             pharmacy_id=record.pharmacy_id,
-            pharmacy_reference=record.pharmacy_reference,
+            reference_digest=record.reference_digest,
             key_id=record.key_id,
             received_at=sortable_time(received),
             expires_at=record.expires_at,
             payload=record.ciphertext,
+            reference_sealed=record.reference_ciphertext,
             channels=list(record.channels),
             national_status=record.national_status,
             pending_national=pending_key(record.id),
             patient_status=record.patient_status,
         )
         ref = StateItem(
-            pk=_state_key("ref", record.pharmacy_id, record.pharmacy_reference),
+            pk=_state_key("ref", record.pharmacy_id, record.reference_digest),
             expires_at=record.expires_at,
             result_id=record.id,
         )
@@ -239,17 +241,18 @@ class DynamoStore:
                 counts[item.pk] = int(item.n or 0)
         roomy = [key for index, (key, n) in enumerate(counts.items()) if n < shard_limit(limit, index)]
         if not roomy:
-            if self.find_reference(record.pharmacy_id, record.pharmacy_reference) is not None:
+            if self.find_reference(record.pharmacy_id, record.reference_digest) is not None:
                 raise DuplicateReferenceError("pharmacy_reference already used")
             retry_after = seconds_to_midnight_utc(record.received_at)
             raise RateLimitedError("daily submission quota reached", retry_after=retry_after)
         return random.choice(roomy)  # noqa: S311 - spreads concurrent spill-overs, not a secret
 
     # -- reads ----------------------------------------------------------------------------------
-    def find_reference(self, pharmacy_id: str, reference: str) -> str | None:
+    def find_reference(self, pharmacy_id: str, reference_digest: str) -> str | None:
+        """The result stored under this reference (by its keyed hash: the reference is in no key), or None."""
         with dynamodb_errors():
             try:
-                item = StateItem.get(_state_key("ref", pharmacy_id, reference), consistent_read=True)
+                item = StateItem.get(_state_key("ref", pharmacy_id, reference_digest), consistent_read=True)
             except StateItem.DoesNotExist:
                 return None
         return item.result_id
@@ -279,6 +282,7 @@ class DynamoStore:
             actions=[
                 ResultItem.payload.remove(),
                 ResultItem.earlier_payloads.remove(),
+                ResultItem.reference_sealed.remove(),
                 ResultItem.erased_at.set(now),
                 ResultItem.pending_national.remove(),
             ],

@@ -109,6 +109,18 @@ class StateItem(Model):
     result_id = UnicodeAttribute(null=True)
 
 
+class SealedKeyItem(Model):
+    """State table, ``pk = "sealed#<purpose>"``: a secret key sealed by KMS (an envelope ciphertext), kept for good
+    (no TTL: the keyed hashes made with it must stay comparable while the items holding them live)."""
+
+    class Meta(TableMeta):
+        pass
+
+    pk = UnicodeAttribute(hash_key=True)
+    sealed = BinaryAttribute(legacy_encoding=False)
+    created_at = UTCDateTimeAttribute()
+
+
 #: Counters that every request of one pharmacy would update (daily quota, monthly usage) are split over this many
 #: items: DynamoDB cancels a transaction that touches an item another transaction holds (TransactionConflict), so
 #: one counter item would serialise a pharmacy's concurrent requests. Each request updates one shard, chosen from its
@@ -195,7 +207,7 @@ class CorrectionMap(MapAttribute[str, object]):
     version = NumberAttribute()
     reason = UnicodeAttribute()
     at = UTCDateTimeAttribute()
-    reference = UnicodeAttribute()
+    reference = UnicodeAttribute()  # keyed hash of the correction_reference, never the reference
 
 
 class ResultItem(Model):
@@ -206,11 +218,12 @@ class ResultItem(Model):
 
     id = UnicodeAttribute(hash_key=True)
     pharmacy_id = UnicodeAttribute()
-    pharmacy_reference = UnicodeAttribute()
+    reference_digest = UnicodeAttribute()  # keyed hash of the pharmacy's reference (adapters/reference_key.py)
     key_id = UnicodeAttribute()
     received_at = UnicodeAttribute()  # ISO UTC, sortable
     expires_at = NumberAttribute()
     payload = BinaryAttribute(legacy_encoding=False, null=True)  # removed on erasure
+    reference_sealed = BinaryAttribute(legacy_encoding=False, null=True)  # the pharmacy reference; removed on erasure
     erased_at = UTCDateTimeAttribute(null=True)
     channels = ListAttribute(of=UnicodeAttribute, default=list)
     national_status = UnicodeAttribute(default="pending")
@@ -282,6 +295,7 @@ def bind_tables(settings: Settings) -> None:
         KeyItem: settings.registry_table,
         FinessItem: settings.registry_table,
         StateItem: settings.state_table,
+        SealedKeyItem: settings.state_table,
         ResultItem: settings.results_table,
         AuditItem: settings.audit_table,
     }

@@ -9,7 +9,10 @@ The stores' transactions commit here, with one policy: a conflict with another t
 tried again after an exponential pause with full jitter (two transactions that met must not meet again at the
 same moment), up to :data:`ATTEMPTS` tries and never past the invocation's deadline (``chalicelib/deadline.py``);
 a failed condition is an answer (``commit`` returns False: ask :meth:`Transaction.failed`); anything else, or a
-conflict that outlasts the retries, is DependencyUnavailableError (503 + Retry-After: nothing was written). (The
+conflict that outlasts the retries, is DependencyUnavailableError (503 + Retry-After: nothing was written).
+Each try carries its own ``ClientRequestToken``, except after ``TransactionInProgressException`` (the try whose
+answer was lost to a read timeout is still running): that token is asked again, and DynamoDB then answers with the
+outcome of the try in progress instead of running the transaction a second time. (The
 audit chain keeps its own loop: after any failure it re-reads the chain's head and builds new items.)
 """
 
@@ -17,12 +20,14 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.connection import Connection
 from pynamodb.constants import (
+    CLIENT_REQUEST_TOKEN,
     TRANSACT_CONDITION_CHECK,
     TRANSACT_ITEMS,
     TRANSACT_PUT,
@@ -49,6 +54,8 @@ RETRY_BUDGET_SECONDS = 5.0
 _CONDITION_FAILED, _CONFLICT, _THROTTLED = "ConditionalCheckFailed", "TransactionConflict", "ThrottlingError"
 #: Whole-request failures (no reason per item) worth another try.
 _TRANSIENT = ("TransactionConflictException", "ThrottlingException")
+#: An earlier try under the same token is still running: ask again, with that token.
+_IN_PROGRESS = "TransactionInProgressException"
 
 
 class Transaction:
@@ -94,18 +101,22 @@ class Transaction:
         """
         attempt = 1
         stop = time.monotonic() + min(RETRY_BUDGET_SECONDS, seconds_left(RETRY_BUDGET_SECONDS))
+        token = uuid.uuid4().hex
         with dynamodb_errors():
             while True:
                 self._reasons = []
                 try:
-                    self._send()
+                    self._send(token)
                     return True
                 except TransactWriteError as exc:
                     self._reasons = [reason.code if reason else None for reason in exc.cancellation_reasons or []]
+                    in_progress = exc.cause_response_code == _IN_PROGRESS
                     if self._reasons:
                         transient = _CONFLICT in self._reasons or _THROTTLED in self._reasons
                     else:
-                        transient = exc.cause_response_code in _TRANSIENT
+                        transient = in_progress or exc.cause_response_code in _TRANSIENT
+                    if not in_progress:
+                        token = uuid.uuid4().hex  # a try that ended: the next one is a new request
                     pause = self._jitter() * min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
                     if transient and attempt < ATTEMPTS and time.monotonic() + pause < stop:
                         self._sleep(pause)
@@ -122,9 +133,11 @@ class Transaction:
         index = self._names.index(name)
         return index < len(self._reasons) and self._reasons[index] == _CONDITION_FAILED
 
-    def _send(self) -> None:
+    def _send(self, token: str) -> None:
         """One ``TransactWriteItems`` with the items in the order they were added (errors as pynamodb's own)."""
         try:
-            self._connection.dispatch(TRANSACT_WRITE_ITEMS, {TRANSACT_ITEMS: list(self._items)})
+            self._connection.dispatch(
+                TRANSACT_WRITE_ITEMS, {TRANSACT_ITEMS: list(self._items), CLIENT_REQUEST_TOKEN: token}
+            )
         except (BotoCoreError, ClientError) as exc:
             raise TransactWriteError("Failed to write transaction items", exc) from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,9 +32,24 @@ def seconds_to_midnight_utc(now: datetime) -> int:
     return max(1, 86_400 - epoch % 86_400)
 
 
+def reference_digest(key: bytes, pharmacy_id: str, reference: str) -> str:
+    """The only form of a ``pharmacy_reference`` Relais keeps: HMAC-SHA256 under a secret key, hex.
+
+    Pharmacy software may put a NIR, a phone number or a name in its reference; a plain hash of such a value is
+    reversed by trying every candidate (there are few NIRs or phone numbers), a keyed one is not without the key.
+    The pharmacy id is part of the message: two pharmacies' equal references have unrelated digests.
+    """
+    message = f"{pharmacy_id}\n{reference}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
 def utc_iso(moment: datetime) -> str:
     """ISO 8601 in UTC with a ``Z``, to the second."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _iso_or_none(moment: datetime | None) -> str | None:
+    return utc_iso(moment) if moment else None
 
 
 @dataclass(frozen=True)
@@ -65,12 +82,13 @@ class AuthGrant:
 @dataclass(frozen=True)
 class Correction:
     """One correction of a result (``POST /v1/results/{id}/correction``): the version it made, why, when, and the
-    pharmacy's ``correction_reference`` (its idempotency key, unique per result). No personal data."""
+    keyed hash of the pharmacy's ``correction_reference`` (its idempotency key, unique per result; never the
+    reference itself, which may hold personal data). No personal data."""
 
     version: int
     reason: str  # "wrong_result" | "wrong_patient" | "wrong_test" | "entered_in_error"
     at: datetime
-    reference: str
+    reference: str  # keyed hash (services/corrections.py)
 
     def view(self) -> dict[str, object]:
         return {"version": self.version, "reason": self.reason, "at": utc_iso(self.at)}
@@ -82,7 +100,7 @@ class ResultRecord:
 
     id: str
     pharmacy_id: str
-    pharmacy_reference: str
+    reference_digest: str  # keyed hash of the pharmacy's reference, never the reference (reference_digest())
     key_id: str
     received_at: datetime
     expires_at: int  # epoch seconds, retention limit (TTL and code check)
@@ -93,6 +111,7 @@ class ResultRecord:
     patient_status: str = "not_requested"
     patient_sent_at: datetime | None = None
     link_expires_at: datetime | None = None
+    reference_ciphertext: bytes = b""  # the pharmacy reference, sealed on its own (services/vault.py)
     version: int = 1  # 1 as submitted, +1 per correction or withdrawal; ``ciphertext`` is this version's
     withdrawn: bool = False  # recorded in error (``entered_in_error``): no link opens it any more
     corrections: tuple[Correction, ...] = ()  # oldest first
@@ -103,26 +122,27 @@ class ResultRecord:
         """When the current version was made by a correction (None for the version as submitted)."""
         return self.corrections[-1].at if self.corrections else None
 
-    def public_view(self) -> dict[str, object]:
-        """``GET /v1/results/{id}`` body: statuses only, no identity, no result."""
-
-        def iso(moment: datetime | None) -> str | None:
-            return utc_iso(moment) if moment else None
-
+    def public_view(self, pharmacy_reference: str) -> dict[str, object]:
+        """``GET /v1/results/{id}`` body: statuses only, no identity, no result. The reference is not stored in
+        clear: the caller opens it (``ResultVault.open_reference``)."""
         return {
             "id": self.id,
-            "pharmacy_reference": self.pharmacy_reference,
+            "pharmacy_reference": pharmacy_reference,
             "received_at": utc_iso(self.received_at),
-            "national": {"status": self.national_status, "reported_at": iso(self.national_reported_at)},
-            "patient": {
-                "status": self.patient_status,
-                "channels": list(self.channels),
-                "sent_at": iso(self.patient_sent_at),
-                "link_expires_at": iso(self.link_expires_at),
-            },
+            "national": {"status": self.national_status, "reported_at": _iso_or_none(self.national_reported_at)},
+            "patient": self.patient_view(),
             "version": self.version,
             "withdrawn": self.withdrawn,
             "corrections": [correction.view() for correction in self.corrections],
+        }
+
+    def patient_view(self) -> dict[str, object]:
+        """The message to the patient, as the pharmacy sees it: status, channels, when sent, link expiry."""
+        return {
+            "status": self.patient_status,
+            "channels": list(self.channels),
+            "sent_at": _iso_or_none(self.patient_sent_at),
+            "link_expires_at": _iso_or_none(self.link_expires_at),
         }
 
 

@@ -1,14 +1,17 @@
 """Validation of a ``POST /v1/results`` body into a :class:`~chalicelib.domain.model.Submission`.
 
 :func:`parse_submission` takes the JSON-decoded body and either returns validated, normalised domain
-objects or raises :class:`~chalicelib.errors.ValidationError` listing *every* problem found, each as a
-:class:`~chalicelib.errors.FieldError` with a dotted path (``patient.nir``, ``notify[1]``,
-``patient.address.postal_code``). Messages name the field and the rule, never the submitted value
-(contract section 5: no personal data in an error body). A body that is not a JSON object is reported
-on the field ``body``.
+objects or raises :class:`~chalicelib.errors.ValidationError` listing the problems found (the first 20, with a
+flag when there were more), each as a :class:`~chalicelib.errors.FieldError` with a dotted path
+(``patient.nir``, ``notify[1]``, ``patient.address.postal_code``). Messages name the field and the rule,
+never the submitted value (contract section 5: no personal data in an error body). A body that is not a JSON
+object is reported on the field ``body``.
 
 Rules are those of ``contract.md`` section 2. Where the contract is silent, the choices are:
 
+* Cost is bounded: at most 20 errors are kept (``ValidationError.truncated`` says more were found), each
+  recorded in O(1), and ``notify`` longer than the number of channels is refused as a whole before its entries
+  are looked at. The worst 16 KiB body validates in about a millisecond (``bench/validation.py``).
 * ``null`` means "absent" for every field; a missing or ``null`` required field is "required".
   Wrong JSON types (a number where a string is expected...) are field errors, never exceptions.
 * Unknown fields anywhere are rejected as ``<path>.<name>: unknown field``. A field name is only
@@ -31,7 +34,10 @@ Rules are those of ``contract.md`` section 2. Where the contract is silent, the 
   month codes. The control key (97 - n mod 97, with 2A → 19 and 2B → 18) is checked with python-stdnum.
 * ``phone``: E.164, i.e. ``+`` and the country code; spaces, dots, hyphens and parentheses are accepted
   as separators and removed. Validity comes from ``phonenumbers``; the number is returned in E.164.
-  When ``notify`` contains ``sms`` it must be a mobile number (MOBILE or FIXED_LINE_OR_MOBILE).
+  When ``notify`` contains ``sms`` it must be a mobile number (MOBILE or FIXED_LINE_OR_MOBILE) of France:
+  metropolitan France and its overseas departments and collectivities (:data:`FRENCH_SMS_REGIONS`), plus the
+  regions a stage adds (``RELAIS_SMS_EXTRA_REGIONS``). An SMS abroad costs up to ten times one in France, and
+  premium or unassigned foreign ranges are how SMS "pumping" bills an account: no caller may choose them.
 * ``email``: one ASCII address ``local@domain.tld`` of at most 254 characters (local part at most 64),
   no whitespace, CR/LF, comma, semicolon, angle brackets or quotes (so no header injection and no
   second recipient). It is returned unchanged.
@@ -63,7 +69,7 @@ from stdnum.fr import nir as stdnum_nir
 from chalicelib.domain.channels import CHANNELS, parse_channel, required_addresses
 from chalicelib.domain.corrections import CORRECTION_WINDOW, WITHDRAWAL, CorrectionRequest, Reason
 from chalicelib.domain.model import Address, Channel, Patient, Sex, Submission, TestInfo, TestKind, TestResult
-from chalicelib.errors import FieldError, ValidationError
+from chalicelib.errors import MAX_REPORTED_ERRORS, FieldError, ValidationError
 
 __all__ = ["is_valid_nir", "is_valid_rpps", "normalise_nir", "parse_correction", "parse_submission"]
 
@@ -119,6 +125,10 @@ _FR_POSTAL_CODE: Final = re.compile(r"[0-9]{5}")
 _OTHER_POSTAL_CODE: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 -]{0,14}[A-Za-z0-9])?")
 _DEVICE_ID: Final = re.compile(r"[0-9]{1,16}")
 
+#: Where an SMS may go: metropolitan France and the overseas departments and collectivities, by region of
+#: their numbering (+33 FR; +590 GP, BL, MF; +594 GF; +596 MQ; +262 RE, YT; +508 PM; +681 WF; +687 NC; +689 PF).
+FRENCH_SMS_REGIONS: Final = frozenset({"FR", "GP", "BL", "MF", "GF", "MQ", "RE", "YT", "PM", "WF", "NC", "PF"})
+
 # --- limits ------------------------------------------------------------------------------------------
 
 _NAME_MAX: Final = 100
@@ -138,18 +148,30 @@ _NIR_MONTH_NOT_ENCODED: Final = frozenset(range(20, 43)) | frozenset(range(50, 1
 
 
 class _Errors:
-    """Collects field errors in the order they are found (without duplicates)."""
+    """Collects field errors in the order they are found, without duplicates, keeping the first
+    :data:`~chalicelib.errors.MAX_REPORTED_ERRORS` (``truncated`` once more were found). Each ``add`` costs
+    O(1), so a body breaking thousands of rules costs no more than walking it once."""
 
     def __init__(self) -> None:
         self.items: list[FieldError] = []
+        self.truncated = False
+        self._seen: set[FieldError] = set()
 
     def add(self, field: str, message: str) -> None:
         error = FieldError(field, message)
-        if error not in self.items:
-            self.items.append(error)
+        if error in self._seen:
+            return
+        if len(self.items) >= MAX_REPORTED_ERRORS:
+            self.truncated = True
+            return
+        self._seen.add(error)
+        self.items.append(error)
 
     def has(self, field: str) -> bool:
         return any(error.field == field for error in self.items)
+
+    def error(self) -> ValidationError:
+        return ValidationError(errors=self.items, truncated=self.truncated)
 
 
 # --- public helpers ----------------------------------------------------------------------------------
@@ -187,29 +209,33 @@ def parse_submission(
     *,
     now: datetime,
     known_device_ids: frozenset[str] | None = None,
+    sms_extra_regions: frozenset[str] = frozenset(),
 ) -> Submission:
     """Validate a decoded ``POST /v1/results`` body and return it as a :class:`Submission`.
 
     ``now`` (timezone-aware) is the reference for every date rule. ``known_device_ids``, when given,
     is the allowlist for ``test.device_id``; ``None`` (the default) accepts any well-formed id.
-    Raises :class:`ValidationError` carrying every field error found; raises ``ValueError`` only for a
-    naive ``now``, which is a programming error, not a client one.
+    ``sms_extra_regions`` (ISO 3166-1 alpha-2) widens where an SMS may go beyond :data:`FRENCH_SMS_REGIONS`.
+    Raises :class:`ValidationError` carrying the field errors found (see :class:`_Errors`); raises ``ValueError``
+    only for a naive ``now``, which is a programming error, not a client one.
     """
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
     errors = _Errors()
     body = _as_object(raw, "", _TOP_LEVEL_FIELDS, errors)
     if body is None:
-        raise ValidationError(errors=errors.items)
+        raise errors.error()
 
     pharmacy_reference = _parse_pharmacy_reference(body.get("pharmacy_reference"), errors)
     performer_rpps = _parse_rpps(body.get("performer_rpps"), errors)
     notify = _parse_notify(body.get("notify"), errors)
-    patient = _parse_patient(body.get("patient"), now=now, notify=notify, errors=errors)
+    patient = _parse_patient(
+        body.get("patient"), now=now, notify=notify, sms_regions=FRENCH_SMS_REGIONS | sms_extra_regions, errors=errors
+    )
     test = _parse_test(body.get("test"), now=now, known_device_ids=known_device_ids, errors=errors)
 
     if errors.items:
-        raise ValidationError(errors=errors.items)
+        raise errors.error()
     # Every parser returns None only after recording an error, so these hold here.
     assert pharmacy_reference is not None
     assert performer_rpps is not None
@@ -339,6 +365,9 @@ def _parse_notify(value: object, errors: _Errors) -> tuple[Channel, ...]:
     if not isinstance(value, list):
         errors.add("notify", "must be a list")
         return ()
+    if len(value) > len(CHANNELS):  # refused before walking it: each entry would be an error of its own
+        errors.add("notify", f"must list at most {len(CHANNELS)} channels, each once")
+        return ()
     channels: list[Channel] = []
     for index, item in enumerate(value):
         path = f"notify[{index}]"
@@ -355,7 +384,9 @@ def _parse_notify(value: object, errors: _Errors) -> tuple[Channel, ...]:
 # --- patient -----------------------------------------------------------------------------------------
 
 
-def _parse_patient(value: object, *, now: datetime, notify: tuple[Channel, ...], errors: _Errors) -> Patient | None:
+def _parse_patient(
+    value: object, *, now: datetime, notify: tuple[Channel, ...], sms_regions: frozenset[str], errors: _Errors
+) -> Patient | None:
     patient = _required_object(value, "patient", _PATIENT_FIELDS, errors)
     if patient is None:
         return None
@@ -369,7 +400,9 @@ def _parse_patient(value: object, *, now: datetime, notify: tuple[Channel, ...],
     sex = _parse_choice(patient.get("sex"), "patient.sex", _SEXES, errors)
     nir = _parse_nir(patient.get("nir"), birth_date, errors)
     required_by = required_addresses(notify)
-    phone = _parse_phone(patient.get("phone"), required_by=required_by.get("phone"), errors=errors)
+    phone = _parse_phone(
+        patient.get("phone"), required_by=required_by.get("phone"), sms_regions=sms_regions, errors=errors
+    )
     email = _parse_email(patient.get("email"), required_by=required_by.get("email"), errors=errors)
     address = _parse_address(patient.get("address"), errors)
     if family_name is None or given_name is None or birth_date is None or sex is None:
@@ -458,8 +491,11 @@ def _parse_nir(value: object, birth_date: date | None, errors: _Errors) -> str |
     return nir
 
 
-def _parse_phone(value: object, *, required_by: Channel | None, errors: _Errors) -> str | None:
-    """A phone number, in E.164; a mobile one when a channel (``required_by``, i.e. SMS) sends to it."""
+def _parse_phone(
+    value: object, *, required_by: Channel | None, sms_regions: frozenset[str], errors: _Errors
+) -> str | None:
+    """A phone number, in E.164; a mobile one of ``sms_regions`` when a channel (``required_by``, i.e. SMS)
+    sends to it."""
     path = "patient.phone"
     text = _optional_string(value, path, errors)
     if text is None:
@@ -481,7 +517,17 @@ def _parse_phone(value: object, *, required_by: Channel | None, errors: _Errors)
     if required_by is not None and phonenumbers.number_type(number) not in mobile_types:
         errors.add(path, f"must be a mobile number when notify contains {required_by}")
         return None
+    if required_by is not None and phonenumbers.region_code_for_number(number) not in sms_regions:
+        errors.add(path, _sms_region_rule(required_by, sms_regions))
+        return None
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _sms_region_rule(channel: Channel, regions: frozenset[str]) -> str:
+    """The rule a foreign number breaks, naming the regions a stage added (never the number's own)."""
+    where = ["France (metropolitan or overseas)", *sorted(regions - FRENCH_SMS_REGIONS)]
+    listed = ", ".join(where[:-1]) + " or " + where[-1] if len(where) > 1 else where[0]
+    return f"must be a mobile number of {listed} when notify contains {channel}"
 
 
 def _parse_email(value: object, *, required_by: Channel | None, errors: _Errors) -> str | None:
@@ -648,13 +694,15 @@ def parse_correction(
     now: datetime,
     notify: tuple[str, ...],
     known_device_ids: frozenset[str] | None = None,
+    sms_extra_regions: frozenset[str] = frozenset(),
 ) -> CorrectionRequest:
     """Validate a decoded ``POST /v1/results/{id}/correction`` body (``domain/corrections.py``).
 
     ``patient`` and ``test`` follow the submission's rules (``notify``, the result's channels, decides which
-    addresses ``patient`` must carry), except that a corrected ``test.sampled_at`` may be as old as the correction
-    window. ``entered_in_error`` carries no other field; any other reason at least one of ``result``, ``patient``
-    or ``test``, and not ``result`` with ``test``. Raises ValidationError listing every problem.
+    addresses ``patient`` must carry; ``sms_extra_regions`` as for a submission), except that a corrected
+    ``test.sampled_at`` may be as old as the correction window. ``entered_in_error`` carries no other field; any
+    other reason at least one of ``result``, ``patient`` or ``test``, and not ``result`` with ``test``. Raises
+    ValidationError listing every problem.
     """
     errors = _Errors()
     body = _as_object(raw, "", _CORRECTION_FIELDS, errors)
@@ -678,7 +726,13 @@ def parse_correction(
             result = _parse_choice(body.get("result"), "result", _TEST_RESULTS, errors)
         if "patient" in given:
             channels = tuple(channel for channel in map(parse_channel, notify) if channel is not None)
-            patient = _parse_patient(body.get("patient"), now=now, notify=channels, errors=errors)
+            patient = _parse_patient(
+                body.get("patient"),
+                now=now,
+                notify=channels,
+                sms_regions=FRENCH_SMS_REGIONS | sms_extra_regions,
+                errors=errors,
+            )
         if "test" in given:
             test = _parse_test(
                 body.get("test"), now=now, known_device_ids=known_device_ids, errors=errors, max_age=CORRECTION_WINDOW

@@ -25,7 +25,12 @@ NOTIFY_QUEUE = "relais-notify"
 
 #: Notification outcomes as CloudWatch metrics (the dead-lettered ones are counted by the DLQ alarm); every other
 #: outcome ("unknown", "not_pending", "superseded", "duplicate") is a skip.
-NOTIFY_METRICS = {"sent": "PatientNotified", "retry": "PatientNotifyRetried", "malformed": "PatientNotifyMalformed"}
+NOTIFY_METRICS = {
+    "sent": "PatientNotified",
+    "capped": "PatientNotifyCapped",  # a channel refused by its pharmacy's daily cap (docs/operations.md)
+    "retry": "PatientNotifyRetried",
+    "malformed": "PatientNotifyMalformed",
+}
 NOTIFY_SKIPPED_METRIC = "PatientNotifySkipped"
 
 

@@ -44,12 +44,13 @@ def problem(
     status: int,
     *,
     errors: list[dict[str, str]] | None = None,
+    errors_truncated: bool = False,
     detail: str | None = None,
     reason: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """A problem+json response with a fixed title per status (and field errors for 400, a reason for an explained
-    401)."""
+    """A problem+json response with a fixed title per status (and field errors for 400, with
+    ``"errors_truncated": true`` when more were found than listed; a reason for an explained 401)."""
     slug, title = _TITLES.get(status, ("error", "Error"))
     body: dict[str, Any] = {"type": f"urn:relais:problem:{slug}", "title": title, "status": status}
     if detail:
@@ -58,6 +59,8 @@ def problem(
         body["reason"] = reason
     if errors is not None:
         body["errors"] = errors
+        if errors_truncated:
+            body["errors_truncated"] = True
     return Response(
         body=json.dumps(body),
         status_code=status,
@@ -69,7 +72,8 @@ def to_problem(exc: RelaisError, *, explain_auth_failures: bool = False) -> Resp
     """Map a domain error to its HTTP problem (details are fixed strings, never the error's text). A 401 says why
     only when ``explain_auth_failures`` (the local and sandbox stages: ``config.EXPLAINING_STAGES``)."""
     if isinstance(exc, ValidationError):
-        return problem(400, errors=[{"field": e.field, "message": e.message} for e in exc.errors])
+        errors = [{"field": e.field, "message": e.message} for e in exc.errors]
+        return problem(400, errors=errors, errors_truncated=exc.truncated)
     if isinstance(exc, AuthenticationError):
         reason = public_reason(exc) if explain_auth_failures else None
         return problem(401, reason=reason, headers={"WWW-Authenticate": 'Signature realm="relais"'})
@@ -82,7 +86,7 @@ def to_problem(exc: RelaisError, *, explain_auth_failures: bool = False) -> Resp
     if isinstance(exc, UnsupportedMediaTypeError):
         return problem(415)
     if isinstance(exc, RateLimitedError):
-        return problem(429, headers={"Retry-After": str(exc.retry_after)})
+        return problem(429, detail=exc.detail, headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, DependencyUnavailableError):
         return problem(503, headers={"Retry-After": str(exc.retry_after)})
     return problem(500)

@@ -93,7 +93,11 @@ class CorrectionService:
     enqueue_national: Callable[[str], None]
     metrics: Metrics
     clock: Callable[[], datetime]
+    #: (pharmacy id, reference) → its keyed hash: a ``correction_reference`` is kept only so, like a
+    #: ``pharmacy_reference`` (pharmacy software may put personal data in it; ``adapters/reference_key.py``).
+    reference_digest: Callable[[str, str], str]
     version_conflict: type[Exception] = Exception  # the store's "another correction won" error
+    sms_extra_regions: frozenset[str] = frozenset()  # where an SMS may go beyond France (as for a submission)
 
     def correct(self, request: SignedRequest, result_id: str, *, request_id: str | None = None) -> Corrected:
         """Authenticate, check and commit one correction; see the module docstring for the answers."""
@@ -106,7 +110,9 @@ class CorrectionService:
             if again is not None:
                 return again
             try:
-                correction = parse_correction(raw, now=self.clock(), notify=record.channels)
+                correction = parse_correction(
+                    raw, now=self.clock(), notify=record.channels, sms_extra_regions=self.sms_extra_regions
+                )
             except ValidationError as exc:
                 req.reject(exc, result_id)
             change = self._next_version(req, record, correction, body_sha256)
@@ -129,7 +135,7 @@ class CorrectionService:
         reference = raw.get("correction_reference") if isinstance(raw, dict) else None
         if not isinstance(reference, str) or not is_valid_pharmacy_reference(reference):
             return None
-        earlier = earlier_use(record.corrections, reference)
+        earlier = earlier_use(record.corrections, self._digest(record, reference))
         if earlier is None:
             return None
         if self.vault.open_version(record, earlier.version).correction_sha256 != body_sha256:
@@ -162,12 +168,16 @@ class CorrectionService:
         )
         return NextVersion(
             ciphertext=ciphertext,
-            correction=Correction(version, correction.reason, now, correction.reference),
+            correction=Correction(version, correction.reason, now, self._digest(record, correction.reference)),
             withdrawn=correction.withdraws,
             patient_status=_patient_status(record, withdraws=correction.withdraws),
             previous_generation=self.generations.current_generation(record.id),
             unbill=correction.withdraws and now.astimezone(UTC).date() == record.received_at.astimezone(UTC).date(),
         )
+
+    def _digest(self, record: ResultRecord, reference: str) -> str:
+        """The keyed hash a ``correction_reference`` of this result is kept as (unique per result)."""
+        return self.reference_digest(record.pharmacy_id, f"correction:{record.id}:{reference}")
 
     def _after(self, record: ResultRecord, change: NextVersion) -> None:
         """Count it, queue national delivery, and send the patient's message when one is due."""

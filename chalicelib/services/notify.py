@@ -18,6 +18,12 @@ written fails the attempt), or, when the attempt fails after the read, by the at
 Pacing. Before each send, the channel's :class:`Pacer` grants a slot: the account's rate (SNS SMS, SES) and
 monthly budget are counted in DynamoDB (``adapters/pacing.py``), so they hold whatever the number of notifier
 instances. A send that gets no slot in time, or past the budget, fails the attempt: the message stays queued.
+
+Per-pharmacy caps. Before the account's slot, a channel's :class:`DailyCap` (SMS: ``RELAIS_SMS_PER_PHARMACY_PER_DAY``)
+counts the message against its pharmacy's day. Past the cap the message is not sent and not retried (the cap holds
+until midnight UTC): the channel's ``patient.notify`` event says ``failed`` with the reason ``<channel>:daily_cap``,
+and the result's patient status becomes ``failed``, which the pharmacy sees when it follows the result and may
+resend the next day. The other channels are still sent.
 """
 
 from __future__ import annotations
@@ -32,9 +38,7 @@ from chalicelib.domain.links import Link, SupersededError, link_expiry, new_toke
 from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, MessageKind, link_url
 from chalicelib.domain.model import Submission
 from chalicelib.domain.records import AuditEvent, Pharmacy, ResultRecord, new_id
-from chalicelib.errors import (
-    RelaisError,
-)
+from chalicelib.errors import RateLimitedError, RelaisError
 
 ACTOR = "system:notifier"
 ACTION = "patient.notify"
@@ -96,6 +100,24 @@ class Pacer(Protocol):
     def acquire(self) -> object: ...
 
 
+class DailyCap(Protocol):
+    """Counts one pharmacy's messages on one channel per UTC day; RateLimitedError past the cap."""
+
+    def acquire(self, pharmacy_id: str) -> None: ...
+
+    def release(self, pharmacy_id: str) -> None: ...
+
+    def check(self, pharmacy_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What one attempt did: the link's expiry, and the channels refused by their pharmacy's daily cap."""
+
+    link_expires_at: datetime | None  # None: a withdrawal's message, which has no link
+    capped: tuple[str, ...] = ()
+
+
 @dataclass
 class NotifyService:
     """Send a result's link on its channels, once per generation."""
@@ -109,13 +131,15 @@ class NotifyService:
     public_base_url: str
     link_ttl_hours: int = 72
     pacers: Mapping[str, Pacer] = field(default_factory=dict)  # channel → its account-wide pacer
+    caps: Mapping[str, DailyCap] = field(default_factory=dict)  # channel → its per-pharmacy daily cap
     language: Language = DEFAULT_LANGUAGE
     max_attempts: int = NOTIFY_MAX_ATTEMPTS
 
     def notify(self, result_id: str, generation: int = 0, *, attempt: int = 1) -> str:
         """Send generation ``generation`` of the result's link; the outcome (a code).
 
-        ``"sent"``; or, acknowledging without sending: ``"unknown"``, ``"not_pending"``, ``"superseded"``,
+        ``"sent"``; ``"capped"`` when a channel was refused by the pharmacy's daily cap (the others were sent);
+        or, acknowledging without sending: ``"unknown"``, ``"not_pending"``, ``"superseded"``,
         ``"duplicate"``. Raises (to be retried) when sending fails; at ``attempt >= max_attempts`` the
         patient status becomes ``failed`` first.
         """
@@ -132,9 +156,12 @@ class NotifyService:
         if claim.done:
             return "duplicate"
         try:
-            expires = self._send(record, generation, claim)
+            sent = self._send(record, generation, claim)
             try:
-                self.links.finish(result_id, generation, sent_at=self.clock(), link_expires_at=expires)
+                if sent.capped:
+                    self._capped(record, generation, sent.capped)
+                    return "capped"
+                self.links.finish(result_id, generation, sent_at=self.clock(), link_expires_at=sent.link_expires_at)
             except SupersededError:
                 return "superseded"
         except Exception as exc:
@@ -142,12 +169,12 @@ class NotifyService:
             raise NotifyFailedError(_code(exc)) from None
         return "sent"
 
-    def _send(self, record: ResultRecord, generation: int, claim: ClaimView) -> datetime | None:
-        """Send on every channel not sent yet; the link's expiry (None: a withdrawal's message has no link)."""
+    def _send(self, record: ResultRecord, generation: int, claim: ClaimView) -> _Sent:
+        """Send on every channel not sent yet (a withdrawal's message has no link: no expiry)."""
         # Every channel is looked up before anything is issued or sent: an unknown one fails the attempt.
         remaining = [channel_spec(c) for c in record.channels if c not in claim.sent]
         if not remaining:
-            return claim.link_expires_at
+            return _Sent(claim.link_expires_at)
         pharmacy = self.get_pharmacy(record.pharmacy_id)
         now = self.clock()
         kind = message_kind(record)
@@ -166,6 +193,7 @@ class NotifyService:
             )
             self.links.put_link(link)
             url, sent = link_url(self.public_base_url, token), f"link:{link.link_id}"
+        capped: list[str] = []
         for channel in remaining:
             message = channel.template(
                 pharmacy_name=pharmacy.name,
@@ -175,14 +203,26 @@ class NotifyService:
                 lang=self.language,
                 kind=kind,
             )
+            cap = self.caps.get(channel.name)
+            try:
+                if cap is not None:  # before the account's slot: a capped pharmacy spends none of its budget
+                    cap.acquire(record.pharmacy_id)
+            except RateLimitedError:
+                capped.append(channel.name)
+                continue
             pacer = self.pacers.get(channel.name)
-            if pacer is not None:
-                pacer.acquire()
-            # One read per channel, audited by its send's event below or, when the attempt fails, by _failed's.
-            address = channel.address(self.decrypt(record).patient)
-            if address is None:
-                raise NotifyFailedError(f"no_{channel.address_field}")
-            getattr(self.sender, channel.transport)(address, message)
+            try:
+                if pacer is not None:
+                    pacer.acquire()
+                # One read per channel, audited by its send's event below or, when the attempt fails, by _failed's.
+                address = channel.address(self.decrypt(record).patient)
+                if address is None:
+                    raise NotifyFailedError(f"no_{channel.address_field}")
+                getattr(self.sender, channel.transport)(address, message)
+            except Exception:
+                if cap is not None:  # not sent (no slot, provider error): the retry counts it again
+                    cap.release(record.pharmacy_id)
+                raise
             self.links.record_send(
                 record.id,
                 generation,
@@ -198,7 +238,24 @@ class NotifyService:
                     reason=f"{channel.name}:{sent}",
                 ),
             )
-        return expires if url else None
+        return _Sent(expires if url else None, tuple(capped))
+
+    def _capped(self, record: ResultRecord, generation: int, channels: tuple[str, ...]) -> None:
+        """Channels refused by the pharmacy's daily cap: audited, and the patient status ``failed`` for good
+        (retrying before midnight UTC could not help); the pharmacy sees it and may resend."""
+        for name in channels:
+            self.results.record_audit(
+                AuditEvent(
+                    actor=ACTOR,
+                    action=ACTION,
+                    outcome="failed",
+                    at=self.clock(),
+                    record=record.id,
+                    pharmacy_id=record.pharmacy_id,
+                    reason=f"{name}:daily_cap",
+                )
+            )
+        self.links.mark_failed(record.id, generation)
 
     def _failed(self, record: ResultRecord, generation: int, attempt: int, exc: Exception) -> None:
         """Best effort bookkeeping of a failed attempt: release the lease, audit, and on the last one fail."""

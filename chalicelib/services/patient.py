@@ -2,19 +2,24 @@
 
 Order of the checks (each failure is the same 404 to the outside, with its own audit reason inside):
 
-1. the client address's failures in the current window (over the limit → 429, ``Retry-After``);
+1. the client address's failures in the current window: each request is counted as one *before* it is answered
+   (a conditional ``ADD``, refused at the limit → 429, ``Retry-After``), and a success takes its count back, so
+   that requests in flight together can never answer more failures than the limit;
 2. the link, found by the token's hash: unknown, locked, revoked (older generation) or expired
    (checked here against the clock) → 404, without decrypting anything;
-3. only then the result is decrypted and the birth date compared in constant time; a wrong date adds
-   one to the link's counter atomically (locked for good at ``lock_attempts``) → 404.
+3. one comparison is reserved on the link (a conditional ``ADD`` on its counter, refused once it reaches
+   ``lock_attempts``: locked → 404), and only then the result is decrypted and the birth date compared in
+   constant time. A wrong date keeps its reservation (the link locks for good at ``lock_attempts``) → 404; the
+   right date gives it back. Reserving *before* comparing bounds the comparisons of wrong dates to
+   ``lock_attempts`` per link, ever, whatever the number of requests in flight.
 
 Every failure counts against the client address and writes one audit event (actor ``link:<link id>``,
 or ``anonymous`` for an unknown token); a success writes one too, and fails the request (503) if
 it cannot be written: no result is shown without its audit trail.
 
 Timing. Unknown and known tokens do similar work: the link lookup always makes the same two reads,
-an unknown or inactive link also reads a (missing) result, compares the birth date with a dummy one and
-makes the conditional update a wrong birth date makes (on an item that never exists, so it writes nothing),
+an unknown or inactive link also reads a (missing) result, makes the conditional update a reservation makes
+(on an item that never exists, so it writes nothing) and compares the birth date with a dummy one,
 so that response times tell neither an unknown token from a known one nor an expired link from a wrong date.
 What remains is the decryption with a cached data key (about a millisecond), small against network jitter.
 """
@@ -24,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from chalicelib.domain.links import (
     ACTIVE,
@@ -54,11 +59,13 @@ DUMMY_TOKEN_HASH = "0" * 64
 class PatientLinks(Protocol):
     def find_link(self, token_sha256: str) -> tuple[Link | None, int]: ...
 
-    def record_wrong_birth_date(self, token_sha256: str, lock_attempts: int) -> int: ...
+    def reserve_attempt(self, token_sha256: str, lock_attempts: int) -> int | None: ...
 
-    def client_failures(self, client_key: str, window: int) -> int: ...
+    def release_attempt(self, token_sha256: str) -> None: ...
 
-    def count_client_failure(self, client_key: str, window: int, window_seconds: int) -> int: ...
+    def reserve_client_attempt(self, client_key: str, window: int, window_seconds: int, limit: int) -> bool: ...
+
+    def release_client_attempt(self, client_key: str, window: int) -> None: ...
 
 
 class PatientResults(Protocol):
@@ -103,7 +110,7 @@ class PatientService:
         now = self.clock()
         client = client_key(client_ip or "unknown", self.stage)
         window, retry_after = rate_window(now, self.ip_window_seconds)
-        if self.links.client_failures(client, window) >= self.ip_failures:
+        if not self.links.reserve_client_attempt(client, window, self.ip_window_seconds, self.ip_failures):
             self._audit(now, "anonymous", None, None, "rate_limited", "client_failures", request_id)
             raise RateLimitedError("too many failures from this client", retry_after=retry_after)
 
@@ -122,21 +129,23 @@ class PatientService:
             or record.expires_at <= int(now.timestamp())
             or record.withdrawn  # a withdrawal revokes every link; this holds even for one it did not reach
         ):
+            self.links.reserve_attempt(DUMMY_TOKEN_HASH, self.lock_attempts)  # same write round trip
             birth_dates_match(birth_date, DUMMY_BIRTH_DATE)  # same comparison work as a known link
-            self.links.record_wrong_birth_date(DUMMY_TOKEN_HASH, self.lock_attempts)  # same write round trip
             reason = state if state != ACTIVE else "result_gone"
-            self._fail(now, client, window, link, reason, request_id)
+            self._fail(now, link, reason, request_id)
 
         assert link is not None and record is not None
+        attempts = self.links.reserve_attempt(digest, self.lock_attempts)
+        if attempts is None:  # the last comparisons were reserved by requests in flight since the link was read
+            self._fail(now, link, LOCKED, request_id)
         submission = self.decrypt(record)
         if not birth_dates_match(birth_date, submission.patient.birth_date.isoformat()):
-            attempts = self.links.record_wrong_birth_date(digest, self.lock_attempts)
-            self._fail(
-                now, client, window, link, LOCKED if attempts >= self.lock_attempts else "wrong_birth_date", request_id
-            )
+            self._fail(now, link, LOCKED if attempts >= self.lock_attempts else "wrong_birth_date", request_id)
+        self.links.release_attempt(digest)  # the right date: its comparison does not count
 
         pharmacy = self.get_pharmacy(record.pharmacy_id)
         self._audit(now, f"link:{link.link_id}", record.id, record.pharmacy_id, "success", None, request_id)
+        self.links.release_client_attempt(client, window)  # a success is no failure of this client
         return {
             "patient": {"given_name": submission.patient.given_name, "family_name": submission.patient.family_name},
             "pharmacy": {"name": pharmacy.name},
@@ -149,11 +158,8 @@ class PatientService:
             "corrected_at": utc_iso(record.corrected_at) if record.corrected_at else None,  # contract v2 §8
         }
 
-    def _fail(
-        self, now: datetime, client: str, window: int, link: Link | None, reason: str, request_id: str | None
-    ) -> None:
-        """Count the failure against the client, audit it, and answer the one generic 404."""
-        self.links.count_client_failure(client, window, self.ip_window_seconds)
+    def _fail(self, now: datetime, link: Link | None, reason: str, request_id: str | None) -> NoReturn:
+        """Audit the failure (already counted against the client) and answer the one generic 404."""
         if link is None:
             self._audit(now, "anonymous", None, None, "denied", "unknown", request_id)
         else:

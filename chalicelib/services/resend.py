@@ -56,6 +56,14 @@ class ResendService:
         if not record.channels:
             req.commit("rejected", result_id, reason="no_channel")
             raise NoChannelError("no channel to resend on")
+        for channel in record.channels:  # refused before counting a resend that could not be sent
+            cap = self.notifier.caps.get(channel)
+            try:
+                if cap is not None:
+                    cap.check(req.pharmacy_id)
+            except RateLimitedError:
+                req.commit("rate_limited", result_id, reason=f"{channel}_per_pharmacy_day")
+                raise
         try:
             generation = req.commit_with(
                 lambda grant, event: self.link_store.commit_resend(
@@ -78,4 +86,4 @@ class ResendService:
         except Exception:
             self.enqueue(result_id, generation)
         updated = self.results.get_result(result_id) or record
-        return {"id": result_id, "patient": updated.public_view()["patient"]}
+        return {"id": result_id, "patient": updated.patient_view()}

@@ -2,7 +2,8 @@
 
 Each request is a :class:`~chalicelib.services.pharmacy_request.PharmacyRequest` that ends in exactly one
 commit; a new result is stored in that same commit, with its pharmacy reference (idempotency), the daily
-quota count and the monthly usage count.
+quota count and the monthly usage count. The reference is stored and looked up only as its keyed hash
+(``reference_digest``, ``adapters/reference_key.py``): it may hold personal data, and it sits in a DynamoDB key.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from chalicelib.domain.json_body import canonical_json
 from chalicelib.domain.records import ResultRecord, new_id
 from chalicelib.domain.validation import is_valid_pharmacy_reference, parse_submission
-from chalicelib.errors import ConflictError, DuplicateReferenceError, ValidationError
+from chalicelib.errors import ConflictError, DuplicateReferenceError, RateLimitedError, ValidationError
 from chalicelib.services.authn import SignedRequest
 from chalicelib.services.pharmacy_request import PharmacyGate, PharmacyRequest
 from chalicelib.services.ports import PharmacyDirectory, ResultStore
@@ -45,8 +46,10 @@ class ResultsService:
     pharmacies: PharmacyDirectory
     vault: ResultVault
     clock: Callable[[], datetime]
+    reference_digest: Callable[[str, str], str]  # (pharmacy id, reference) → its keyed hash
     daily_quota_default: int = 2000
     retention_days: int = 90
+    sms_extra_regions: frozenset[str] = frozenset()  # where an SMS may go besides France
     new_result_id: Callable[[], str] = field(default=new_id)
 
     # -- POST /v1/results -------------------------------------------------------------------------
@@ -60,7 +63,7 @@ class ResultsService:
         raw = req.json_body()
         body_sha256 = hashlib.sha256(canonical_json(raw)).hexdigest()
         try:
-            submission = parse_submission(raw, now=self.clock())
+            submission = parse_submission(raw, now=self.clock(), sms_extra_regions=self.sms_extra_regions)
         except ValidationError as exc:
             stored = self._identical_stored(req, raw, body_sha256)
             if stored is None:
@@ -74,11 +77,12 @@ class ResultsService:
         record = ResultRecord(
             id=result_id,
             pharmacy_id=req.pharmacy_id,
-            pharmacy_reference=submission.pharmacy_reference,
+            reference_digest=self.reference_digest(req.pharmacy_id, submission.pharmacy_reference),
             key_id=req.grant.key_id,
             received_at=now,
             expires_at=int((now + timedelta(days=self.retention_days)).timestamp()),
             ciphertext=self.vault.seal(result_id, req.pharmacy_id, submission, body_sha256),
+            reference_ciphertext=self.vault.seal_reference(result_id, req.pharmacy_id, submission.pharmacy_reference),
             channels=tuple(submission.notify),
             patient_status="pending" if submission.notify else "not_requested",
         )
@@ -94,6 +98,9 @@ class ResultsService:
             )
         except DuplicateReferenceError:
             return self._answer_duplicate(req, submission.pharmacy_reference, body_sha256)
+        except RateLimitedError:  # an answer like any other: the nonce is spent and the refusal audited
+            req.commit("rate_limited", reason="daily_quota")
+            raise
         return Accepted(result_id, submission.pharmacy_reference, created=True)
 
     def _identical_stored(self, req: PharmacyRequest, raw: Any, body_sha256: str) -> Accepted | None:
@@ -106,7 +113,7 @@ class ResultsService:
 
     def _stored_body_matches(self, req: PharmacyRequest, reference: str, body_sha256: str) -> tuple[str | None, bool]:
         """The result already stored under ``reference`` for this pharmacy, and whether its body was this one."""
-        existing_id = self.store.find_reference(req.pharmacy_id, reference)
+        existing_id = self.store.find_reference(req.pharmacy_id, self.reference_digest(req.pharmacy_id, reference))
         existing = self.store.get_result(existing_id) if existing_id else None
         if existing is None or existing.pharmacy_id != req.pharmacy_id:
             return existing_id, False
@@ -124,5 +131,6 @@ class ResultsService:
         """The statuses of one of the caller's results; anyone else's is NotFoundError, like a missing one."""
         req = self.gate.open(request, "result.read", request_id)
         record = req.own_result(self.store.get_result, result_id)
+        reference = self.vault.open_reference(record)  # kept in clear nowhere; the submission stays closed
         req.commit("success", result_id)
-        return record.public_view()
+        return record.public_view(reference)

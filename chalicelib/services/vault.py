@@ -24,6 +24,9 @@ from chalicelib.domain.records import ResultRecord
 from chalicelib.services.ports import Envelope
 
 RESULT_PURPOSE = "result"
+#: The pharmacy reference is sealed on its own (``part``), under the result's purpose (so with the same cached data
+#: key: no KMS call more): ``GET /v1/results/{id}`` answers it without opening the submission.
+REFERENCE_PART = "reference"
 #: Metric counting decryptions of results (namespace Relais, dimension service=relais), whoever reads.
 DECRYPTED_METRIC = "ResultDecrypted"
 
@@ -43,6 +46,11 @@ def result_context(result_id: str, pharmacy_id: str, version: int = 1) -> dict[s
     if version != 1:
         context["version"] = str(version)
     return context
+
+
+def reference_context(result_id: str, pharmacy_id: str) -> dict[str, str]:
+    """The encryption context of one result's pharmacy reference: the result's, and the part."""
+    return {**result_context(result_id, pharmacy_id), "part": REFERENCE_PART}
 
 
 def _nothing() -> None:
@@ -71,6 +79,15 @@ class ResultVault:
             data["correction_sha256"] = correction_sha256
         plaintext = json.dumps(data, separators=(",", ":")).encode()
         return self.envelope.encrypt(plaintext, result_context(result_id, pharmacy_id, version))
+
+    def seal_reference(self, result_id: str, pharmacy_id: str, reference: str) -> bytes:
+        """The ciphertext of a new result's pharmacy reference (it may hold personal data: kept in clear nowhere)."""
+        return self.envelope.encrypt(reference.encode(), reference_context(result_id, pharmacy_id))
+
+    def open_reference(self, record: ResultRecord) -> str:
+        """A stored result's pharmacy reference, without opening its submission."""
+        context = reference_context(record.id, record.pharmacy_id)
+        return self.envelope.decrypt(record.reference_ciphertext, context).decode()
 
     def open(self, record: ResultRecord) -> OpenedResult:
         """Decrypt a stored result's current version; DecryptionError when the ciphertext is not this record's."""

@@ -2,10 +2,13 @@
 
 A ``TransactWriteItems`` call carries a ``ClientRequestToken`` (botocore fills one in, and reuses it for its own
 retries of the call). DynamoDB answers a repeat of a *successful* call — same token, same items, within 10 minutes —
-with success, without writing again; the same token with other items is ``IdempotentParameterMismatchException``.
+with success, without writing again; the same token with other items is ``IdempotentParameterMismatchException``;
+the same token while the first call is still in progress is ``TransactionInProgressException`` (botocore retries it,
+and the retry then finds the first call's answer).
 moto ignores the token: a retry after a read timeout whose first try had committed was executed again there, and a
 request's nonce then looked replayed (a 401 for a request that had been accepted) — harsher than AWS, and a source
-of flaky runs under load. Only the embedded AWS is patched; nothing of it ships.
+of flaky runs under load. So was a retry arriving while the first try still waited for its turn: it ran too, and
+failed on the nonce the first try had written. Only the embedded AWS is patched; nothing of it ships.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ TOKEN_SECONDS = 600
 
 _LOCK = threading.Lock()
 _SEEN: dict[str, tuple[str, float, Any]] = {}  # token → (hash of the items, when, the answer)
+_IN_PROGRESS: set[str] = set()  # tokens of calls not yet answered
 
 
 def _digest(items: Any) -> str:
@@ -49,6 +53,13 @@ def patch_idempotent_transactions() -> None:
                 message="The request uses the same client token as a previous, but non-identical request.",
             )
 
+    class TransactionInProgressError(DynamodbException):
+        def __init__(self) -> None:
+            super().__init__(
+                "com.amazonaws.dynamodb.v20120810#TransactionInProgressException",
+                message="The transaction with the given request token is already in progress.",
+            )
+
     @functools.wraps(original)
     def transact_write_items(self: Any) -> Any:
         token = self.body.get("ClientRequestToken")
@@ -60,14 +71,22 @@ def patch_idempotent_transactions() -> None:
             for old in [t for t, (_, at, _) in _SEEN.items() if now - at > TOKEN_SECONDS]:
                 del _SEEN[old]
             seen = _SEEN.get(token)
+            if seen is None:
+                if token in _IN_PROGRESS:
+                    raise TransactionInProgressError()  # a retry while the first call waits for its turn
+                _IN_PROGRESS.add(token)
         if seen is not None:
             if seen[0] != digest:
                 raise IdempotentParameterMismatchError()
             return seen[2]  # a repeat of a call that succeeded: success again, nothing written twice
-        answer = original(self)
-        with _LOCK:
-            _SEEN[token] = (digest, now, answer)
-        return answer
+        try:
+            answer = original(self)
+            with _LOCK:
+                _SEEN[token] = (digest, now, answer)
+            return answer
+        finally:
+            with _LOCK:
+                _IN_PROGRESS.discard(token)
 
     transact_write_items._relais_idempotent = True  # type: ignore[attr-defined]
     DynamoHandler.transact_write_items = transact_write_items  # type: ignore[method-assign]

@@ -117,3 +117,50 @@ def test_a_submitted_result_reaches_the_patient_by_link_and_only_them(local_stac
     log = local_stack.log_text()
     for value in (token, new_token, phone, email, "Vandermeulen", "Ottilie", "1984-12-03"):
         assert value not in log, "a token or personal value reached the stack's console output"
+
+
+def test_wrong_birth_dates_sent_together_lock_the_link_after_five_comparisons(local_stack: LocalStack) -> None:
+    """Over HTTP: eight wrong dates at once are all refused, the link is counted at five and locked for good.
+    (That no sixth comparison is ever made, whatever the interleaving: tests/integration/test_patient_api.py.)"""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    _pharmacy_id, key_id, private_key = local_stack.register_pharmacy("Pharmacie du Verrou")
+    phone = f"+336124{secrets.randbelow(10**5):05d}"
+    body = valid_body(datetime.now(UTC))
+    body["pharmacy_reference"] = f"E2E-LOCK-{secrets.token_hex(6)}"
+    body["patient"]["phone"] = phone
+    body["notify"] = ["sms"]
+    assert signed_post(local_stack, key_id, private_key, "/v1/results", json.dumps(body).encode()).status_code == 201
+    (sms,) = wait_for_messages(local_stack, {phone}, 1)
+    token = token_of(sms)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: view(local_stack, token, "1984-12-04").status_code, range(8)))
+
+    assert answers == [404] * 8
+    assert view(local_stack, token, "1984-12-03").status_code == 404  # locked: even the right date
+    link = local_stack.client("dynamodb").get_item(
+        TableName=local_stack.env["RELAIS_STATE_TABLE"],
+        Key={"pk": {"S": "link#" + hashlib.sha256(token.encode()).hexdigest()}},
+        ConsistentRead=True,
+    )["Item"]
+    assert link["attempts"] == {"N": "5"}
+
+
+def test_failures_sent_together_from_one_address_get_the_limit_in_404s_and_the_rest_429(tmp_path: Path) -> None:
+    """A stack of its own, with a per-address limit of 4 (chalice local sees every caller as 127.0.0.1):
+    8 unknown tokens sent at once are exactly 4 failures answered and 4 refusals, however they interleave."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.e2e.conftest import start_stack
+
+    stack = start_stack(tmp_path, {"RELAIS_PATIENT_IP_FAILURES": "4"})
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda i: view(stack, f"{i}" * 43, "1984-12-03"), range(8)))
+        assert sorted(a.status_code for a in answers) == [404] * 4 + [429] * 4
+        assert all(1 <= int(a.headers["Retry-After"]) <= 600 for a in answers if a.status_code == 429)
+        assert stack.stop() == 0
+    finally:
+        stack.kill_everything()

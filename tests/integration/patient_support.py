@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -133,6 +134,47 @@ def assert_no_leak(text: str, *secrets: str) -> None:
     """None of the personal values of :func:`distinctive_body`, nor ``secrets`` (tokens), in ``text``."""
     for value in (*PERSONAL_VALUES, *secrets):
         assert not leaks(value, text), "a personal value or token leaked"
+
+
+class Gate:
+    """Holds each thread that reaches :meth:`wait` until ``parties`` threads have either reached it or called
+    :meth:`passed` (threads that never get that far), then lets them all go: a barrier for racers of which some
+    may not reach it. The timeout only turns a deadlock into a failure; it never decides an outcome."""
+
+    def __init__(self, parties: int, *, timeout: float = 60.0) -> None:
+        self._parties = parties
+        self._count = 0
+        self._timeout = timeout
+        self._condition = threading.Condition()
+
+    def passed(self) -> None:
+        with self._condition:
+            self._count += 1
+            self._condition.notify_all()
+
+    def wait(self) -> None:
+        with self._condition:
+            self._count += 1
+            self._condition.notify_all()
+            assert self._condition.wait_for(lambda: self._count >= self._parties, self._timeout), "gate deadlocked"
+
+
+def run_threads(targets: dict[str, Callable[[], object]]) -> dict[str, object]:
+    """Run each target in its own thread named after its key; what each returned or raised, by name."""
+    outcomes: dict[str, object] = {}
+
+    def run(name: str, target: Callable[[], object]) -> None:
+        try:
+            outcomes[name] = target()
+        except Exception as exc:  # the outcome under test
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=run, args=item, name=item[0]) for item in targets.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
 
 
 @pytest.fixture

@@ -45,6 +45,8 @@ def test_a_correction_makes_version_2_shown_to_the_pharmacy(patient_env):
     assert followed["national"]["status"] == "pending"
     [event] = audit_events("result.correct", "success")
     assert event["record"] == rid and event["reason"] == "wrong_result:v2"
+    [stored] = result_item(rid)["corrections"]["L"]
+    assert stored["M"]["reference"]["S"] not in ("C-1", "") and "C-1" not in json.dumps(result_item(rid), default=str)
 
 
 def test_each_version_has_its_own_ciphertext_bound_to_its_version(patient_env):

@@ -30,10 +30,13 @@ from tests.integration.helpers import (
     count_results,
     distinctive_body,
     dynamodb,
+    encode,
+    get_result,
     post_result,
     problem,
     register_pharmacy,
     scan,
+    signed_headers,
     state_items,
     submit_direct,
     table_name,
@@ -208,6 +211,23 @@ def test_past_the_daily_quota_a_submission_gets_429_with_retry_after_and_nothing
     assert 0 < int(response.headers["Retry-After"]) <= 86400
     assert count_results() == 2
     assert len(state_items("ref")) == 2
+
+
+def test_the_daily_quota_429_spends_the_nonce_and_is_audited(client):
+    limited = register_pharmacy(daily_quota=1)
+    assert post_result(client, limited, distinctive_body()).status_code == 201
+    raw = encode(distinctive_body())
+    headers = signed_headers(limited, "POST", RESULTS_PATH, raw)
+
+    assert client.http.post(RESULTS_PATH, body=raw, headers=headers).status_code == 429
+    replayed = client.http.post(RESULTS_PATH, body=raw, headers=headers)
+
+    assert replayed.status_code == 401
+    assert len(state_items("nonce")) == 2
+    (refused,) = audit_events("result.create", "rate_limited")
+    assert refused["reason"] == "daily_quota" and refused["pharmacy_id"] == limited.pharmacy_id
+    assert "record" not in refused
+    assert [e["reason"] for e in audit_events("auth.failure")] == ["result.create:replayed_nonce"]
 
 
 def test_a_retry_past_the_quota_still_gets_its_200(client):
@@ -491,7 +511,7 @@ def test_a_stored_result_keeps_only_opaque_ids_and_statuses_in_clear(client, pha
     assert clear <= {
         "id",
         "pharmacy_id",
-        "pharmacy_reference",
+        "reference_digest",
         "key_id",
         "received_at",
         "expires_at",
@@ -503,6 +523,85 @@ def test_a_stored_result_keeps_only_opaque_ids_and_statuses_in_clear(client, pha
         "version",
         "patient_status",
     }
-    assert item["pharmacy_reference"] == {"S": "REF-CLEAR-1"}
+    assert len(item["reference_digest"]["S"]) == 64 and "REF-CLEAR-1" not in "".join(attribute_strings(item))
     assert response.headers["Location"].endswith(item["id"]["S"])
     assert RESULTS_PATH in response.headers["Location"]
+
+
+# -- the pharmacy reference: a keyed hash only -------------------------------------------------------------------
+#: References a pharmacy's software could make of its patient: the NIR, the phone number, the name.
+PERSONAL_REFERENCES = (NIR, PHONE.lstrip("+"), f"{FAMILY_NAME}.{GIVEN_NAME}")
+
+
+def _every_stored_string() -> str:
+    return "\n".join(s for setting in TABLE_SETTINGS for item in scan(setting) for s in attribute_strings(item))
+
+
+def test_a_reference_holding_personal_data_is_in_no_table_and_no_log_yet_stays_idempotent(client, pharmacy, capfd):
+    answers = []
+    for reference in PERSONAL_REFERENCES:
+        body = distinctive_body(reference)
+        answers.append(post_result(client, pharmacy, body))
+        answers.append(post_result(client, pharmacy, body))  # the same again: the first answer
+        changed = json.loads(json.dumps(body))
+        changed["test"]["result"] = "positive"
+        answers.append(post_result(client, pharmacy, changed))  # another body: a conflict
+        followed = get_result(client, pharmacy, json.loads(answers[-3].body)["id"])
+        assert json.loads(followed.body)["pharmacy_reference"] == reference  # read back from the ciphertext
+
+    assert [a.status_code for a in answers] == [201, 200, 409] * len(PERSONAL_REFERENCES)
+    assert count_results() == len(PERSONAL_REFERENCES)
+    stored, out = _every_stored_string(), capfd.readouterr()
+    for reference in PERSONAL_REFERENCES:
+        assert reference not in stored
+        assert reference not in out.out + out.err
+    refs = state_items("ref")
+    assert len(refs) == len(PERSONAL_REFERENCES)
+    assert all(len(item["pk"]["S"].rsplit("#", 1)[1]) == 64 for item in refs)
+
+
+def test_the_same_reference_of_two_pharmacies_has_unrelated_digests(client, pharmacy, other_pharmacy):
+    for actor in (pharmacy, other_pharmacy):
+        assert post_result(client, actor, distinctive_body("SHARED-1")).status_code == 201
+
+    digests = {item["pk"]["S"].rsplit("#", 1)[1] for item in state_items("ref")}
+    assert len(digests) == 2
+
+
+def test_the_reference_key_is_sealed_once_per_stage_and_opened_once_per_cold_process(client, pharmacy):
+    from chalicelib.adapters.reference_key import ITEM_KEY
+
+    class KmsCalls:
+        def __init__(self) -> None:
+            self.operations: list[str] = []
+
+        def __call__(self, model: Any, **_: Any) -> None:
+            self.operations.append(model.name)
+
+    assert post_result(client, pharmacy, distinctive_body()).status_code == 201  # the first process seals it
+    (sealed,) = [item for item in scan("RELAIS_STATE_TABLE") if item["pk"]["S"] == ITEM_KEY]
+    assert "B" in sealed["sealed"] and "expires_at" not in sealed
+
+    bootstrap.override()  # a cold process: every component, client and cache is built anew
+    calls = KmsCalls()
+    bootstrap.botocore_session().register("before-call.kms.*", calls)
+    bodies = [distinctive_body(f"COLD-{i}") for i in range(50)]
+    for body in bodies:
+        assert post_result(client, pharmacy, body).status_code == 201
+    assert sorted(calls.operations) == ["Decrypt", "GenerateDataKey"]  # the sealed key opened once, one data key
+    assert post_result(client, pharmacy, bodies[0]).status_code == 200
+
+
+def test_following_a_result_opens_its_reference_alone_never_its_submission(client, pharmacy, monkeypatch):
+    from chalicelib.services.vault import ResultVault
+
+    rid = json.loads(post_result(client, pharmacy, distinctive_body("FOLLOW-ALONE-1")).body)["id"]
+
+    def refuse(self: Any, record: Any) -> Any:
+        raise AssertionError("the submission was opened")
+
+    monkeypatch.setattr(ResultVault, "open", refuse)
+    followed = get_result(client, pharmacy, rid)
+    assert followed.status_code == 200 and json.loads(followed.body)["pharmacy_reference"] == "FOLLOW-ALONE-1"
+    item = _result_item(rid)
+    assert "B" in item["reference_sealed"] and b"FOLLOW-ALONE-1" not in item["reference_sealed"]["B"]

@@ -130,6 +130,53 @@ def test_a_body_of_exactly_16_kib_is_not_refused_for_its_size(client, pharmacy):
     assert response.status_code == 201, response.body
 
 
+def test_a_16_kib_body_breaking_thousands_of_rules_gets_20_errors_and_the_truncated_flag(client, pharmacy):
+    body = distinctive_body()
+    size = len(json.dumps(body, separators=(",", ":")))
+    body.update({f"x{i}": 0 for i in range((16 * 1024 - size) // 10)})  # ',"x1234":0' is at most 10 bytes
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    assert 14 * 1024 < len(raw) <= 16 * 1024
+
+    response = post_result(client, pharmacy, raw)
+
+    assert response.status_code == 400
+    document = problem(response)
+    assert len(document["errors"]) == 20 and document["errors_truncated"] is True
+    assert len(response.body) < 2048
+    _assert_nothing_stored()
+
+
+def test_a_400_with_few_errors_has_no_truncated_flag(client, pharmacy):
+    body = distinctive_body()
+    body["test"]["result"] = "maybe"
+
+    response = post_result(client, pharmacy, body)
+
+    assert "errors_truncated" not in problem(response)
+
+
+def test_an_sms_abroad_is_refused_unless_the_stage_adds_the_region(client, pharmacy):
+    from dataclasses import replace
+
+    from chalicelib import bootstrap
+
+    body = distinctive_body()
+    body["patient"]["phone"] = "+447400123456"
+    refused = post_result(client, pharmacy, body)
+    assert refused.status_code == 400
+    assert problem(refused)["errors"] == [
+        {
+            "field": "patient.phone",
+            "message": "must be a mobile number of France (metropolitan or overseas) when notify contains sms",
+        }
+    ]
+    _assert_nothing_stored()
+
+    bootstrap.override(settings=replace(bootstrap.settings(), sms_extra_regions="GB"))
+    accepted = post_result(client, pharmacy, body)
+    assert accepted.status_code == 201, accepted.body
+
+
 def test_a_signed_text_plain_body_gets_415(client, pharmacy):
     response = post_result(client, pharmacy, distinctive_body(), content_type="text/plain")
 

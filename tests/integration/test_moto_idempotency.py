@@ -8,6 +8,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from infra.local import moto_idempotency
+
 
 def _add_one(table: str, pk: str) -> dict:
     return {
@@ -40,3 +42,34 @@ def test_the_same_token_with_other_items_is_a_parameter_mismatch(aws):
     with pytest.raises(ClientError) as caught:
         client.transact_write_items(TransactItems=[_add_one(table, "b")], ClientRequestToken="t-3")
     assert caught.value.response["Error"]["Code"] == "IdempotentParameterMismatchException"
+
+
+def test_the_same_token_while_the_first_call_is_in_progress_is_refused_then_answered(aws):
+    """A retry that overtakes its first try (read timeout while the first waits for its turn) does not run again."""
+    import threading
+
+    from botocore.config import Config
+
+    from infra.local import moto_patches
+
+    once = Config(retries={"total_max_attempts": 1})  # see DynamoDB's answer itself, not botocore's retry of it
+    client = boto3.client("dynamodb", region_name="eu-west-3", config=once)
+    table = os.environ["RELAIS_STATE_TABLE"]
+    first_done: list[dict] = []
+    with moto_patches._LOCK:  # moto's writes wait for it: the first call stays in progress
+        first = threading.Thread(
+            target=lambda: first_done.append(
+                client.transact_write_items(TransactItems=[_add_one(table, "slow")], ClientRequestToken="t-4")
+            )
+        )
+        first.start()
+        while "t-4" not in moto_idempotency._IN_PROGRESS:
+            first.join(0.01)
+        with pytest.raises(ClientError) as caught:
+            client.transact_write_items(TransactItems=[_add_one(table, "slow")], ClientRequestToken="t-4")
+        assert caught.value.response["Error"]["Code"] == "TransactionInProgressException"
+    first.join(10)
+    assert first_done, "the first call completed"
+    client.transact_write_items(TransactItems=[_add_one(table, "slow")], ClientRequestToken="t-4")  # its answer
+    item = client.get_item(TableName=table, Key={"pk": {"S": "slow"}}, ConsistentRead=True)["Item"]
+    assert item["n"] == {"N": "1"}, "the retry did not write again"

@@ -87,7 +87,7 @@ def _seed_results(count: int) -> list[str]:
         ResultItem(
             id=rid,
             pharmacy_id=pharmacy_id,
-            pharmacy_reference=f"S-{i}",
+            reference_digest=f"S-{i}",
             key_id="k" * 16,
             received_at=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             expires_at=int(now.timestamp()) + 3600,

@@ -188,3 +188,64 @@ def test_no_personal_value_in_the_batch_log_lines(patient_env, capfd):
     out = capfd.readouterr()
     assert_no_leak(out.out + out.err)
     assert rid
+
+
+# -- the per-pharmacy daily SMS cap ------------------------------------------------------------------------------
+def cap_sms_at(limit: int) -> None:
+    from dataclasses import replace
+
+    from chalicelib import bootstrap
+
+    bootstrap.override(settings=replace(bootstrap.settings(), sms_per_pharmacy_per_day=limit))
+
+
+def budget_count() -> int:
+    items = [i for i in scan("RELAIS_STATE_TABLE") if i["pk"]["S"].startswith("budget#sms#")]
+    return sum(int(i["n"]["N"]) for i in items)
+
+
+def test_past_its_daily_sms_cap_a_pharmacy_s_result_gets_no_sms_and_fails_its_patient_status(patient_env):
+    from tests.integration.helpers import register_pharmacy
+
+    cap_sms_at(2)
+    actor = patient_env["pharmacy"]
+    first, second, third = (new_result(actor, notify=("sms", "email")) for _ in range(3))
+    assert [notify(first), notify(second)] == ["sent", "sent"]
+
+    assert notify(third) == "capped"
+
+    assert len(sent_sms()) == 2 and len(sent_emails()) == 3  # its e-mail still went
+    assert budget_count() == 2  # the refused SMS spent nothing of the account's budget
+    assert result_item(third)["patient_status"]["S"] == "failed"
+    (capped,) = audit_events("patient.notify", "failed")
+    assert (capped["record"], capped["reason"]) == (third, "sms:daily_cap")
+    assert notify(third) == "not_pending"  # a redelivery sends nothing more
+    other = new_result(register_pharmacy(), notify=("sms",))
+    assert notify(other) == "sent"  # another pharmacy's cap is its own
+
+
+def test_the_sms_cap_is_counted_per_day(patient_env):
+    from datetime import UTC, datetime, timedelta
+
+    from chalicelib import bootstrap
+
+    cap_sms_at(1)
+    actor = patient_env["pharmacy"]
+    today, tomorrow = new_result(actor, notify=("sms",)), new_result(actor, notify=("sms",))
+    assert notify(today) == "sent"
+    bootstrap.override(clock=lambda: datetime.now(UTC) + timedelta(days=1))
+    assert notify(tomorrow) == "sent"
+
+
+def test_an_sms_that_could_not_be_sent_does_not_count_against_the_cap(patient_env):
+    from chalicelib.services.notify import NotifyFailedError
+
+    cap_sms_at(1)
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    sender = use_sender({"sms"})
+    with pytest.raises(NotifyFailedError):
+        notify(rid)
+    sender.fail.clear()
+
+    assert notify(rid, attempt=2) == "sent"
+    assert len(sent_sms()) == 1

@@ -407,6 +407,7 @@ def test_actual_answers_validate_against_the_documented_responses(client, pharma
     invalid = set_field(copy.deepcopy(body), "patient.sex", "f")
     for response, expected in (
         (post_result(client, pharmacy, invalid), 400),
+        (post_result(client, pharmacy, {**body, **{f"x{i}": 0 for i in range(30)}}), 400),  # errors truncated
         (post_result(client, pharmacy, body, created=0), 401),
         (post_result(client, pharmacy, {"padding": "x" * 17000}), 413),
         (post_result(client, pharmacy, body, content_type="text/plain"), 415),

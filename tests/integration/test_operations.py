@@ -114,7 +114,7 @@ def test_erasure_makes_the_result_unreadable_at_once_and_is_audited(cli, capsys)
     from tests.integration.helpers import scan
 
     (item,) = [i for i in scan("RELAIS_RESULTS_TABLE") if i["id"]["S"] == rid]
-    assert "payload" not in item
+    assert "payload" not in item and "reference_sealed" not in item
     _, events = run(capsys, "audit", "--result-id", rid)
     assert ("result.erase", "operator:dpo") in {(e["action"], e["actor"]) for e in events}
     assert main(["--json", "result", "erase", "--id", "x" * 24]) == 1

@@ -7,6 +7,7 @@ import json
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,9 +16,11 @@ import pytest
 from tests.integration.helpers import BIRTH_DATE, FAMILY_NAME, GIVEN_NAME, audit_events, problem, scan
 from tests.integration.patient_support import (
     PATIENT_PATH,
+    Gate,
     assert_no_leak,
     notified_token,
     patient_env,
+    run_threads,
     stored_strings,
     view,
 )
@@ -112,30 +115,69 @@ def test_five_wrong_birth_dates_lock_the_link_for_good(patient_env):
     assert int(item["attempts"]["N"]) == 5
 
 
-def test_concurrent_wrong_attempts_never_count_past_the_lock(patient_env):
+def test_a_right_date_sent_with_wrong_ones_is_not_compared_past_the_lock(patient_env, monkeypatch):
+    """24 wrong dates and the right one, all reading the link before any is compared: five comparisons, ever."""
     from chalicelib import bootstrap
     from chalicelib.errors import NotFoundError
 
     _, token = notified_token(patient_env["pharmacy"])
     service = bootstrap.patient_service()
-    errors: list[str] = []
+    wrong = [f"wrong-{i}" for i in range(24)]
+    everyone_read_the_link = Gate(len(wrong) + 1)
+    wrong_ones_done = threading.Event()
+    find_link, decrypt = service.links.find_link, service.decrypt
+    decrypted: list[str] = []
 
-    def attempt(i: int) -> None:
-        try:
-            service.view(token, WRONG_DATE, client_ip=f"10.0.0.{i}")
-        except NotFoundError:
-            errors.append("404")
+    def find_then_pause(digest):
+        found = find_link(digest)  # every request sees the link with no attempt counted
+        everyone_read_the_link.wait()
+        if threading.current_thread().name == "right":
+            assert wrong_ones_done.wait(60)  # the right date comes last: no comparison is left for it
+        return found
 
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == ["404"] * 12
+    def counted_decrypt(record):
+        decrypted.append(threading.current_thread().name)
+        return decrypt(record)
+
+    monkeypatch.setattr(service.links, "find_link", find_then_pause)
+    monkeypatch.setattr(service, "decrypt", counted_decrypt)
+
+    remaining = len(wrong)
+    counting = threading.Lock()
+
+    def wrong_attempt(address: str) -> Callable[[], object]:
+        def go() -> object:
+            nonlocal remaining
+            try:
+                return service.view(token, WRONG_DATE, client_ip=address)
+            finally:
+                with counting:
+                    remaining -= 1
+                    if remaining == 0:
+                        wrong_ones_done.set()
+
+        return go
+
+    racers = {name: wrong_attempt(f"10.0.0.{i}") for i, name in enumerate(wrong)}
+    racers["right"] = lambda: service.view(token, BIRTH_DATE, client_ip="10.0.1.1")
+    outcomes = run_threads(racers)
+
+    assert all(isinstance(outcomes[name], NotFoundError) for name in wrong)
+    assert isinstance(outcomes["right"], NotFoundError)
+    assert len(decrypted) == 5 and "right" not in decrypted
     (item,) = link_items()
     assert int(item["attempts"]["N"]) == 5
-    with pytest.raises(NotFoundError):
-        service.view(token, BIRTH_DATE, client_ip="10.0.1.1")
+    reasons = [e["reason"] for e in audit_events("patient.view") if e["outcome"] in ("denied", "locked")]
+    assert reasons.count("wrong_birth_date") == 4 and reasons.count("locked") == 21
+
+
+def test_the_right_date_gives_its_reservation_back(patient_env):
+    client = patient_env["client"]
+    _, token = notified_token(patient_env["pharmacy"])
+    for _ in range(10):
+        assert view(client, token).status_code == 200
+    (item,) = link_items()
+    assert int(item["attempts"]["N"]) == 0
 
 
 def test_expiry_is_checked_in_code_even_while_the_item_still_exists(patient_env):
@@ -158,6 +200,8 @@ def test_too_many_failures_from_one_address_answer_429_with_retry_after(patient_
     bootstrap.override(settings=replace(bootstrap.settings(), patient_ip_failures=3))
     client = patient_env["client"]
     _, token = notified_token(patient_env["pharmacy"])
+    for _ in range(4):
+        assert view(client, token).status_code == 200  # successes are not failures
     for _ in range(3):
         assert view(client, UNKNOWN_TOKEN).status_code == 404
     refused = view(client, token)  # even a right answer waits
@@ -169,6 +213,40 @@ def test_too_many_failures_from_one_address_answer_429_with_retry_after(patient_
     assert bootstrap.patient_service().view(token, BIRTH_DATE, client_ip="192.0.2.7")["test"]["result"]
     keys = [i["pk"]["S"] for i in scan("RELAIS_STATE_TABLE") if i["pk"]["S"].startswith("ipfail#")]
     assert keys and all("127.0.0.1" not in k for k in keys)
+
+
+def test_failures_in_flight_together_never_pass_the_per_address_limit(patient_env, monkeypatch):
+    """24 unknown tokens from one address, none answered before all passed the limit check: 20 are 404, 4 are 429."""
+    from chalicelib import bootstrap
+    from chalicelib.errors import NotFoundError, RateLimitedError
+
+    service = bootstrap.patient_service()
+    names = [f"guess-{i}" for i in range(24)]
+    gate = Gate(len(names))
+    reached: set[str] = set()
+    find_link = service.links.find_link
+
+    def find_then_pause(digest):
+        found = find_link(digest)
+        reached.add(threading.current_thread().name)
+        gate.wait()  # no request is answered before every request has been let in or refused
+        return found
+
+    monkeypatch.setattr(service.links, "find_link", find_then_pause)
+
+    def guess() -> object:
+        try:
+            return service.view(UNKNOWN_TOKEN, BIRTH_DATE, client_ip="203.0.113.9")
+        finally:
+            if threading.current_thread().name not in reached:
+                gate.passed()
+
+    outcomes = run_threads(dict.fromkeys(names, guess))
+    kinds = [type(outcome) for outcome in outcomes.values()]
+    assert kinds.count(NotFoundError) == 20 and kinds.count(RateLimitedError) == 4
+    assert len(audit_events("patient.view", "rate_limited")) == 4
+    (counter,) = [i for i in scan("RELAIS_STATE_TABLE") if i["pk"]["S"].startswith("ipfail#")]
+    assert int(counter["n"]["N"]) == 20
 
 
 # -- malformed requests -----------------------------------------------------------------------------------------

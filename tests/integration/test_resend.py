@@ -143,3 +143,23 @@ def test_a_late_message_of_the_old_generation_sends_nothing(patient_env):
     assert resend(client, actor, rid).status_code == 202
     assert notify(rid, generation=0) in ("not_pending", "superseded")
     assert len(sent_sms()) == 2
+
+
+def test_a_resend_past_the_pharmacy_s_daily_sms_cap_is_429_until_midnight_and_changes_nothing(patient_env):
+    from dataclasses import replace
+
+    from chalicelib import bootstrap
+
+    bootstrap.override(settings=replace(bootstrap.settings(), sms_per_pharmacy_per_day=1))
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, token = notified_token(actor)
+
+    refused = resend(client, actor, rid)
+
+    assert refused.status_code == 429
+    assert problem(refused)["detail"] == "this pharmacy's daily sms limit is reached until midnight UTC"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 86_400
+    assert len(sent_sms()) == 1
+    assert view(client, token).status_code == 200  # no new generation: the link still opens
+    (event,) = audit_events("result.resend", "rate_limited")
+    assert event["reason"] == "sms_per_pharmacy_day"

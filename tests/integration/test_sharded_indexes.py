@@ -51,7 +51,7 @@ def test_reconciliation_reads_the_oldest_pending_results_across_every_shard(aws)
         ResultItem(
             id=rid,
             pharmacy_id="p" * 16,
-            pharmacy_reference=f"R-{minute}",
+            reference_digest=f"R-{minute}",
             key_id="k" * 16,
             received_at=at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             expires_at=int(now.timestamp()) + 3600,

@@ -25,9 +25,11 @@ def state(aws: dict[str, str]) -> None:
     StateItem(pk="taken", expires_at=EXPIRES).save()
 
 
-def _sent(monkeypatch: pytest.MonkeyPatch, answers: list[dict[str, Any]] | None = None) -> list[list[str]]:
-    """Record each TransactWriteItems request (the kinds of its items, in order); the first ``answers`` are
-    errors returned instead of sending it (``{"Code": ..., "CancellationReasons": [...]}``)."""
+def _sent(
+    monkeypatch: pytest.MonkeyPatch, answers: list[dict[str, Any]] | None = None, tokens: list[str] | None = None
+) -> list[list[str]]:
+    """Record each TransactWriteItems request (the kinds of its items, in order; its token in ``tokens``); the first
+    ``answers`` are errors returned instead of sending it (``{"Code": ..., "CancellationReasons": [...]}``)."""
     from botocore.client import BaseClient
     from botocore.exceptions import ClientError
 
@@ -38,6 +40,8 @@ def _sent(monkeypatch: pytest.MonkeyPatch, answers: list[dict[str, Any]] | None 
     def recording(self: Any, operation_name: str, params: dict[str, Any]) -> Any:
         if operation_name == "TransactWriteItems":
             sent.append([next(iter(item)) for item in params["TransactItems"]])
+            if tokens is not None:
+                tokens.append(params["ClientRequestToken"])
             if pending:
                 answer = pending.pop(0)
                 error: dict[str, Any] = {"Error": {"Code": answer["Code"], "Message": "simulated"}}
@@ -153,6 +157,22 @@ def test_conflicts_and_throttling_are_tried_again(state, monkeypatch, transient)
 
     assert len(sent) == 3
     assert _count("counter") == 1  # once
+
+
+def test_a_try_still_in_progress_is_asked_again_with_its_token_and_a_new_try_gets_a_new_one(state, monkeypatch):
+    """After TransactionInProgressException the same token again (DynamoDB then answers with that try's outcome,
+    never running it twice); after a conflict, a new request."""
+    tokens: list[str] = []
+    _sent(monkeypatch, [{"Code": "TransactionInProgressException"}, _conflict_on(0, 1)], tokens)
+    tx = Transaction(Connection(region=REGION), sleep=lambda s: None)
+    tx.update("counter", StateItem(pk="counter"), actions=[StateItem.n.add(1), StateItem.expires_at.set(EXPIRES)])
+
+    assert tx.commit() is True
+
+    assert len(tokens) == 3
+    assert tokens[0] == tokens[1], "the try in progress is asked again"
+    assert tokens[2] != tokens[1], "a try that ended is not repeated under its token"
+    assert _count("counter") == 1
 
 
 def test_a_conflict_that_persists_is_a_503_after_every_attempt(state, monkeypatch):

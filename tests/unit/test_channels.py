@@ -98,7 +98,7 @@ def notifier(channels: tuple[str, ...]) -> tuple[Any, Recorder]:
     record = ResultRecord(
         id="r" * 22,
         pharmacy_id="ph_1",
-        pharmacy_reference="A-1",
+        reference_digest="A-1",
         key_id="k",
         received_at=FIXED_NOW,
         expires_at=2_000_000_000,

@@ -51,6 +51,28 @@ def test_a_non_integer_setting_is_named():
         settings_from_env({**REQUIRED, "RELAIS_DAILY_QUOTA_DEFAULT": "many"})
 
 
+def test_sms_go_to_france_only_unless_a_stage_adds_regions():
+    assert settings_from_env(REQUIRED).sms_extra_region_codes == frozenset()
+    widened = settings_from_env({**REQUIRED, "RELAIS_SMS_EXTRA_REGIONS": "BE, CH"})
+    assert widened.sms_extra_region_codes == frozenset({"BE", "CH"})
+
+
+@pytest.mark.parametrize("value", ["be", "Belgium", "BE;CH", "B"])
+def test_extra_sms_regions_must_be_region_codes(value):
+    with pytest.raises(SettingsError, match="RELAIS_SMS_EXTRA_REGIONS must list ISO 3166-1 alpha-2 codes"):
+        settings_from_env({**REQUIRED, "RELAIS_SMS_EXTRA_REGIONS": value})
+
+
+def test_one_pharmacy_s_sms_cap_can_spend_at_most_a_tenth_of_the_monthly_budget():
+    assert settings_from_env(REQUIRED).sms_per_pharmacy_per_day * 31 * 10 <= 3_000_000
+    fits = {"RELAIS_SMS_MONTHLY_BUDGET": "31000", "RELAIS_SMS_PER_PHARMACY_PER_DAY": "100"}
+    assert settings_from_env({**REQUIRED, **fits}).sms_per_pharmacy_per_day == 100
+    with pytest.raises(SettingsError, match="RELAIS_SMS_PER_PHARMACY_PER_DAY over 31 days must be at most a tenth"):
+        settings_from_env({**REQUIRED, **fits, "RELAIS_SMS_PER_PHARMACY_PER_DAY": "101"})
+    no_budget = {"RELAIS_SMS_MONTHLY_BUDGET": "0", "RELAIS_SMS_PER_PHARMACY_PER_DAY": "50000"}
+    assert settings_from_env({**REQUIRED, **no_budget}).sms_per_pharmacy_per_day == 50_000
+
+
 # -- allowed authorities (issue 11, item 7) --------------------------------------------------------------------
 @pytest.mark.parametrize("value", ["https://api.relais.example", "api.relais.example/v1", "*.relais.example", "a,,b"])
 def test_allowed_authorities_must_be_host_names(value):

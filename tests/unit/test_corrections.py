@@ -193,8 +193,14 @@ def service(now_offset: timedelta = timedelta(0)) -> tuple[CorrectionService, Fa
         enqueue_national=lambda rid: None,
         metrics=metrics,
         clock=lambda: FIXED_NOW + now_offset,
+        reference_digest=lambda pharmacy_id, reference: f"keyed({pharmacy_id}|{reference})",
     )
     return svc, results, store, metrics
+
+
+def keyed(reference: str) -> str:
+    """How the service's keyed hash (a stand-in here) keeps a correction_reference of RID."""
+    return f"keyed(ph_1|correction:{RID}:{reference})"
 
 
 def body(**fields: Any) -> bytes:
@@ -211,6 +217,7 @@ def test_a_correction_commits_version_2_with_one_audit_event_and_sends_the_next_
     assert (event.action, event.outcome, event.reason) == ("result.correct", "success", "wrong_result:v2")
     assert svc.vault.open(results.record).submission.test.result == "positive"
     assert results.messages == [(RID, 1)] and metrics.names == ["ResultCorrected"]
+    assert [c.reference for c in results.record.corrections] == [keyed("C-1")]  # never the reference itself
 
 
 def test_the_same_correction_again_answers_the_same_version_without_a_new_one():
@@ -274,7 +281,9 @@ def racing_service(interloper_body: dict[str, Any]) -> tuple[CorrectionService, 
                     version=2,
                     correction_sha256=hashlib.sha256(canonical_json(interloper_body)).hexdigest(),
                 ),
-                correction=Correction(2, interloper_body["reason"], FIXED_NOW, interloper_body["correction_reference"]),
+                correction=Correction(
+                    2, interloper_body["reason"], FIXED_NOW, keyed(interloper_body["correction_reference"])
+                ),
                 withdrawn=False,
                 patient_status="pending",
                 previous_generation=0,
@@ -298,7 +307,7 @@ def test_a_correction_that_loses_a_race_is_made_again_on_the_version_that_won():
     svc, results, store = racing_service({"correction_reference": "C-0", "reason": "wrong_test", "result": "invalid"})
     answer = svc.correct(signed(body()), RID)
     assert (answer.version, answer.created) == (3, True)
-    assert [c.reference for c in results.record.corrections] == ["C-0", "C-1"]
+    assert [c.reference for c in results.record.corrections] == [keyed("C-0"), keyed("C-1")]
     assert [e.outcome for _, e in store.commits] == ["success"]  # one commit, one audit event
 
 

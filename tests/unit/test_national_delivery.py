@@ -69,7 +69,7 @@ def make_service(
     record = record or ResultRecord(
         id=RID,
         pharmacy_id="p" * 16,
-        pharmacy_reference="A-1",
+        reference_digest="A-1",
         key_id="k" * 16,
         received_at=FIXED_NOW,
         expires_at=0,
@@ -194,7 +194,7 @@ def record_with(national_status: str) -> ResultRecord:
     return ResultRecord(
         id=RID,
         pharmacy_id="p" * 16,
-        pharmacy_reference="A",
+        reference_digest="A",
         key_id="k" * 16,
         received_at=FIXED_NOW,
         expires_at=0,
@@ -300,9 +300,10 @@ class AuditedReads:
 )
 def test_every_attempt_writes_one_audit_event_for_its_one_decryption(answer, attempt, event):
     reads = AuditedReads()
-    service = make_service(FakeNational(answer), decrypt=reads.decrypt, audit=reads.audit)
+    statuses = Statuses(failed=attempt - 1)  # the result's attempts, whatever the message copy's receive count
+    service = make_service(FakeNational(answer), decrypt=reads.decrypt, audit=reads.audit, statuses=statuses)
     with contextlib.suppress(RetryLater):
-        service.deliver(Delivery(RID, "rh", attempt))
+        service.deliver(Delivery(RID, "rh", 1))
     assert reads.timeline == ["decrypt", event]
 
 
@@ -319,7 +320,7 @@ def test_an_attempt_that_breaks_after_decrypting_still_audits_its_read():
 
 @pytest.mark.parametrize("answer", [Answer(201), Answer(503), Answer(422)])
 def test_an_attempt_whose_audit_cannot_be_written_fails_and_records_nothing(answer):
-    statuses, queue = Recorder(), Recorder()
+    statuses, queue = Statuses(), Recorder()
     reads = AuditedReads(fail_audit=True)
     service = make_service(
         FakeNational(answer), decrypt=reads.decrypt, audit=reads.audit, statuses=statuses, queue=queue

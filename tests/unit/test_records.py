@@ -18,3 +18,15 @@ def test_seconds_to_midnight_utc_count_to_the_next_utc_day_and_never_zero():
     assert seconds_to_midnight_utc(datetime(2022, 1, 10, 23, 59, 30, tzinfo=UTC)) == 30
     assert seconds_to_midnight_utc(datetime(2022, 1, 10, 0, 0, 0, tzinfo=UTC)) == 86_400
     assert seconds_to_midnight_utc(datetime(2022, 1, 10, 23, 59, 59, 999_000, tzinfo=UTC)) == 1
+
+
+def test_a_reference_digest_is_an_hmac_of_pharmacy_and_reference_under_the_key():
+    import hashlib
+    import hmac
+
+    from chalicelib.domain.records import reference_digest
+
+    digest = reference_digest(b"k" * 32, "ph_1", "284127512345687")
+    assert digest == hmac.new(b"k" * 32, b"ph_1\n284127512345687", hashlib.sha256).hexdigest()
+    assert digest != reference_digest(b"j" * 32, "ph_1", "284127512345687")  # keyed: no key, no dictionary attack
+    assert digest != reference_digest(b"k" * 32, "ph_2", "284127512345687")

@@ -10,7 +10,7 @@ import pytest
 from chalicelib.domain.devices import known_device_ids
 from chalicelib.domain.model import Address
 from chalicelib.domain.validation import is_valid_nir, is_valid_rpps, normalise_nir, parse_submission
-from chalicelib.errors import ValidationError
+from chalicelib.errors import FieldError, ValidationError
 from tests.factories import (
     FIXED_NOW,
     VALID_NIR,
@@ -126,6 +126,41 @@ def test_all_field_errors_are_collected_at_once():
         "test.result",
         "notify[1]",
     }
+
+
+def test_at_most_twenty_errors_are_reported_with_a_flag_when_more_were_found():
+    body = valid_body()
+    body.update({f"extra_{i}": 1 for i in range(2000)})
+
+    with pytest.raises(ValidationError) as caught:
+        parse_submission(body, now=FIXED_NOW)
+    assert [e.field for e in caught.value.errors] == [f"extra_{i}" for i in range(20)]
+    assert caught.value.truncated
+
+
+def test_any_validation_error_keeps_twenty_errors_and_says_more_were_found():
+    error = ValidationError([FieldError(f"field_{i}", "unknown field") for i in range(21)])
+
+    assert [e.field for e in error.errors] == [f"field_{i}" for i in range(20)] and error.truncated
+
+
+def test_twenty_errors_are_not_flagged_as_truncated():
+    body = valid_body()
+    body.update({f"extra_{i}": 1 for i in range(20)})
+
+    with pytest.raises(ValidationError) as caught:
+        parse_submission(body, now=FIXED_NOW)
+    assert len(caught.value.errors) == 20 and not caught.value.truncated
+
+
+def test_the_same_error_found_many_times_is_reported_once():
+    body = valid_body()
+    body["patient"].update({f"not a name {i}": 1 for i in range(50)})
+
+    with pytest.raises(ValidationError) as caught:
+        parse_submission(body, now=FIXED_NOW)
+    assert [(e.field, e.message) for e in caught.value.errors] == [("patient", "contains an unknown field")]
+    assert not caught.value.truncated
 
 
 def test_a_naive_now_is_a_programming_error_not_a_field_error():
@@ -480,9 +515,47 @@ def test_a_phone_is_normalised_to_e164(value):
     assert accept(set_field(valid_body(), "patient.phone", value)).patient.phone == "+33612345678"
 
 
-@pytest.mark.parametrize("value", ["+262692123456", "+447911123456", "+33756789012"])
-def test_a_foreign_or_overseas_mobile_is_accepted_for_sms(value):
+FRENCH_MOBILES = {
+    "FR": "+33756789012",
+    "RE": "+262692123456",
+    "GP": "+590690123456",
+    "MQ": "+596696123456",
+    "GF": "+594694123456",
+    "PM": "+508551234",
+    "NC": "+687751234",
+    "PF": "+68987123456",
+}
+
+
+@pytest.mark.parametrize("value", FRENCH_MOBILES.values(), ids=FRENCH_MOBILES)
+def test_a_metropolitan_or_overseas_french_mobile_is_accepted_for_sms(value):
     assert accept(set_field(valid_body(), "patient.phone", value)).patient.phone == value
+
+
+@pytest.mark.parametrize("value", ["+447911123456", "+32470123456", "+12025550123"])
+def test_a_foreign_mobile_is_refused_for_sms_with_a_rule_naming_france(value):
+    message = assert_rejected(set_field(valid_body(), "patient.phone", value), "patient.phone", secret=value)
+
+    assert message == "must be a mobile number of France (metropolitan or overseas) when notify contains sms"
+
+
+def test_a_foreign_mobile_is_accepted_when_the_patient_gets_no_sms():
+    body = set_field(set_field(valid_body(), "patient.phone", "+447911123456"), "notify", ["email"])
+
+    assert accept(body).patient.phone == "+447911123456"
+
+
+def test_a_stage_may_widen_where_an_sms_may_go():
+    body = set_field(valid_body(), "patient.phone", "+32470123456")
+
+    assert parse_submission(body, now=FIXED_NOW, sms_extra_regions=frozenset({"BE"})).patient.phone == "+32470123456"
+    body = set_field(valid_body(), "patient.phone", "+447911123456")
+    with pytest.raises(ValidationError) as caught:
+        parse_submission(body, now=FIXED_NOW, sms_extra_regions=frozenset({"BE", "CH"}))
+    (error,) = caught.value.errors
+    assert error.message == (
+        "must be a mobile number of France (metropolitan or overseas), BE or CH when notify contains sms"
+    )
 
 
 @pytest.mark.parametrize(
@@ -817,9 +890,14 @@ def test_notify_defaults_to_no_channel():
     assert accept(delete_field(valid_body(), "notify")).notify == ()
 
 
-@pytest.mark.parametrize(("value", "bad"), [(["sms", "sms"], "notify[1]"), (["email", "sms", "email"], "notify[2]")])
+@pytest.mark.parametrize(("value", "bad"), [(["sms", "sms"], "notify[1]"), (["email", "email"], "notify[1]")])
 def test_a_repeated_notify_channel_is_rejected_at_its_index(value, bad):
     assert assert_rejected(set_field(valid_body(), "notify", value), bad) == "is a duplicate"
+
+
+@pytest.mark.parametrize("value", [["email", "sms", "email"], ["push"] * 5000])
+def test_notify_longer_than_the_channels_is_refused_whole_without_walking_it(value):
+    assert errors_of(set_field(valid_body(), "notify", value)) == {"notify": "must list at most 2 channels, each once"}
 
 
 @pytest.mark.parametrize("item", ["push", "SMS", "", 1, None, ["sms"]])
