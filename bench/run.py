@@ -12,6 +12,7 @@ BENCHES = [
     ("ingest", [sys.executable, "-m", "bench.ingest"]),
     ("delivery", [sys.executable, "-m", "bench.delivery"]),
     ("patient", [sys.executable, "-m", "bench.patient"]),
+    ("corrections", [sys.executable, "-m", "bench.corrections"]),
     ("peak", [sys.executable, "-m", "bench.peak"]),
     ("validation", [sys.executable, "-m", "bench.validation"]),  # a second: the worst 16 KiB body
     ("http", [sys.executable, "-m", "bench.http_intake"]),  # about 10 minutes: the local stack over HTTP

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from chalicelib.adapters.registry import Registry
     from chalicelib.adapters.results_store import DynamoStore
     from chalicelib.services.authn import Principal
+    from chalicelib.services.corrections import CorrectionService
     from chalicelib.services.national import NationalDelivery
     from chalicelib.services.notify import NotifyService
     from chalicelib.services.patient import PatientService
@@ -403,30 +404,53 @@ def pharmacy_caps() -> dict[str, PharmacyDailyCap]:
     return {"sms": PharmacyDailyCap("sms", settings().sms_per_pharmacy_per_day, clock)}
 
 
-@component
-def resend_service() -> ResendService:
+def _enqueue_notify(result_id: str, generation: int) -> None:
+    """Queue the patient's message of ``generation`` (when sending it in the request failed)."""
     from chalicelib.domain.queue_messages import build_queue_message
     from chalicelib.errors import DependencyUnavailableError
+
+    try:
+        client("sqs").send_message(
+            QueueUrl=settings().notify_queue_url, MessageBody=build_queue_message(result_id, generation)
+        )
+    except Exception as exc:
+        raise DependencyUnavailableError("sqs") from exc
+
+
+@component
+def resend_service() -> ResendService:
     from chalicelib.services.resend import ResendService
-
-    s = settings()
-
-    def enqueue(result_id: str, generation: int) -> None:
-        try:
-            client("sqs").send_message(
-                QueueUrl=s.notify_queue_url, MessageBody=build_queue_message(result_id, generation)
-            )
-        except Exception as exc:
-            raise DependencyUnavailableError("sqs") from exc
 
     return ResendService(
         gate=pharmacy_gate(),
         results=store(),
         link_store=link_store(),
         notifier=notify_service(),
-        enqueue=enqueue,
+        enqueue=_enqueue_notify,
         clock=clock,
-        resend_per_day=s.resend_per_day,
+        resend_per_day=settings().resend_per_day,
+    )
+
+
+@component
+def correction_service() -> CorrectionService:
+    from chalicelib.adapters.corrections import CorrectionStore, VersionConflictError
+    from chalicelib.services.corrections import CorrectionService
+
+    return CorrectionService(
+        gate=pharmacy_gate(),
+        get_result=store().get_result,
+        commits=CorrectionStore(store(), audit_retention_days=settings().audit_retention_days),
+        vault=vault(),
+        generations=link_store(),
+        notify=notify_service().notify,
+        enqueue_notify=_enqueue_notify,
+        enqueue_national=lambda result_id: national_queue().enqueue([result_id]),
+        metrics=metrics(),
+        clock=clock,
+        version_conflict=VersionConflictError,
+        sms_extra_regions=settings().sms_extra_region_codes,
+        reference_digest=reference_key().digest,
     )
 
 

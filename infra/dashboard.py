@@ -85,6 +85,8 @@ def dashboard_body() -> dict[str, Any]:
                 _metric("Relais", "NationalReported", *service),
                 _metric("Relais", "NationalRetried", *service),
                 _metric("Relais", "NationalDeadLettered", *service),
+                _metric("Relais", "ResultCorrected", *service),  # each one is delivered again (contract v2 §8)
+                _metric("Relais", "ResultWithdrawn", *service),
             ],
             0,
             0,

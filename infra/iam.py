@@ -52,7 +52,8 @@ _READ_WRITE = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "d
 #: TransactWrite → PutItem / UpdateItem / ConditionCheckItem per item, index query → Query. A new AWS call in the code
 #: needs its line here (docs/deploy.md, "Adding an AWS call"); a new handler without an entry fails the build.
 FUNCTIONS: dict[str, FunctionSpec] = {
-    # Pharmacy API (submit, follow, resend — which sends at once) and patient API (view: decrypt, lock counters).
+    # Pharmacy API (submit, follow, resend and correction — which send at once; a correction also queues the result's
+    # new version for national delivery) and patient API (view: decrypt, lock counters).
     "app.app": FunctionSpec(
         name="api",
         timeout=10,
@@ -66,7 +67,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
                 "ResultsTable": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
                 "AuditTable": ("dynamodb:PutItem",),
             },
-            sends_to=("NotifyQueue",),
+            sends_to=("NotifyQueue", "NationalQueue"),
             decrypts=("result", "reference-key"),  # reference-key: opened once per process (reference_key.py)
             encrypts=("result", "reference-key"),  # reference-key: sealed once per stage, by the first process
             sms=True,

@@ -54,24 +54,35 @@ def _bootstrap(ctx: Context) -> Any:
 
 
 def usage(args: argparse.Namespace, ctx: Context, out: Output) -> None:
-    """``relais usage --month YYYY-MM [--csv]`` → ``[{"pharmacy_id", "finess", "results"}]``, billable results."""
+    """``relais usage --month YYYY-MM [--csv]`` → ``[{"pharmacy_id", "finess", "results", "withdrawn_same_day"}]``:
+    billable results, and the results withdrawn on the day they were received (not billed, so not in ``results``)."""
     registry = _bootstrap(ctx).registry()
     with out.bar(f"usage {args.month}", unit="counter") as bar:
         rows = registry.usage(args.month, progress=_advance(bar))
     if args.csv and not args.json:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["pharmacy_id", "finess", "results"], lineterminator="\n")
+        writer = csv.DictWriter(
+            buffer, fieldnames=["pharmacy_id", "finess", "results", "withdrawn_same_day"], lineterminator="\n"
+        )
         writer.writeheader()
         writer.writerows(rows)
         out.stdout.write(buffer.getvalue())
         return
     total = sum(r["results"] for r in rows)
+    unbilled = sum(r["withdrawn_same_day"] for r in rows)
+
+    def line(r: dict[str, Any]) -> str:
+        withdrawn = r["withdrawn_same_day"]
+        note = f"  ({withdrawn} withdrawn the day received: not billed)" if withdrawn else ""
+        return f"{r['finess']}  {r['pharmacy_id']}  {r['results']}{note}"
+
     out.result(
         rows,
         lambda data: "\n".join(
             [
-                *(f"{r['finess']}  {r['pharmacy_id']}  {r['results']}" for r in data),
-                f"total billable results in {args.month}: {total}",
+                *(line(r) for r in data),
+                f"total billable results in {args.month}: {total}"
+                + (f" ({unbilled} withdrawn on the day received, not billed)" if unbilled else ""),
             ]
         ),
     )
@@ -184,7 +195,8 @@ def _reported(ctx: Context) -> Any:
 
 
 def dlq_list(args: argparse.Namespace, ctx: Context, out: Output) -> None:
-    """``relais dlq list [--queue national|notify]`` → ``[{"result_id", "reason", "attempts", "age_seconds"}]``."""
+    """``relais dlq list [--queue national|notify]`` → ``[{"result_id", "reason", "attempts", "version",
+    "age_seconds"}]``."""
     queue, _ = _queue(ctx, args.queue)
     letters = queue.dead_letters(is_moot=_reported(ctx) if args.queue == "national" else None)
     out.result(
@@ -192,7 +204,7 @@ def dlq_list(args: argparse.Namespace, ctx: Context, out: Output) -> None:
         lambda data: (
             "\n".join(
                 f"{d['result_id']}  {d['reason'] or 'no reason (moved by SQS after its receive limit)'}"
-                f"  attempts={d['attempts']}  age={d['age_seconds']}s"
+                f"  attempts={d['attempts']}  version={d['version']}  age={d['age_seconds']}s"
                 for d in data
             )
             or f"no dead letter in the {args.queue} queue"

@@ -87,6 +87,17 @@ def bind_link_tables(settings: Settings) -> None:
             model._connection = None
 
 
+def next_generation(tx: Transaction, result_id: str, previous: int, keep_until: int) -> None:
+    """Add to ``tx`` the move of the result's link generation from ``previous`` to the next one (item
+    ``generation``): every link of an older generation is revoked once ``tx`` commits."""
+    tx.update(
+        "generation",
+        StateItem(pk=f"linkcur#{result_id}"),
+        actions=[StateItem.n.set(previous + 1), StateItem.expires_at.set(keep_until)],
+        condition=StateItem.n.does_not_exist() if previous == 0 else (StateItem.n == previous),
+    )
+
+
 def link_key(token_sha256: str) -> str:
     return f"link#{token_sha256}"
 
@@ -222,13 +233,19 @@ class LinkStore:
         return Claim(sent=frozenset(sent), done=item.done_at is not None, link_expires_at=item.link_expires_at)
 
     def record_send(
-        self, result_id: str, generation: int, channel: str, link_expires_at: datetime, audit: AuditEvent
+        self, result_id: str, generation: int, channel: str, link_expires_at: datetime | None, audit: AuditEvent
     ) -> None:
-        """Mark one channel sent for this generation and write its audit event, atomically."""
+        """Mark one channel sent for this generation and write its audit event, atomically (``link_expires_at``
+        None: a message without a link, a withdrawal's)."""
         attribute = SENT_AT[channel_spec(channel).name]  # an unknown channel raises: never recorded as another
         claim = ClaimItem(pk=f"notify#{result_id}#{generation}")
+        expiry = ClaimItem.link_expires_at
         tx = Transaction(self._connection)
-        tx.update("claim", claim, actions=[attribute.set(audit.at), ClaimItem.link_expires_at.set(link_expires_at)])
+        tx.update(
+            "claim",
+            claim,
+            actions=[attribute.set(audit.at), expiry.set(link_expires_at) if link_expires_at else expiry.remove()],
+        )
         tx.put("audit", audit_item(audit, self._audit_retention_days))
         tx.commit()  # no condition: it writes both or raises
 
@@ -239,18 +256,20 @@ class LinkStore:
                 actions=[ClaimItem.lease_until.set(0)], condition=ClaimItem.pk.exists()
             )
 
-    def finish(self, result_id: str, generation: int, *, sent_at: datetime, link_expires_at: datetime) -> None:
-        """Close the claim and set the result's patient status to ``sent``, if the generation is still current.
+    def finish(self, result_id: str, generation: int, *, sent_at: datetime, link_expires_at: datetime | None) -> None:
+        """Close the claim and set the result's patient status to ``sent``, if the generation is still current
+        (``link_expires_at`` None: the message had no link).
 
         Raises SupersededError when a resend moved the generation on meanwhile.
         """
+        expiry = ResultItem.link_expires_at
         self._set_status(
             result_id,
             generation,
             [
                 ResultItem.patient_status.set("sent"),
                 ResultItem.patient_sent_at.set(sent_at),
-                ResultItem.link_expires_at.set(link_expires_at),
+                expiry.set(link_expires_at) if link_expires_at else expiry.remove(),
             ],
             close_claim_at=sent_at,
         )
@@ -310,12 +329,7 @@ class LinkStore:
             actions=[StateItem.n.add(1), StateItem.expires_at.set(epoch_seconds(now + timedelta(days=2)))],
             condition=StateItem.n.does_not_exist() | (StateItem.n < limit),
         )
-        tx.update(
-            "generation",
-            StateItem(pk=f"linkcur#{result_id}"),
-            actions=[StateItem.n.set(previous + 1), StateItem.expires_at.set(keep_until)],
-            condition=StateItem.n.does_not_exist() if previous == 0 else (StateItem.n == previous),
-        )
+        next_generation(tx, result_id, previous, keep_until)
         tx.update(
             "result",
             ResultItem(id=result_id),

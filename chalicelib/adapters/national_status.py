@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
-from chalicelib.adapters.tables import ResultItem, pending_key, shard_keys, sortable_time
+from chalicelib.adapters.tables import ResultItem, at_version, pending_key, shard_keys, sortable_time
+from chalicelib.domain.corrections import VersionSupersededError
 from chalicelib.errors import NotFoundError
 
 
@@ -19,6 +20,13 @@ class NationalStatusStore:
     (:meth:`claim_delivery`), and the attempt budget is counted on the result (:meth:`count_failure`), not on a
     copy's receive count — so a result is never dead-lettered by one copy while another copy's POST is under way,
     and duplicates never spend its attempts.
+
+    Versions (corrections, contract v2 §8). A copy delivers the version it read; a correction committed meanwhile
+    (which set the result pending again with a fresh attempt budget) makes the outcome of that POST moot for the
+    status: :meth:`mark_reported` then records only that the national system holds the earlier version
+    (``national_version``, which never goes down) and raises VersionSupersededError, :meth:`count_failure` does not
+    spend the new version's budget, :meth:`mark_failed` raises VersionSupersededError (no dead letter): the later
+    version is then delivered, by the same copy or another.
     """
 
     @staticmethod
@@ -35,26 +43,46 @@ class NationalStatusStore:
         )
         return int(item.national_attempts) if claimed else None
 
-    def count_failure(self, result_id: str) -> None:
-        """Count one failed POST, to be tried again, and give the lease back."""
-        self._update(result_id, [ResultItem.national_attempts.add(1), ResultItem.national_lease_until.remove()])
+    def count_failure(self, result_id: str, version: int = 1) -> None:
+        """Count one failed POST of ``version``, to be tried again, and give the lease back (a later version keeps
+        its own budget: only the lease is given back)."""
+        if not update_if(
+            ResultItem(id=result_id),
+            [ResultItem.national_attempts.add(1), ResultItem.national_lease_until.remove()],
+            ResultItem.id.exists() & at_version(version),
+        ):
+            self._update(result_id, [ResultItem.national_lease_until.remove()])
 
-    def mark_reported(self, result_id: str, at: datetime) -> None:
-        self._update(
-            result_id,
+    def mark_reported(self, result_id: str, at: datetime, version: int = 1) -> None:
+        """The national system holds ``version``: reported, unless a later version is now due
+        (VersionSupersededError, after recording that it holds this one)."""
+        if update_if(
+            ResultItem(id=result_id),
             [
                 ResultItem.national_status.set("reported"),
                 ResultItem.national_reported_at.set(at),
                 ResultItem.pending_national.remove(),
                 ResultItem.national_attempts.add(1),
                 ResultItem.national_lease_until.remove(),
+                ResultItem.national_version.set(version),
             ],
+            ResultItem.id.exists() & at_version(version),
+        ):
+            return
+        self._update(result_id, [ResultItem.national_lease_until.remove()])
+        update_if(  # never down: a later version the receiver holds stays recorded
+            ResultItem(id=result_id),
+            [ResultItem.national_version.set(version)],
+            ResultItem.id.exists()
+            & (ResultItem.national_version.does_not_exist() | (ResultItem.national_version < version)),
         )
+        raise VersionSupersededError("a later version is due")
 
-    def mark_failed(self, result_id: str, reason: str) -> None:
-        """The last failed POST: never over a ``reported`` status (a result the receiver has is not a failure)."""
-        self._update(
-            result_id,
+    def mark_failed(self, result_id: str, reason: str, version: int = 1) -> None:
+        """The last failed POST: never over a ``reported`` status (a result the receiver has is not a failure:
+        NotFoundError), nor when a later version is due (VersionSupersededError: it has its own attempts)."""
+        done = update_if(
+            ResultItem(id=result_id),
             [
                 ResultItem.national_status.set("failed"),
                 ResultItem.national_failure.set(reason),
@@ -62,8 +90,22 @@ class NationalStatusStore:
                 ResultItem.national_attempts.add(1),
                 ResultItem.national_lease_until.remove(),
             ],
-            condition=ResultItem.national_status != "reported",
+            ResultItem.id.exists() & (ResultItem.national_status != "reported") & at_version(version),
         )
+        if done:
+            return
+        self._update(result_id, [ResultItem.national_lease_until.remove()])
+        if self._status(result_id) == "reported":
+            raise NotFoundError("no such result")
+        raise VersionSupersededError("a later version is due")
+
+    @staticmethod
+    def _status(result_id: str) -> str | None:
+        with dynamodb_errors():
+            try:
+                return str(ResultItem.get(result_id, consistent_read=True).national_status)
+            except ResultItem.DoesNotExist:
+                return None
 
     def mark_pending(self, result_id: str) -> None:
         self._update(

@@ -30,10 +30,18 @@ class WorkQueue:
             QueueUrl=self._queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
         )
 
-    def dead_letter(self, result_id: str, reason: str, attempts: int) -> None:
+    def dead_letter(self, result_id: str, reason: str, attempts: int, version: int = 1) -> None:
+        """Park a result that could not be delivered, with why, after how many attempts, and which version (a
+        redrive delivers the result's current version, whichever it is by then)."""
         logger().info(
             "dead letter",
-            extra={"result_id": result_id, "reason": reason[:256], "attempts": attempts, "queue": self._dlq_name},
+            extra={
+                "result_id": result_id,
+                "reason": reason[:256],
+                "attempts": attempts,
+                "version": version,
+                "queue": self._dlq_name,
+            },
         )
         self._sqs.send_message(
             QueueUrl=self._dlq_url,
@@ -41,6 +49,7 @@ class WorkQueue:
             MessageAttributes={
                 "reason": {"DataType": "String", "StringValue": reason[:256]},
                 "attempts": {"DataType": "Number", "StringValue": str(attempts)},
+                "version": {"DataType": "Number", "StringValue": str(version)},
                 "dead_lettered_at": {
                     "DataType": "String",
                     "StringValue": utc_iso(datetime.now(UTC)),
@@ -138,6 +147,7 @@ def _describe(message: dict[str, Any]) -> dict[str, Any]:
             attrs.get("attempts", {}).get("StringValue")
             or message.get("Attributes", {}).get("ApproximateReceiveCount", "0")
         ),
+        "version": int(attrs.get("version", {}).get("StringValue") or 1),
         "dead_lettered_at": dead_at,
         "age_seconds": int(datetime.now(UTC).timestamp() - sent) if sent else None,
     }

@@ -10,7 +10,15 @@ from typing import Any
 from pynamodb.connection import Connection
 
 from chalicelib.adapters.dynamodb import READ_BATCH, Progress, dynamodb_errors, update_if
-from chalicelib.adapters.tables import FinessItem, KeyItem, PharmacyItem, StateItem, counter_shards, usage_key
+from chalicelib.adapters.tables import (
+    FinessItem,
+    KeyItem,
+    PharmacyItem,
+    StateItem,
+    counter_shards,
+    usage_key,
+    withdrawn_key,
+)
 from chalicelib.adapters.tables import connection as dynamodb_connection
 from chalicelib.adapters.transaction import Transaction
 from chalicelib.domain.records import Pharmacy, PharmacyKey
@@ -112,13 +120,20 @@ class Registry:
         )
 
     def usage(self, month: str, *, progress: Progress | None = None) -> list[dict[str, Any]]:
-        """Billable results per pharmacy for ``month`` (``YYYY-MM``): every registered pharmacy, zero included.
+        """Billable results per pharmacy for ``month`` (``YYYY-MM``): every registered pharmacy, zero included, with
+        ``withdrawn_same_day``: the results withdrawn (recorded in error) on the day they were received, which are
+        not billed (not in ``results``).
 
         Counter shards are read in batches of ``READ_BATCH``; ``progress(done, total)`` follows them.
         """
         pharmacies = self.list_pharmacies()
         counts: dict[str, int] = {}
-        keys = [shard for p in pharmacies for shard in counter_shards(usage_key(p.pharmacy_id, month))]
+        keys = [
+            shard
+            for p in pharmacies
+            for counter in (usage_key(p.pharmacy_id, month), withdrawn_key(p.pharmacy_id, month))
+            for shard in counter_shards(counter)
+        ]
         with dynamodb_errors():
             for start in range(0, len(keys), READ_BATCH):
                 batch = keys[start : start + READ_BATCH]
@@ -132,6 +147,7 @@ class Registry:
                 "pharmacy_id": p.pharmacy_id,
                 "finess": p.finess,
                 "results": counts.get(usage_key(p.pharmacy_id, month), 0),
+                "withdrawn_same_day": counts.get(withdrawn_key(p.pharmacy_id, month), 0),
             }
             for p in sorted(pharmacies, key=lambda p: p.finess)
         ]

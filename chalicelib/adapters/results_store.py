@@ -43,7 +43,7 @@ from chalicelib.adapters.tables import (
 )
 from chalicelib.adapters.tables import connection as dynamodb_connection
 from chalicelib.adapters.transaction import Transaction
-from chalicelib.domain.records import AuditEvent, AuthGrant, ResultRecord, seconds_to_midnight_utc
+from chalicelib.domain.records import AuditEvent, AuthGrant, Correction, ResultRecord, seconds_to_midnight_utc
 from chalicelib.errors import (
     AuthenticationError,
     DependencyUnavailableError,
@@ -81,6 +81,12 @@ def _to_record(item: ResultItem) -> ResultRecord:
         patient_status=item.patient_status,
         patient_sent_at=item.patient_sent_at,
         link_expires_at=item.link_expires_at,
+        version=int(item.version or 1),
+        withdrawn=item.withdrawn_at is not None,
+        corrections=tuple(
+            Correction(int(c.version), str(c.reason), c.at, str(c.reference)) for c in item.corrections or ()
+        ),
+        earlier_ciphertexts=tuple(bytes(payload) for payload in item.earlier_payloads or ()),
     )
 
 
@@ -275,6 +281,7 @@ class DynamoStore:
             ResultItem(id=result_id),
             actions=[
                 ResultItem.payload.remove(),
+                ResultItem.earlier_payloads.remove(),
                 ResultItem.reference_sealed.remove(),
                 ResultItem.erased_at.set(now),
                 ResultItem.pending_national.remove(),

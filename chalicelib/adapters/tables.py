@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from typing import Any
 
 from pynamodb.attributes import (
     BinaryAttribute,
     ListAttribute,
+    MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
     UTCDateTimeAttribute,
@@ -141,6 +143,12 @@ def usage_key(pharmacy_id: str, month: str) -> str:
     return f"usage#{pharmacy_id}#{month}"
 
 
+def withdrawn_key(pharmacy_id: str, month: str) -> str:
+    """State table: results of one pharmacy and month withdrawn (recorded in error) on the day they were received,
+    hence taken out of its usage count, over ``counter_shards``."""
+    return f"withdrawn#{pharmacy_id}#{month}"
+
+
 def quota_key(pharmacy_id: str, day: str) -> str:
     """State table: the results of one pharmacy on one UTC day (``YYYY-MM-DD``), over ``counter_shards``."""
     return f"quota#{pharmacy_id}#{day}"
@@ -193,6 +201,15 @@ class PendingNationalIndex(GlobalSecondaryIndex["ResultItem"]):  # type: ignore[
     received_at = UnicodeAttribute(range_key=True)
 
 
+class CorrectionMap(MapAttribute[str, object]):
+    """One correction of a result (``domain.records.Correction``): opaque codes only."""
+
+    version = NumberAttribute()
+    reason = UnicodeAttribute()
+    at = UTCDateTimeAttribute()
+    reference = UnicodeAttribute()  # keyed hash of the correction_reference, never the reference
+
+
 class ResultItem(Model):
     """Results table, ``id`` = the opaque result id. The stream (keys only) feeds the queues."""
 
@@ -220,6 +237,20 @@ class ResultItem(Model):
     patient_status = UnicodeAttribute(default="not_requested")
     patient_sent_at = UTCDateTimeAttribute(null=True)
     link_expires_at = UTCDateTimeAttribute(null=True)
+    # Corrections (contract §8): ``payload`` is the current version's ciphertext; the earlier versions' stay in
+    # ``earlier_payloads`` (version 1 first) until the item's retention ends or it is erased.
+    version = NumberAttribute(default=1)
+    withdrawn_at = UTCDateTimeAttribute(null=True)
+    corrections = ListAttribute(of=CorrectionMap, null=True)
+    earlier_payloads = ListAttribute(of=BinaryAttribute, null=True)
+    national_version = NumberAttribute(default=0)  # the latest version the national system acknowledged
+
+
+def at_version(version: int) -> Any:
+    """The condition that a result is at ``version`` (items stored before corrections existed have no ``version``
+    attribute: they are version 1)."""
+    same = ResultItem.version == version
+    return same | ResultItem.version.does_not_exist() if version == 1 else same
 
 
 class AuditByDayIndex(GlobalSecondaryIndex["AuditItem"]):  # type: ignore[no-untyped-call]

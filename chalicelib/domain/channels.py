@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal, Protocol
 
-from chalicelib.domain.messages import Language, email_content, sms_text
+from chalicelib.domain.messages import Language, MessageKind, email_content, sms_text
 from chalicelib.domain.model import Channel, Patient
 
 #: The patient attributes that hold an address a message can go to.
@@ -27,7 +27,7 @@ class Template(Protocol):
     """Writes one channel's message; it is given nothing personal (see ``messages.py``)."""
 
     def __call__(
-        self, *, pharmacy_name: str, url: str, expires_at: datetime, ttl_hours: int, lang: Language
+        self, *, pharmacy_name: str, url: str, expires_at: datetime, ttl_hours: int, lang: Language, kind: MessageKind
     ) -> object: ...
 
 

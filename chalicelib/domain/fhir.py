@@ -16,18 +16,22 @@ Choices:
 * ``invalid`` results (the test ran, no result could be read) carry no ``value[x]``: the EU value set has no code for
   them. ``dataAbsentReason`` is ``error`` (data-absent-reason code system) to say why a final Observation has no value.
 * The EU device is referenced from ``Observation.device`` for antigen tests only.
+* Versions (corrections, contract v2 §8): ``Bundle.meta.versionId`` is the result's version (``"1"`` as submitted),
+  and the Observation's ``status`` is ``final`` for version 1, ``corrected`` for a corrected version and
+  ``entered-in-error`` for a withdrawal (:func:`observation_status`). The entry UUIDs stay those of the result:
+  every version speaks of the same resources.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from chalicelib.domain import fhir_codes as codes
 from chalicelib.domain.channels import required_addresses
 from chalicelib.domain.model import Address, Patient, Submission, TestInfo
-from chalicelib.domain.records import Pharmacy
+from chalicelib.domain.records import Pharmacy, ResultRecord
 
 # Namespace of the entry UUIDs; never change it, or bundles for already-delivered results would change.
 _ENTRY_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://relais.sante.fr/fhir/bundle-entry")
@@ -40,6 +44,16 @@ _METHODS: Final = {"antigen": codes.METHOD_RAPID_IMMUNOASSAY, "rt-pcr": codes.ME
 _FR_MOBILE_PREFIXES: Final = ("+336", "+337")
 
 
+ObservationStatus = Literal["final", "corrected", "entered-in-error"]
+
+
+def observation_status(record: ResultRecord) -> ObservationStatus:
+    """The Observation status of a result's current version: withdrawn, corrected, or as submitted."""
+    if record.withdrawn:
+        return "entered-in-error"
+    return "corrected" if record.version > 1 else "final"
+
+
 def build_bundle(
     *,
     result_id: str,
@@ -47,6 +61,8 @@ def build_bundle(
     pharmacy: Pharmacy,
     device_name: str | None = None,
     timestamp: datetime,
+    version: int = 1,
+    status: ObservationStatus = "final",
 ) -> dict[str, Any]:
     """The FHIR R4 ``Bundle`` (type ``collection``) for one result, as a JSON-able dict.
 
@@ -67,6 +83,7 @@ def build_bundle(
 
     observation = _observation(
         test,
+        status=status,
         patient_url=patient_url,
         performer_urls=(practitioner_url, organization_url),
         device_url=device_url,
@@ -82,6 +99,7 @@ def build_bundle(
 
     return {
         "resourceType": "Bundle",
+        "meta": {"versionId": str(version)},
         "identifier": {"system": codes.RESULT_ID_SYSTEM, "value": result_id},
         "type": "collection",
         "timestamp": _date_time(timestamp, "timestamp"),
@@ -92,13 +110,14 @@ def build_bundle(
 def _observation(
     test: TestInfo,
     *,
+    status: ObservationStatus,
     patient_url: str,
     performer_urls: tuple[str, ...],
     device_url: str | None,
 ) -> dict[str, Any]:
     observation: dict[str, Any] = {
         "resourceType": "Observation",
-        "status": "final",
+        "status": status,
         "category": [codes.CATEGORY_LABORATORY.concept()],
         "code": _TEST_CODES[test.kind].concept(),
         "subject": {"reference": patient_url},

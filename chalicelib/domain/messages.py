@@ -1,7 +1,9 @@
 """The texts sent to patients (SMS and e-mail), in French by default and in English.
 
-A message says only that a result from the named pharmacy is ready, gives the link and how long it stays valid
-(docs/patient.md). It never carries the result, the patient's identity, NIR or birth date. The functions here take
+A message says only that a result from the named pharmacy is ready (or, after a correction, that it was corrected:
+contract v2 §8), gives the link and how long it stays valid (docs/patient.md); a withdrawal's message says only
+that the result sent earlier was withdrawn and to contact the pharmacy, with no link. The kind of message is a
+:data:`MessageKind`. It never carries the result, the patient's identity, NIR or birth date. The functions here take
 nothing else, so they cannot leak what they are never given. The e-mail's HTML part escapes every value; its subject
 is fixed text (no value in a header).
 
@@ -25,6 +27,10 @@ import gsm0338  # noqa: F401 - registers the "gsm03.38" codec
 
 Language = Literal["fr", "en"]
 DEFAULT_LANGUAGE: Language = "fr"
+#: ``ready``: the first message (and resends); ``corrected``: after a correction, with a new link; ``withdrawn``:
+#: after a withdrawal (``entered_in_error``), without a link.
+MessageKind = Literal["ready", "corrected", "withdrawn"]
+LINKED_KINDS: tuple[MessageKind, ...] = ("ready", "corrected")
 MAX_PHARMACY_NAME = 60
 #: One SMS segment in the GSM 03.38 alphabet (septets).
 SMS_MAX_SEPTETS = 160
@@ -49,9 +55,20 @@ _GSM_SPELLING = str.maketrans(
         "\u00a0": " ",  # no-break space
     }
 )
-_SMS = {
-    "fr": "{name} : votre résultat COVID-19 : {url} (valable jusqu'au {until})",
-    "en": "{name}: your COVID-19 result: {url} (valid until {until})",
+_SMS: dict[MessageKind, dict[Language, str]] = {
+    "ready": {
+        "fr": "{name} : votre résultat COVID-19 : {url} (valable jusqu'au {until})",
+        "en": "{name}: your COVID-19 result: {url} (valid until {until})",
+    },
+    "corrected": {
+        # No longer than the first message's: the room left for the pharmacy's name stays what it was.
+        "fr": "{name} : résultat COVID-19 corrigé : {url} (jusqu'au {until})",
+        "en": "{name}: corrected COVID-19 result: {url} (until {until})",
+    },
+    "withdrawn": {
+        "fr": "{name} : le résultat COVID-19 envoyé précédemment est retiré. Contactez la pharmacie.",
+        "en": "{name}: the COVID-19 result sent earlier was withdrawn. Please contact the pharmacy.",
+    },
 }
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -138,9 +155,9 @@ def _fit(name: str, room: int) -> str:
     return cut.rstrip() + "."
 
 
-def sms_name_room(url: str, expires_at: datetime, lang: Language) -> int:
-    """How many septets an SMS with this link and expiry leaves for the pharmacy's name."""
-    return SMS_MAX_SEPTETS - septets(_SMS[lang].format(name="", url=url, until=_sms_time(expires_at, lang)))
+def sms_name_room(url: str, expires_at: datetime, lang: Language, kind: MessageKind = "ready") -> int:
+    """How many septets an SMS of ``kind`` with this link and expiry leaves for the pharmacy's name."""
+    return SMS_MAX_SEPTETS - septets(_SMS[kind][lang].format(name="", url=url, until=_sms_time(expires_at, lang)))
 
 
 def check_sms_link(public_base_url: str, token_length: int) -> None:
@@ -148,7 +165,11 @@ def check_sms_link(public_base_url: str, token_length: int) -> None:
     name in an SMS (in either language, with the longest date), or are not written in GSM 03.38."""
     url = link_url(public_base_url, "x" * token_length)
     try:
-        room = min(sms_name_room(url, datetime(2026, 12, 25, 23, 59, tzinfo=UTC), lang) for lang in _SMS)  # type: ignore[arg-type]
+        room = min(
+            sms_name_room(url, datetime(2026, 12, 25, 23, 59, tzinfo=UTC), lang, kind)
+            for kind in LINKED_KINDS
+            for lang in _SMS[kind]
+        )
     except UnicodeEncodeError:
         raise ValueError("has characters an SMS cannot carry in GSM 03.38") from None
     if room < MIN_SMS_NAME_ROOM:
@@ -159,12 +180,19 @@ def check_sms_link(public_base_url: str, token_length: int) -> None:
 
 
 def sms_text(
-    *, pharmacy_name: str, url: str, expires_at: datetime, ttl_hours: int, lang: Language = DEFAULT_LANGUAGE
+    *,
+    pharmacy_name: str,
+    url: str,
+    expires_at: datetime,
+    ttl_hours: int,
+    lang: Language = DEFAULT_LANGUAGE,
+    kind: MessageKind = "ready",
 ) -> str:
-    """The SMS: pharmacy, link, validity (until when: ``ttl_hours`` after it is sent). Nothing else; one segment."""
+    """The SMS: pharmacy, link, validity (until when: ``ttl_hours`` after it is sent). Nothing else; one segment.
+    A ``withdrawn`` SMS has neither link nor validity (``url`` and ``expires_at`` are then not written)."""
     del ttl_hours  # the SMS says until when; the e-mail says both
-    name = _fit(gsm7(clean_pharmacy_name(pharmacy_name)), sms_name_room(url, expires_at, lang))
-    text = _SMS[lang].format(name=name, url=url, until=_sms_time(expires_at, lang))
+    name = _fit(gsm7(clean_pharmacy_name(pharmacy_name)), sms_name_room(url, expires_at, lang, kind))
+    text = _SMS[kind][lang].format(name=name, url=url, until=_sms_time(expires_at, lang))
     if septets(text) > SMS_MAX_SEPTETS:  # pragma: no cover - the settings keep the link short enough
         raise ValueError("the SMS does not fit one segment: PUBLIC_BASE_URL is too long")
     return text
@@ -179,15 +207,51 @@ class EmailContent:
     html: str
 
 
-_SUBJECT = {"fr": "Votre résultat de test COVID-19 est disponible", "en": "Your COVID-19 test result is ready"}
+_SUBJECT: dict[MessageKind, dict[Language, str]] = {
+    "ready": {"fr": "Votre résultat de test COVID-19 est disponible", "en": "Your COVID-19 test result is ready"},
+    "corrected": {
+        "fr": "Votre résultat de test COVID-19 a été corrigé",
+        "en": "Your COVID-19 test result was corrected",
+    },
+    "withdrawn": {
+        "fr": "Votre résultat de test COVID-19 a été retiré",
+        "en": "Your COVID-19 test result was withdrawn",
+    },
+}
 
 
-def _paragraphs(name: str, url: str, until: str, ttl_hours: int, lang: Language) -> list[tuple[str, bool]]:
-    """The e-mail's paragraphs in one language; ``True`` marks the link paragraph."""
+def _withdrawn_paragraphs(name: str, lang: Language) -> list[tuple[str, bool]]:
+    """The withdrawal e-mail's paragraphs in one language: no link."""
     if lang == "fr":
         return [
             ("Bonjour,", False),
-            (f"Le résultat de votre test COVID-19 réalisé par {name} est disponible.", False),
+            (f"Le résultat de votre test COVID-19 réalisé par {name}, envoyé précédemment, a été retiré.", False),
+            ("Le lien envoyé précédemment ne fonctionne plus. Contactez la pharmacie pour en savoir plus.", False),
+            ("Relais ne vous demandera jamais votre numéro de sécurité sociale ni de coordonnées bancaires.", False),
+        ]
+    return [
+        ("Hello,", False),
+        (f"The result of your COVID-19 test taken at {name}, sent to you earlier, was withdrawn.", False),
+        ("The link sent earlier no longer works. Please contact the pharmacy to know more.", False),
+        ("Relais will never ask for your social security number or bank details.", False),
+    ]
+
+
+def _paragraphs(
+    name: str, url: str, until: str, ttl_hours: int, lang: Language, kind: MessageKind
+) -> list[tuple[str, bool]]:
+    """The e-mail's paragraphs in one language; ``True`` marks the link paragraph."""
+    if kind == "withdrawn":
+        return _withdrawn_paragraphs(name, lang)
+    if lang == "fr":
+        news = (
+            "a été corrigé ; le lien envoyé précédemment ne fonctionne plus"
+            if kind == "corrected"
+            else "est disponible"
+        )
+        return [
+            ("Bonjour,", False),
+            (f"Le résultat de votre test COVID-19 réalisé par {name} {news}.", False),
             ("Pour le consulter, ouvrez ce lien puis indiquez votre date de naissance :", False),
             (url, True),
             (
@@ -201,9 +265,10 @@ def _paragraphs(name: str, url: str, until: str, ttl_hours: int, lang: Language)
                 False,
             ),
         ]
+    news = "was corrected; the link sent earlier no longer works" if kind == "corrected" else "is ready"
     return [
         ("Hello,", False),
-        (f"The result of your COVID-19 test taken at {name} is ready.", False),
+        (f"The result of your COVID-19 test taken at {name} {news}.", False),
         ("To see it, open this link and enter your date of birth:", False),
         (url, True),
         (
@@ -220,15 +285,21 @@ def _paragraphs(name: str, url: str, until: str, ttl_hours: int, lang: Language)
 
 
 def email_content(
-    *, pharmacy_name: str, url: str, expires_at: datetime, ttl_hours: int, lang: Language = DEFAULT_LANGUAGE
+    *,
+    pharmacy_name: str,
+    url: str,
+    expires_at: datetime,
+    ttl_hours: int,
+    lang: Language = DEFAULT_LANGUAGE,
+    kind: MessageKind = "ready",
 ) -> EmailContent:
-    """The e-mail in ``lang``; a French e-mail carries an English version below it."""
+    """The e-mail of ``kind`` in ``lang``; a French e-mail carries an English version below it."""
     name = clean_pharmacy_name(pharmacy_name)
     languages: list[Language] = [lang] if lang == "en" else ["fr", "en"]
     text_parts: list[str] = []
     html_parts: list[str] = []
     for i, language in enumerate(languages):
-        paragraphs = _paragraphs(name, url, _long_time(expires_at, language), ttl_hours, language)
+        paragraphs = _paragraphs(name, url, _long_time(expires_at, language), ttl_hours, language, kind)
         if i:
             text_parts.append("----\nEnglish version\n")
             html_parts.append('<hr><p lang="en"><strong>English version</strong></p>')
@@ -243,8 +314,8 @@ def email_content(
     text = "\n\n".join(text_parts) + "\n\n-- \nRelais\n"
     page = (
         f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
-        f"<title>{html.escape(_SUBJECT[lang])}</title></head>"
+        f"<title>{html.escape(_SUBJECT[kind][lang])}</title></head>"
         f'<body style="font-family:sans-serif;line-height:1.5;color:#1a1a1a">{"".join(html_parts)}'
         "<p>-- <br>Relais</p></body></html>"
     )
-    return EmailContent(subject=_SUBJECT[lang], text=text, html=page)
+    return EmailContent(subject=_SUBJECT[kind][lang], text=text, html=page)

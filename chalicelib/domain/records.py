@@ -79,6 +79,21 @@ class AuthGrant:
     nonce_expires_at: int  # epoch seconds (TTL)
 
 
+@dataclass(frozen=True)
+class Correction:
+    """One correction of a result (``POST /v1/results/{id}/correction``): the version it made, why, when, and the
+    keyed hash of the pharmacy's ``correction_reference`` (its idempotency key, unique per result; never the
+    reference itself, which may hold personal data). No personal data."""
+
+    version: int
+    reason: str  # "wrong_result" | "wrong_patient" | "wrong_test" | "entered_in_error"
+    at: datetime
+    reference: str  # keyed hash (services/corrections.py)
+
+    def view(self) -> dict[str, object]:
+        return {"version": self.version, "reason": self.reason, "at": utc_iso(self.at)}
+
+
 @dataclass
 class ResultRecord:
     """A stored result: ciphertext plus only what must be queried in clear."""
@@ -97,6 +112,15 @@ class ResultRecord:
     patient_sent_at: datetime | None = None
     link_expires_at: datetime | None = None
     reference_ciphertext: bytes = b""  # the pharmacy reference, sealed on its own (services/vault.py)
+    version: int = 1  # 1 as submitted, +1 per correction or withdrawal; ``ciphertext`` is this version's
+    withdrawn: bool = False  # recorded in error (``entered_in_error``): no link opens it any more
+    corrections: tuple[Correction, ...] = ()  # oldest first
+    earlier_ciphertexts: tuple[bytes, ...] = ()  # versions 1…version-1, kept within retention, never shown
+
+    @property
+    def corrected_at(self) -> datetime | None:
+        """When the current version was made by a correction (None for the version as submitted)."""
+        return self.corrections[-1].at if self.corrections else None
 
     def public_view(self, pharmacy_reference: str) -> dict[str, object]:
         """``GET /v1/results/{id}`` body: statuses only, no identity, no result. The reference is not stored in
@@ -107,6 +131,9 @@ class ResultRecord:
             "received_at": utc_iso(self.received_at),
             "national": {"status": self.national_status, "reported_at": _iso_or_none(self.national_reported_at)},
             "patient": self.patient_view(),
+            "version": self.version,
+            "withdrawn": self.withdrawn,
+            "corrections": [correction.view() for correction in self.corrections],
         }
 
     def patient_view(self) -> dict[str, object]:

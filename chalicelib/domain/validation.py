@@ -67,10 +67,11 @@ from stdnum import luhn
 from stdnum.fr import nir as stdnum_nir
 
 from chalicelib.domain.channels import CHANNELS, parse_channel, required_addresses
+from chalicelib.domain.corrections import CORRECTION_WINDOW, WITHDRAWAL, CorrectionRequest, Reason
 from chalicelib.domain.model import Address, Channel, Patient, Sex, Submission, TestInfo, TestKind, TestResult
 from chalicelib.errors import MAX_REPORTED_ERRORS, FieldError, ValidationError
 
-__all__ = ["is_valid_nir", "is_valid_rpps", "normalise_nir", "parse_submission"]
+__all__ = ["is_valid_nir", "is_valid_rpps", "normalise_nir", "parse_correction", "parse_submission"]
 
 T = TypeVar("T")
 
@@ -95,6 +96,8 @@ _TEST_FIELDS: Final = _wire_fields(TestInfo)
 _SEXES: Final[Mapping[str, Sex]] = _choices(Sex)
 _TEST_KINDS: Final[Mapping[str, TestKind]] = _choices(TestKind)
 _TEST_RESULTS: Final[Mapping[str, TestResult]] = _choices(TestResult)
+_REASONS: Final[Mapping[str, Reason]] = _choices(Reason)
+_CORRECTION_FIELDS: Final = frozenset({"correction_reference", "reason", "result", "patient", "test"})
 
 # --- patterns (all ASCII: \d would also match Arabic-Indic and other Unicode digits) --------------------
 
@@ -594,14 +597,19 @@ def _parse_postal_code(value: object, path: str, country: str | None, errors: _E
 
 
 def _parse_test(
-    value: object, *, now: datetime, known_device_ids: frozenset[str] | None, errors: _Errors
+    value: object,
+    *,
+    now: datetime,
+    known_device_ids: frozenset[str] | None,
+    errors: _Errors,
+    max_age: timedelta = _SAMPLED_MAX_AGE,
 ) -> TestInfo | None:
     test = _required_object(value, "test", _TEST_FIELDS, errors)
     if test is None:
         return None
     kind = _parse_choice(test.get("kind"), "test.kind", _TEST_KINDS, errors)
     device_id = _parse_device_id(test.get("device_id"), kind, known_device_ids, errors)
-    sampled_at = _parse_sampled_at(test.get("sampled_at"), now, errors)
+    sampled_at = _parse_sampled_at(test.get("sampled_at"), now, errors, max_age)
     result = _parse_choice(test.get("result"), "test.result", _TEST_RESULTS, errors)
     if kind is None or sampled_at is None or result is None:
         return None
@@ -657,7 +665,9 @@ def _parse_rfc3339(text: str) -> datetime | str:
         return "must be a valid date-time"
 
 
-def _parse_sampled_at(value: object, now: datetime, errors: _Errors) -> datetime | None:
+def _parse_sampled_at(
+    value: object, now: datetime, errors: _Errors, max_age: timedelta = _SAMPLED_MAX_AGE
+) -> datetime | None:
     path = "test.sampled_at"
     text = _required_string(value, path, errors)
     if text is None:
@@ -669,7 +679,65 @@ def _parse_sampled_at(value: object, now: datetime, errors: _Errors) -> datetime
     if parsed - now > _SAMPLED_MAX_AHEAD:
         errors.add(path, "must not be more than 5 minutes in the future")
         return None
-    if now - parsed > _SAMPLED_MAX_AGE:
-        errors.add(path, "must not be older than 7 days")
+    if now - parsed > max_age:
+        errors.add(path, f"must not be older than {max_age.days} days")
         return None
     return parsed
+
+
+# --- corrections (contract v2 §8) ---------------------------------------------------------------------
+
+
+def parse_correction(
+    raw: object,
+    *,
+    now: datetime,
+    notify: tuple[str, ...],
+    known_device_ids: frozenset[str] | None = None,
+    sms_extra_regions: frozenset[str] = frozenset(),
+) -> CorrectionRequest:
+    """Validate a decoded ``POST /v1/results/{id}/correction`` body (``domain/corrections.py``).
+
+    ``patient`` and ``test`` follow the submission's rules (``notify``, the result's channels, decides which
+    addresses ``patient`` must carry; ``sms_extra_regions`` as for a submission), except that a corrected
+    ``test.sampled_at`` may be as old as the correction window. ``entered_in_error`` carries no other field; any
+    other reason at least one of ``result``, ``patient`` or ``test``, and not ``result`` with ``test``. Raises
+    ValidationError listing every problem.
+    """
+    errors = _Errors()
+    body = _as_object(raw, "", _CORRECTION_FIELDS, errors)
+    if body is None:
+        raise ValidationError(errors=errors.items)
+    reference = _required_string(body.get("correction_reference"), "correction_reference", errors)
+    if reference is not None and not is_valid_pharmacy_reference(reference):
+        errors.add("correction_reference", "must be 1 to 64 characters among A-Z, a-z, 0-9, '.', '_' and '-'")
+    reason = _parse_choice(body.get("reason"), "reason", _REASONS, errors)
+    given = [name for name in ("result", "patient", "test") if body.get(name) is not None]
+    if reason == WITHDRAWAL:
+        for name in given:
+            errors.add(name, "must be absent when reason is entered_in_error")
+    elif reason is not None and not given:
+        errors.add("body", "must correct at least one of: result, patient, test")
+    elif "result" in given and "test" in given:
+        errors.add("result", "must be absent when test is given (test carries the result)")
+    result = patient = test = None
+    if reason != WITHDRAWAL:
+        if "result" in given:
+            result = _parse_choice(body.get("result"), "result", _TEST_RESULTS, errors)
+        if "patient" in given:
+            channels = tuple(channel for channel in map(parse_channel, notify) if channel is not None)
+            patient = _parse_patient(
+                body.get("patient"),
+                now=now,
+                notify=channels,
+                sms_regions=FRENCH_SMS_REGIONS | sms_extra_regions,
+                errors=errors,
+            )
+        if "test" in given:
+            test = _parse_test(
+                body.get("test"), now=now, known_device_ids=known_device_ids, errors=errors, max_age=CORRECTION_WINDOW
+            )
+    if errors.items:
+        raise ValidationError(errors=errors.items)
+    assert reference is not None and reason is not None
+    return CorrectionRequest(reference=reference, reason=reason, result=result, patient=patient, test=test)

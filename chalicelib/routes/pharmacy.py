@@ -1,5 +1,5 @@
 """Pharmacy API routes: ``POST /v1/results``, ``GET /v1/results/{id}``, ``POST /v1/results/{id}/resend``,
-``GET /v1/health``."""
+``POST /v1/results/{id}/correction``, ``GET /v1/health``."""
 
 from __future__ import annotations
 
@@ -60,6 +60,16 @@ def resend_link(result_id: str) -> Response:
         return problem(409, detail="the patient asked for no message: there is nothing to resend")
     log_request_keys(result_id=result_id)
     return _json(202, body)
+
+
+@pharmacy_api.route("/v1/results/{result_id}/correction", methods=["POST"], content_types=_ANY)
+@problem_boundary
+def correct_result(result_id: str) -> Response:
+    request = pharmacy_api.current_request
+    signed = signed_request(request, max_body_bytes=bootstrap.settings().max_body_bytes)
+    corrected = bootstrap.correction_service().correct(signed, result_id, request_id=request_id(request))
+    log_request_keys(result_id=result_id)
+    return _json(202 if corrected.created else 200, corrected.view())
 
 
 @pharmacy_api.route("/v1/health", methods=["GET"])

@@ -9,6 +9,13 @@ Audit: every attempt decrypts the result once and writes exactly one ``result.re
 ``failed`` (dead-lettered) or ``retry`` (with the answer's code, or the error's type when the attempt broke after
 decrypting) — once the receiver answered and before anything is recorded. An attempt whose event cannot be written
 fails and is retried (sent and audited again): a result is never marked reported, failed or retried without it.
+
+Versions (corrections, contract v2 §8). A message names a result, never a version: each attempt delivers the result's
+current version (``Bundle.meta.versionId``, Observation ``corrected`` or ``entered-in-error``), so a late, early or
+duplicate message can only ever send the latest version, and a version superseded before it was delivered is not
+sent. A correction committed while an earlier version's POST is under way makes that POST's outcome moot: the status
+store raises VersionSupersededError and the message comes back soon to deliver the later version (the receiver that
+got the earlier one keeps the later one when it comes, and would keep a later one it already had).
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from chalicelib.deadline import ANSWER_MARGIN_SECONDS, seconds_left
+from chalicelib.domain.corrections import VersionSupersededError
 from chalicelib.domain.delivery import Answer, Verdict, backoff_seconds, classify, outcome_reason
 from chalicelib.domain.devices import device_name
-from chalicelib.domain.fhir import build_bundle
+from chalicelib.domain.fhir import build_bundle, observation_status
 from chalicelib.domain.model import Submission
 from chalicelib.domain.records import AuditEvent, ResultRecord
 from chalicelib.errors import NotFoundError
@@ -34,17 +42,17 @@ class NationalPort(Protocol):
 class StatusPort(Protocol):
     def claim_delivery(self, result_id: str, now: datetime, until: datetime) -> int | None: ...
 
-    def count_failure(self, result_id: str) -> None: ...
+    def count_failure(self, result_id: str, version: int = 1) -> None: ...
 
-    def mark_reported(self, result_id: str, at: datetime) -> None: ...
+    def mark_reported(self, result_id: str, at: datetime, version: int = 1) -> None: ...
 
-    def mark_failed(self, result_id: str, reason: str) -> None: ...
+    def mark_failed(self, result_id: str, reason: str, version: int = 1) -> None: ...
 
 
 class QueuePort(Protocol):
     def retry_later(self, receipt_handle: str, seconds: int) -> None: ...
 
-    def dead_letter(self, result_id: str, reason: str, attempts: int) -> None: ...
+    def dead_letter(self, result_id: str, reason: str, attempts: int, version: int = 1) -> None: ...
 
 
 class Metrics(Protocol):
@@ -109,12 +117,17 @@ class NationalDelivery:
             self._audit(record, "retry", f"error:{type(exc).__name__}")
             raise
         verdict = classify(answer)
+        version = record.version
         if verdict is Verdict.REPORTED:
             now = self.clock()
-            self._audit(record, "success", None)
-            self.statuses.mark_reported(record.id, now)
+            self._audit(record, "success", f"v{version}" if version > 1 else None)
+            try:
+                self.statuses.mark_reported(record.id, now, version=version)
+            except VersionSupersededError:
+                return self._superseded(delivery)
             self.metrics.count("NationalReported")
-            self.metrics.latency("NationalDeliveryLatency", (now - record.received_at).total_seconds())
+            since = record.corrected_at or record.received_at
+            self.metrics.latency("NationalDeliveryLatency", (now - since).total_seconds())
             return "reported"
         reason = outcome_reason(answer.status, answer.body)
         attempts = failed_before + 1  # only the lease holder counts: no other copy changed it meanwhile
@@ -122,18 +135,25 @@ class NationalDelivery:
             final = reason if verdict is Verdict.PERMANENT else f"retries-exhausted:{reason}"
             self._audit(record, "failed", final)
             try:  # the status first: a result another message reported meanwhile gets no dead letter
-                self.statuses.mark_failed(record.id, final)
+                self.statuses.mark_failed(record.id, final, version=version)
             except NotFoundError:
                 return "already-reported"
-            self.queue.dead_letter(record.id, final, attempts)
+            except VersionSupersededError:
+                return self._superseded(delivery)
+            self.queue.dead_letter(record.id, final, attempts, version=version)
             self.metrics.count("NationalDeadLettered")
             return "dead-lettered"
         self._audit(record, "retry", reason)
-        self.statuses.count_failure(record.id)
+        self.statuses.count_failure(record.id, version=version)
         delay = backoff_seconds(attempts, base=self.backoff_base, cap=self.backoff_cap, retry_after=answer.retry_after)
         self.queue.retry_later(delivery.receipt_handle, delay)
         self.metrics.count("NationalRetried")
         raise RetryLater(reason)
+
+    def _superseded(self, delivery: Delivery) -> str:
+        """A correction made a later version during this attempt: the message comes back soon to deliver it."""
+        self.queue.retry_later(delivery.receipt_handle, BUSY_RETRY_SECONDS)
+        raise RetryLater("version-superseded")
 
     def _lease(self) -> float:
         """Until the invocation ends: no copy's POST can outlast it, so an expired lease means no POST under way."""
@@ -145,7 +165,9 @@ class NationalDelivery:
             submission=submission,
             pharmacy=self.get_pharmacy(record.pharmacy_id),
             device_name=device_name(submission.test.device_id) if submission.test.device_id else None,
-            timestamp=record.received_at,
+            timestamp=record.corrected_at or record.received_at,  # stable per version: retries are byte-identical
+            version=record.version,
+            status=observation_status(record),
         )
         return self.national.post_bundle(bundle)
 

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from chalicelib.domain.channels import channel_spec
 from chalicelib.domain.links import Link, SupersededError, link_expiry, new_token, token_hash
-from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, link_url
+from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, MessageKind, link_url
 from chalicelib.domain.model import Submission
 from chalicelib.domain.records import AuditEvent, Pharmacy, ResultRecord, new_id
 from chalicelib.errors import RateLimitedError, RelaisError
@@ -72,12 +72,14 @@ class Links(Protocol):
     def acquire_claim(self, result_id: str, generation: int, *, lease_seconds: int, keep_until: int) -> ClaimView: ...
 
     def record_send(
-        self, result_id: str, generation: int, channel: str, link_expires_at: datetime, audit: AuditEvent
+        self, result_id: str, generation: int, channel: str, link_expires_at: datetime | None, audit: AuditEvent
     ) -> None: ...
 
     def release_claim(self, result_id: str, generation: int) -> None: ...
 
-    def finish(self, result_id: str, generation: int, *, sent_at: datetime, link_expires_at: datetime) -> None: ...
+    def finish(
+        self, result_id: str, generation: int, *, sent_at: datetime, link_expires_at: datetime | None
+    ) -> None: ...
 
     def mark_failed(self, result_id: str, generation: int) -> None: ...
 
@@ -112,7 +114,7 @@ class DailyCap(Protocol):
 class _Sent:
     """What one attempt did: the link's expiry, and the channels refused by their pharmacy's daily cap."""
 
-    link_expires_at: datetime
+    link_expires_at: datetime | None  # None: a withdrawal's message, which has no link
     capped: tuple[str, ...] = ()
 
 
@@ -168,33 +170,38 @@ class NotifyService:
         return "sent"
 
     def _send(self, record: ResultRecord, generation: int, claim: ClaimView) -> _Sent:
+        """Send on every channel not sent yet (a withdrawal's message has no link: no expiry)."""
         # Every channel is looked up before anything is issued or sent: an unknown one fails the attempt.
         remaining = [channel_spec(c) for c in record.channels if c not in claim.sent]
         if not remaining:
-            assert claim.link_expires_at is not None
             return _Sent(claim.link_expires_at)
         pharmacy = self.get_pharmacy(record.pharmacy_id)
         now = self.clock()
-        token = new_token()
-        link = Link(
-            link_id=new_id(16),
-            token_hash=token_hash(token),
-            result_id=record.id,
-            pharmacy_id=record.pharmacy_id,
-            generation=generation,
-            created_at=now,
-            expires_at=link_expiry(now, self.link_ttl_hours),
-        )
-        self.links.put_link(link)
-        url = link_url(self.public_base_url, token)
+        kind = message_kind(record)
+        expires = link_expiry(now, self.link_ttl_hours)
+        url, sent = "", str(kind)  # a withdrawal's message has no link
+        if kind != "withdrawn":
+            token = new_token()
+            link = Link(
+                link_id=new_id(16),
+                token_hash=token_hash(token),
+                result_id=record.id,
+                pharmacy_id=record.pharmacy_id,
+                generation=generation,
+                created_at=now,
+                expires_at=expires,
+            )
+            self.links.put_link(link)
+            url, sent = link_url(self.public_base_url, token), f"link:{link.link_id}"
         capped: list[str] = []
         for channel in remaining:
             message = channel.template(
                 pharmacy_name=pharmacy.name,
                 url=url,
-                expires_at=link.expires_at,
+                expires_at=expires,
                 ttl_hours=self.link_ttl_hours,
                 lang=self.language,
+                kind=kind,
             )
             cap = self.caps.get(channel.name)
             try:
@@ -220,7 +227,7 @@ class NotifyService:
                 record.id,
                 generation,
                 channel.name,
-                link.expires_at,
+                expires if url else None,
                 AuditEvent(
                     actor=ACTOR,
                     action=ACTION,
@@ -228,10 +235,10 @@ class NotifyService:
                     at=self.clock(),
                     record=record.id,
                     pharmacy_id=record.pharmacy_id,
-                    reason=f"{channel.name}:link:{link.link_id}",
+                    reason=f"{channel.name}:{sent}",
                 ),
             )
-        return _Sent(link.expires_at, tuple(capped))
+        return _Sent(expires if url else None, tuple(capped))
 
     def _capped(self, record: ResultRecord, generation: int, channels: tuple[str, ...]) -> None:
         """Channels refused by the pharmacy's daily cap: audited, and the patient status ``failed`` for good
@@ -273,6 +280,13 @@ class NotifyService:
                 step()
             except Exception:  # noqa: S112 - the original failure is what the queue must see
                 continue
+
+
+def message_kind(record: ResultRecord) -> MessageKind:
+    """What the patient is told for the result as it stands: withdrawn (no link), corrected, or ready."""
+    if record.withdrawn:
+        return "withdrawn"
+    return "corrected" if record.corrections else "ready"
 
 
 def _code(exc: Exception) -> str:

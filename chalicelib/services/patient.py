@@ -122,7 +122,13 @@ class PatientService:
             else "unknown"
         )
         record = self.results.get_result(link.result_id if link is not None and state == ACTIVE else DUMMY_RESULT_ID)
-        if link is None or state != ACTIVE or record is None or record.expires_at <= int(now.timestamp()):
+        if (
+            link is None
+            or state != ACTIVE
+            or record is None
+            or record.expires_at <= int(now.timestamp())
+            or record.withdrawn  # a withdrawal revokes every link; this holds even for one it did not reach
+        ):
             self.links.reserve_attempt(DUMMY_TOKEN_HASH, self.lock_attempts)  # same write round trip
             birth_dates_match(birth_date, DUMMY_BIRTH_DATE)  # same comparison work as a known link
             reason = state if state != ACTIVE else "result_gone"
@@ -149,6 +155,7 @@ class PatientService:
                 "result": submission.test.result,
             },
             "link_expires_at": utc_iso(link.expires_at),
+            "corrected_at": utc_iso(record.corrected_at) if record.corrected_at else None,  # contract v2 §8
         }
 
     def _fail(self, now: datetime, link: Link | None, reason: str, request_id: str | None) -> NoReturn:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from chalicelib.domain.corrections import ResultWithdrawnError
 from chalicelib.domain.records import AuditEvent, AuthGrant
 from chalicelib.errors import FieldError, RateLimitedError, RelaisError, ValidationError
 from chalicelib.services.authn import SignedRequest
@@ -50,6 +51,8 @@ class ResendService:
         if request.body and req.json_body() != {}:
             req.reject(ValidationError([FieldError("body", "must be an empty JSON object")]))
         record = req.own_result(self.results.get_result, result_id)
+        if record.withdrawn:  # contract v2 §8: a withdrawn result has nothing left to show
+            req.reject(ResultWithdrawnError("the result was withdrawn"), result_id)
         if not record.channels:
             req.commit("rejected", result_id, reason="no_channel")
             raise NoChannelError("no channel to resend on")

@@ -41,6 +41,7 @@ const EN = {
   errTooManyIn: 'Too many attempts, please try again later (in about {n} min).',
   errNetwork: 'The result could not be loaded. Check your connection and try again.',
   resultLabel: 'Result:',
+  correctedLabel: 'This result was corrected by the pharmacy on',
   positive: 'positive',
   negative: 'negative',
   invalid: 'invalid',
@@ -163,6 +164,9 @@ function renderResult(d) {
   $('pharmacy-name').textContent = d.pharmacy.name;
   $('link-expires').textContent = expires;
   $('link-expires-line').hidden = !expires;
+  const corrected = isStr(d.corrected_at) ? formatDate(d.corrected_at) : '';
+  $('corrected-at').textContent = corrected;
+  $('corrected-line').hidden = !corrected;
   $('next-steps').hidden = r !== 'positive';
   $('invalid-steps').hidden = r !== 'invalid';
   $('negative-note').hidden = r !== 'negative';

@@ -4,12 +4,14 @@
 
 * ``POST /fhir`` (or ``/fhir/Bundle``), ``Content-Type: application/fhir+json``, ``Authorization: Bearer <token>``:
   ``201`` for a new valid R4 ``Bundle`` (recorded), ``200`` with an informational ``OperationOutcome`` for a bundle
-  whose ``Bundle.identifier.value`` was already received (dropped, not recorded again), ``400`` when the body is not
+  whose ``Bundle.identifier.value`` was already received at this or a later version (``Bundle.meta.versionId``, 1
+  when absent: dropped, not recorded again, the later version kept), ``400`` when the body is not
   a JSON object, ``422`` when it is not a valid Bundle with an identifier, ``401`` for a wrong or missing token,
   ``415`` for another media type, ``503`` (``Retry-After: 5``) while "down", and injected ``500``s / slow answers
   while faults are set. Every error body is an ``OperationOutcome`` that names paths and rules, never values.
 * admin endpoints, loopback only, no authentication (what ``relais local national`` and the tests use):
-  ``GET /_admin/received`` (the Bundles kept, one per identifier), ``GET /_admin/deliveries`` (every
+  ``GET /_admin/received`` (the Bundles kept, one per identifier and version, in the order they came, each with
+  its ``version`` and whether a later one ``superseded`` it), ``GET /_admin/deliveries`` (every
   arrival, duplicates included), ``GET /_admin/status``, ``POST /_admin/down``, ``POST /_admin/up``,
   ``POST /_admin/faults`` / ``GET`` / ``DELETE``, ``POST /_admin/reset``.
 
@@ -99,8 +101,9 @@ class NationalState:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     records: list[dict[str, Any]] = field(default_factory=list)
-    identifiers: set[str] = field(default_factory=set)
-    #: Every Bundle that arrived, duplicates included, in order: ``{"identifier", "received_at", "kept"}``.
+    #: The latest version held of each identifier.
+    identifiers: dict[str, int] = field(default_factory=dict)
+    #: Every Bundle that arrived, duplicates included, in order: ``{"identifier", "version", "received_at", "kept"}``.
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
     rejected: int = 0
@@ -260,18 +263,28 @@ class _Handler(BaseHTTPRequestHandler):
             self._reject(HTTPStatus.UNPROCESSABLE_ENTITY, problems)
             return
         assert isinstance(value, str)
+        version = bundle_version(doc)
         with state.lock:
-            duplicate = value in state.identifiers
+            duplicate = state.identifiers.get(value, 0) >= version  # this version or a later one is held: keep it
             now = _utc_now()
-            state.deliveries.append({"identifier": value, "received_at": now, "kept": not duplicate})
+            state.deliveries.append(
+                {"identifier": value, "version": version, "received_at": now, "kept": not duplicate}
+            )
             if duplicate:
                 state.duplicates += 1
             else:
-                state.identifiers.add(value)
-                state.records.append({"received_at": now, "bundle": doc})
+                for earlier in state.records:
+                    if earlier["bundle"]["identifier"]["value"] == value:
+                        earlier["superseded"] = True
+                state.identifiers[value] = version
+                state.records.append({"received_at": now, "bundle": doc, "version": version, "superseded": False})
             received = len(state.records)
         if duplicate:
-            self._outcome(HTTPStatus.OK, "informational", "duplicate bundle identifier: already received, not recorded")
+            self._outcome(
+                HTTPStatus.OK,
+                "informational",
+                "this or a later version of the bundle was already received, not recorded",
+            )
         else:
             self._outcome(
                 HTTPStatus.CREATED,
@@ -425,6 +438,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_error(self, format: str, *args: Any) -> None:
         """Protocol errors: the status only (the default would echo the request line)."""
         log.warning("malformed request rejected")
+
+
+def bundle_version(doc: dict[str, Any]) -> int:
+    """``Bundle.meta.versionId`` as a number (1 when absent or not a positive integer)."""
+    meta = doc.get("meta")
+    text = meta.get("versionId") if isinstance(meta, dict) else None
+    return int(text) if isinstance(text, str) and text.isdigit() and int(text) > 0 else 1
 
 
 def _utc_now() -> str:

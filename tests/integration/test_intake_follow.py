@@ -33,7 +33,10 @@ def test_the_submitting_pharmacy_gets_200_with_exactly_the_contract_keys(client,
     assert response.status_code == 200, response.body
     assert response.headers["Content-Type"] == "application/json"
     view = json.loads(response.body)
-    assert set(view) == {"id", "pharmacy_reference", "received_at", "national", "patient"}
+    assert set(view) == {
+        "id", "pharmacy_reference", "received_at", "national", "patient", "version", "withdrawn", "corrections"
+    }  # fmt: skip
+    assert (view["version"], view["withdrawn"], view["corrections"]) == (1, False, [])
     assert set(view["national"]) == {"status", "reported_at"}
     assert set(view["patient"]) == {"status", "channels", "sent_at", "link_expires_at"}
     assert view["id"] == result_id

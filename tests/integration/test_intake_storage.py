@@ -519,6 +519,8 @@ def test_a_stored_result_keeps_only_opaque_ids_and_statuses_in_clear(client, pha
         "national_status",
         "pending_national",
         "national_attempts",
+        "national_version",
+        "version",
         "patient_status",
     }
     assert len(item["reference_digest"]["S"]) == 64 and "REF-CLEAR-1" not in "".join(attribute_strings(item))

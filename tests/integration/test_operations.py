@@ -9,7 +9,7 @@ import pytest
 
 from chalicelib import bootstrap
 from relais_cli.main import main
-from tests.integration.helpers import distinctive_body, get_result, post_result, register_pharmacy
+from tests.integration.helpers import distinctive_body, get_result, post_result, register_pharmacy, signed_headers
 
 
 def run(capsys, *argv: str) -> tuple[int, object]:
@@ -42,7 +42,7 @@ def test_usage_counts_each_accepted_result_once_and_never_duplicates_or_conflict
     counts = {r["pharmacy_id"]: r["results"] for r in rows}
     assert counts[a.pharmacy_id] == 3
     assert counts[b.pharmacy_id] == 1
-    assert set(rows[0]) == {"pharmacy_id", "finess", "results"}
+    assert set(rows[0]) == {"pharmacy_id", "finess", "results", "withdrawn_same_day"}
     _, other = run(capsys, "usage", "--month", "2001-01")
     assert all(r["results"] == 0 for r in other)
 
@@ -53,8 +53,29 @@ def test_usage_prints_csv_when_asked(cli, capsys):
     capsys.readouterr()
     assert main(["usage", "--month", datetime.now(UTC).strftime("%Y-%m"), "--csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "pharmacy_id,finess,results"
-    assert f"{a.pharmacy_id},{a.finess},1" in lines
+    assert lines[0] == "pharmacy_id,finess,results,withdrawn_same_day"
+    assert f"{a.pharmacy_id},{a.finess},1,0" in lines
+
+
+def test_usage_does_not_bill_a_result_withdrawn_the_day_it_was_received_and_says_so(cli, capsys):
+    a = register_pharmacy()
+    ids = []
+    for i in range(2):
+        response = post_result(cli, a, distinctive_body(f"W-{i}"))
+        assert response.status_code == 201
+        ids.append(json.loads(response.body)["id"])
+    path = f"/v1/results/{ids[0]}/correction"
+    raw = json.dumps({"correction_reference": "W", "reason": "entered_in_error"}).encode()
+    assert cli.http.post(path, body=raw, headers=signed_headers(a, "POST", path, raw)).status_code == 202
+    path = f"/v1/results/{ids[1]}/correction"
+    raw = json.dumps({"correction_reference": "C", "reason": "wrong_result", "result": "positive"}).encode()
+    assert cli.http.post(path, body=raw, headers=signed_headers(a, "POST", path, raw)).status_code == 202
+    month = datetime.now(UTC).strftime("%Y-%m")
+    _, rows = run(capsys, "usage", "--month", month)
+    [row] = [r for r in rows if r["pharmacy_id"] == a.pharmacy_id]
+    assert (row["results"], row["withdrawn_same_day"]) == (1, 1)  # a correction is billed as before
+    assert main(["usage", "--month", month]) == 0
+    assert "withdrawn the day received: not billed" in capsys.readouterr().out
 
 
 def test_a_bad_month_is_a_usage_error(cli, capsys):

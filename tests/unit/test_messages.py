@@ -189,13 +189,30 @@ LONGEST_NAMES = [
 @pytest.mark.parametrize("lang", ["fr", "en"])
 @pytest.mark.parametrize("name", LONGEST_NAMES, ids=["non-gsm", "extension", "french", "ascii"])
 @pytest.mark.parametrize("expires", [EXPIRES, datetime(2026, 12, 25, 22, 59, tzinfo=UTC)])
-def test_every_sms_fits_one_gsm7_segment_with_the_longest_name_and_link_allowed(lang, name, expires):
+@pytest.mark.parametrize("kind", ["ready", "corrected", "withdrawn"])
+def test_every_sms_fits_one_gsm7_segment_with_the_longest_name_and_link_allowed(lang, name, expires, kind):
     base = _longest_accepted_base()
-    url = link_url(base, new_token())
-    text = sms_text(pharmacy_name=name, url=url, expires_at=expires, ttl_hours=72, lang=lang)
+    url = link_url(base, new_token()) if kind != "withdrawn" else ""
+    text = sms_text(pharmacy_name=name, url=url, expires_at=expires, ttl_hours=72, lang=lang, kind=kind)
     assert septets(text) <= 160  # raises UnicodeEncodeError for any character outside GSM 03.38
-    assert url in text
-    assert sms_name_room(url, expires, lang) >= MIN_SMS_NAME_ROOM
+    if kind == "withdrawn":
+        assert "/r#" not in text and ("retiré" if lang == "fr" else "withdrawn") in text
+    else:
+        assert url in text
+        assert sms_name_room(url, expires, lang, kind) >= MIN_SMS_NAME_ROOM
+    if kind == "corrected":
+        assert ("corrigé" if lang == "fr" else "corrected") in text
+
+
+@pytest.mark.parametrize("lang", ["fr", "en"])
+@pytest.mark.parametrize("kind", ["corrected", "withdrawn"])
+def test_a_correction_email_says_what_happened_and_only_a_correction_carries_a_link(lang, kind):
+    url = link_url("https://relais.example.fr", new_token())
+    mail = email_content(pharmacy_name="Pharmacie", url=url, expires_at=EXPIRES, ttl_hours=72, lang=lang, kind=kind)
+    word = {("corrected", "fr"): "corrigé", ("corrected", "en"): "corrected"}.get((kind, lang))
+    word = word or ("retiré" if lang == "fr" else "withdrawn")
+    assert word in mail.subject and word in mail.text
+    assert (url in mail.text) == (kind == "corrected") and (url in mail.html) == (kind == "corrected")
 
 
 def test_a_base_url_that_leaves_no_room_for_the_name_is_refused_at_start_up():

@@ -50,7 +50,7 @@ class Statuses(Recorder):
         self.leased = True
         return self.failed
 
-    def count_failure(self, rid):
+    def count_failure(self, rid, version=1):
         self.failed, self.leased = self.failed + 1, False
         self.calls.append(("count_failure", rid))
 
@@ -164,7 +164,7 @@ def test_a_crash_after_the_post_resends_the_same_bundle_and_never_loses_it():
     class CrashingStatuses(Statuses):
         crashed = False
 
-        def mark_reported(self, rid, at):
+        def mark_reported(self, rid, at, version=1):
             if not self.crashed:
                 self.crashed = True
                 raise RuntimeError("process died")
@@ -250,7 +250,7 @@ def test_a_result_reported_meanwhile_is_not_marked_failed():
     from chalicelib.errors import NotFoundError
 
     class ReportedMeanwhile(Statuses):
-        def mark_failed(self, rid, reason):
+        def mark_failed(self, rid, reason, version=1):
             raise NotFoundError("reported")
 
     queue = Recorder()

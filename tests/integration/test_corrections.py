@@ -1,0 +1,157 @@
+"""``POST /v1/results/{id}/correction`` on moto: versions, ownership, idempotency, links, usage (contract v2 §8)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.integration.helpers import audit_events, get_result, problem, register_pharmacy, signed_headers
+from tests.integration.patient_support import (
+    new_result,
+    notified_token,
+    patient_env,
+    result_item,
+    sent_sms,
+    token_in,
+    view,
+)
+
+__all__ = ["patient_env"]
+
+
+def correct(client: Any, actor: Any, result_id: str, body: dict[str, Any]) -> Any:
+    path = f"/v1/results/{result_id}/correction"
+    raw = json.dumps(body).encode()
+    return client.http.post(path, body=raw, headers=signed_headers(actor, "POST", path, raw))
+
+
+def positive(reference: str = "C-1") -> dict[str, Any]:
+    return {"correction_reference": reference, "reason": "wrong_result", "result": "positive"}
+
+
+def withdrawal(reference: str = "W-1") -> dict[str, Any]:
+    return {"correction_reference": reference, "reason": "entered_in_error"}
+
+
+def test_a_correction_makes_version_2_shown_to_the_pharmacy(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, _ = notified_token(actor)
+    response = correct(client, actor, rid, positive())
+    assert response.status_code == 202
+    assert json.loads(response.body) == {"id": rid, "version": 2}
+    followed = json.loads(get_result(client, actor, rid).body)
+    assert followed["version"] == 2 and followed["withdrawn"] is False
+    assert [(c["version"], c["reason"]) for c in followed["corrections"]] == [(2, "wrong_result")]
+    assert followed["national"]["status"] == "pending"
+    [event] = audit_events("result.correct", "success")
+    assert event["record"] == rid and event["reason"] == "wrong_result:v2"
+    [stored] = result_item(rid)["corrections"]["L"]
+    assert stored["M"]["reference"]["S"] not in ("C-1", "") and "C-1" not in json.dumps(result_item(rid), default=str)
+
+
+def test_each_version_has_its_own_ciphertext_bound_to_its_version(patient_env):
+    from chalicelib import bootstrap
+    from chalicelib.errors import DecryptionError
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, _ = notified_token(actor)
+    first = bytes(result_item(rid)["payload"]["B"])
+    assert correct(client, actor, rid, positive()).status_code == 202
+    item = result_item(rid)
+    assert bytes(item["payload"]["B"]) != first
+    assert [bytes(p["B"]) for p in item["earlier_payloads"]["L"]] == [first]
+    record = bootstrap.store().get_result(rid)
+    assert record is not None
+    assert bootstrap.vault().open(record).submission.test.result == "positive"
+    assert bootstrap.vault().open_version(record, 1).submission.test.result == "negative"
+    # Version 1's ciphertext does not open as version 2: the version is in its encryption context.
+    swapped = type(record)(**{**record.__dict__, "ciphertext": first})
+    try:
+        bootstrap.vault().open(swapped)
+    except DecryptionError:
+        pass
+    else:
+        raise AssertionError("an earlier version's ciphertext opened as the current one")
+
+
+def test_the_same_correction_again_is_200_and_another_body_under_its_reference_409(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, _ = notified_token(actor)
+    assert correct(client, actor, rid, positive()).status_code == 202
+    again = correct(client, actor, rid, positive())
+    assert again.status_code == 200 and json.loads(again.body) == {"id": rid, "version": 2}
+    other = {"correction_reference": "C-1", "reason": "wrong_result", "result": "invalid"}
+    refused = correct(client, actor, rid, other)
+    assert refused.status_code == 409
+    problem(refused)
+    assert json.loads(get_result(client, actor, rid).body)["version"] == 2
+    assert audit_events("result.correct", "duplicate") and audit_events("result.correct", "conflict")
+
+
+def test_another_pharmacys_result_is_the_same_404_as_a_missing_one(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, _ = notified_token(actor)
+    stranger = register_pharmacy()
+    foreign = correct(client, stranger, rid, positive())
+    missing = correct(client, stranger, "A" * 24, positive())
+    assert foreign.status_code == missing.status_code == 404
+    assert json.loads(foreign.body) == json.loads(missing.body)
+    assert result_item(rid).get("version", {"N": "1"})["N"] == "1"
+
+
+def test_an_invalid_correction_is_400_and_changes_nothing(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, _ = notified_token(actor)
+    before = result_item(rid)
+    for body in (
+        {"correction_reference": "C-1", "reason": "wrong_result"},
+        {"correction_reference": "C-2", "reason": "entered_in_error", "result": "positive"},
+        {"correction_reference": "C-3", "reason": "wrong_patient", "patient": {"family_name": "X"}},
+    ):
+        response = correct(client, actor, rid, body)
+        assert response.status_code == 400, body
+        problem(response)
+    assert result_item(rid) == before
+
+
+def test_a_correction_revokes_the_old_link_and_sends_a_new_one(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, old = notified_token(actor)
+    assert json.loads(view(client, old).body)["corrected_at"] is None
+    assert correct(client, actor, rid, positive()).status_code == 202
+    assert view(client, old).status_code == 404
+    assert "corrigé" in sent_sms()[-1][1]
+    new = token_in(sent_sms()[-1][1])
+    shown = view(client, new)
+    assert shown.status_code == 200
+    answer = json.loads(shown.body)
+    assert answer["test"]["result"] == "positive"
+    corrections = json.loads(get_result(client, actor, rid).body)["corrections"]
+    assert answer["corrected_at"] == corrections[-1]["at"]
+
+
+def test_a_withdrawal_revokes_every_link_and_refuses_further_corrections(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, old = notified_token(actor)
+    sent_before = len(sent_sms())
+    response = correct(client, actor, rid, withdrawal())
+    assert response.status_code == 202 and json.loads(response.body)["version"] == 2
+    assert view(client, old).status_code == 404
+    assert len(sent_sms()) == sent_before + 1
+    assert "/r#" not in sent_sms()[-1][1]
+    followed = json.loads(get_result(client, actor, rid).body)
+    assert followed["withdrawn"] is True and followed["corrections"][0]["reason"] == "entered_in_error"
+    later = correct(client, actor, rid, positive("C-9"))
+    assert later.status_code == 409
+    path = f"/v1/results/{rid}/resend"
+    resent = client.http.post(path, body=b"{}", headers=signed_headers(actor, "POST", path, b"{}"))
+    assert resent.status_code == 409 and len(sent_sms()) == sent_before + 1
+
+
+def test_a_correction_needs_no_message_when_the_patient_asked_for_none(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid = new_result(actor, notify=())
+    sent_before = len(sent_sms())
+    assert correct(client, actor, rid, positive()).status_code == 202
+    assert len(sent_sms()) == sent_before
+    assert json.loads(get_result(client, actor, rid).body)["patient"]["status"] == "not_requested"
