@@ -67,3 +67,6 @@ def aws() -> Iterator[dict[str, str]]:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+from tests.chromium import browser  # noqa: E402, F401 - the session's one Playwright, for the browser and e2e tiers

@@ -4,6 +4,8 @@
 * axe-core comes from npm, pinned in ``tests/browser/package.json`` / ``package-lock.json``; ``npm ci`` runs
   once when ``tests/browser/node_modules`` is missing.
 * The app is served by :func:`tests.browser.harness.serve` (moto server + Chalice's local server, in threads).
+* The ``browser`` fixture is the session's one Playwright (``tests/chromium.py``, shared with the e2e tier: Playwright's
+  sync API cannot be started twice in one process).
 """
 
 from __future__ import annotations
@@ -18,27 +20,10 @@ from typing import Any
 import pytest
 
 from tests.browser.harness import PatientSite, serve
+from tests.chromium import require_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 HERE = Path(__file__).resolve().parent
 AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
-
-
-def require_chromium() -> str:
-    if CHROMIUM.exists():
-        return str(CHROMIUM)
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing: CI must run the browser tests (apt-get install chromium)")
-    pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium to run the browser tests)")
 
 
 @pytest.fixture(scope="session")
@@ -53,19 +38,6 @@ def axe_script() -> Path:
         subprocess.run([npm, "ci", "--prefix", str(HERE), "--no-audit", "--no-fund"], check=True, timeout=300)
     assert AXE.exists()
     return AXE
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    executable = require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import requests
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.e2e.conftest import LocalStack
 from tests.e2e.test_national_flow import _wait_reported
 from tests.e2e.test_patient_flow import signed_post, token_of, view, wait_for_messages
@@ -61,31 +60,25 @@ def _observation_status(bundle: dict[str, Any]) -> str:
     return str(observation["status"])
 
 
-def _show_in_chromium(stack: LocalStack, token: str) -> dict[str, Any]:
+def _show_in_chromium(browser: Any, stack: LocalStack, token: str) -> dict[str, Any]:
     """Open the link in headless Chromium, give the birth date, and read what the page shows."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium to run this part)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page()
-            page.goto(f"{stack.api_url}/r#{token}")
-            page.wait_for_selector("#birth-date", state="visible")
-            page.fill("#birth-date", "03/12/1984")
-            page.click("#submit")
-            page.wait_for_selector("#result", state="visible", timeout=20_000)
-            return {
-                "result": page.text_content("#result-value"),
-                "corrected": page.is_visible("#corrected-line"),
-                "corrected_at": page.text_content("#corrected-at"),
-            }
-        finally:
-            browser.close()
+    page = browser.new_page()
+    try:
+        page.goto(f"{stack.api_url}/r#{token}")
+        page.wait_for_selector("#birth-date", state="visible")
+        page.fill("#birth-date", "03/12/1984")
+        page.click("#submit")
+        page.wait_for_selector("#result", state="visible", timeout=20_000)
+        return {
+            "result": page.text_content("#result-value"),
+            "corrected": page.is_visible("#corrected-line"),
+            "corrected_at": page.text_content("#corrected-at"),
+        }
+    finally:
+        page.close()
 
 
-def test_a_correction_reaches_the_national_system_and_the_patient(local_stack: LocalStack) -> None:
+def test_a_correction_reaches_the_national_system_and_the_patient(local_stack: LocalStack, browser: Any) -> None:
     _, key_id, private_key = local_stack.register_pharmacy("Pharmacie des Corrections")
     phone = f"+336124{secrets.randbelow(10**5):05d}"
     rid = _submit(local_stack, key_id, private_key, phone)
@@ -108,7 +101,7 @@ def test_a_correction_reaches_the_national_system_and_the_patient(local_stack: L
     assert view(local_stack, old_token, "1984-12-03").status_code == 404
     messages = wait_for_messages(local_stack, {phone}, 2)
     assert "corrigé" in messages[-1]["body"]
-    shown = _show_in_chromium(local_stack, token_of(messages[-1]))
+    shown = _show_in_chromium(browser, local_stack, token_of(messages[-1]))
     assert shown["result"] == "positif" and shown["corrected"] and shown["corrected_at"]
     followed = _follow(local_stack, key_id, private_key, rid)
     assert (followed["version"], followed["withdrawn"]) == (2, False)
