@@ -228,15 +228,7 @@ class NotifyService:
                 generation,
                 channel.name,
                 expires if url else None,
-                AuditEvent(
-                    actor=ACTOR,
-                    action=ACTION,
-                    outcome="success",
-                    at=self.clock(),
-                    record=record.id,
-                    pharmacy_id=record.pharmacy_id,
-                    reason=f"{channel.name}:{sent}",
-                ),
+                self._event(record, "success", f"{channel.name}:{sent}"),
             )
         return _Sent(expires if url else None, tuple(capped))
 
@@ -244,31 +236,25 @@ class NotifyService:
         """Channels refused by the pharmacy's daily cap: audited, and the patient status ``failed`` for good
         (retrying before midnight UTC could not help); the pharmacy sees it and may resend."""
         for name in channels:
-            self.results.record_audit(
-                AuditEvent(
-                    actor=ACTOR,
-                    action=ACTION,
-                    outcome="failed",
-                    at=self.clock(),
-                    record=record.id,
-                    pharmacy_id=record.pharmacy_id,
-                    reason=f"{name}:daily_cap",
-                )
-            )
+            self.results.record_audit(self._event(record, "failed", f"{name}:daily_cap"))
         self.links.mark_failed(record.id, generation)
+
+    def _event(self, record: ResultRecord, outcome: str, reason: str) -> AuditEvent:
+        """The notifier's audit event about ``record``: one per send, refusal or failed attempt."""
+        return AuditEvent(
+            actor=ACTOR,
+            action=ACTION,
+            outcome=outcome,
+            at=self.clock(),
+            record=record.id,
+            pharmacy_id=record.pharmacy_id,
+            reason=reason,
+        )
 
     def _failed(self, record: ResultRecord, generation: int, attempt: int, exc: Exception) -> None:
         """Best effort bookkeeping of a failed attempt: release the lease, audit, and on the last one fail."""
         final = attempt >= self.max_attempts
-        event = AuditEvent(
-            actor=ACTOR,
-            action=ACTION,
-            outcome="failed" if final else "retry",
-            at=self.clock(),
-            record=record.id,
-            pharmacy_id=record.pharmacy_id,
-            reason=_code(exc),
-        )
+        event = self._event(record, "failed" if final else "retry", _code(exc))
         steps: list[Callable[[], None]] = [
             lambda: self.links.release_claim(record.id, generation),
             lambda: self.results.record_audit(event),
