@@ -183,7 +183,7 @@ def vault() -> ResultVault:
 def _bind() -> None:
     from chalicelib.adapters.tables import bind_tables
 
-    bind_tables(settings())
+    bind_tables(settings(), botocore_session())
 
 
 # -- registry and pharmacy requests ----------------------------------------------------------------

@@ -7,8 +7,9 @@ from ``bootstrap``. Keys hold opaque ids only; personal data lives in ``payload`
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynamodb.attributes import (
     BinaryAttribute,
@@ -25,6 +26,9 @@ from pynamodb.models import Model
 from chalicelib.adapters.aws import call_budget
 from chalicelib.config import Settings
 
+if TYPE_CHECKING:
+    from botocore.session import Session as BotocoreSession
+
 
 class TableMeta:
     """Connection settings shared by every Relais model; ``bind_*`` functions set the table names, and
@@ -37,13 +41,41 @@ class TableMeta:
     read_timeout_seconds: float = 1.5
 
 
+class _Clients:
+    """Where every pynamodb connection gets its botocore client: once, from one session, under a lock.
+
+    Left to itself, pynamodb creates a botocore session per thread and connection, and a connection's first
+    callers race to create its client: under 80 concurrent first requests to ``chalice local`` (one thread each),
+    80 threads each built sessions and clients for every model — loading botocore's service models from disk,
+    resolving credentials, logging — and the API answered its first requests after 48 to 60 s. One session
+    (``bootstrap.botocore_session``: the function's timeouts and retries) and one client per connection, created
+    by whichever thread comes first while the others wait, cost one model load per process.
+    """
+
+    session: BotocoreSession | None = None
+    lock = threading.Lock()
+
+
+def open_client(conn: Connection) -> Connection:
+    """``conn`` with its botocore client created (from the shared session, once); returns ``conn``."""
+    if conn._client is None:
+        with _Clients.lock:
+            if conn._client is None:
+                if _Clients.session is not None:
+                    conn._local.session = _Clients.session  # pynamodb asks this thread's session for the client
+                _ = conn.client
+    return conn
+
+
 def connection(region: str | None) -> Connection:
     """A pynamodb connection (for transactions and raw calls) with the same timeouts and retries as the models."""
-    return Connection(
-        region=region,
-        connect_timeout_seconds=TableMeta.connect_timeout_seconds,
-        read_timeout_seconds=TableMeta.read_timeout_seconds,
-        max_retry_attempts=TableMeta.max_retry_attempts,
+    return open_client(
+        Connection(
+            region=region,
+            connect_timeout_seconds=TableMeta.connect_timeout_seconds,
+            read_timeout_seconds=TableMeta.read_timeout_seconds,
+            max_retry_attempts=TableMeta.max_retry_attempts,
+        )
     )
 
 
@@ -288,8 +320,10 @@ class AuditItem(Model):
     by_day = AuditByDayIndex()
 
 
-def bind_tables(settings: Settings) -> None:
-    """Point every model at the table the settings name (idempotent)."""
+def bind_tables(settings: Settings, session: BotocoreSession | None = None) -> None:
+    """Point every model at the table the settings name (idempotent) and create its client, from ``session``
+    when given (see :class:`_Clients`)."""
+    session_changed, _Clients.session = session is not _Clients.session, session
     tables: dict[type[Model], str] = {
         PharmacyItem: settings.registry_table,
         KeyItem: settings.registry_table,
@@ -308,7 +342,8 @@ def bind_tables(settings: Settings) -> None:
     )
     TableMeta.connect_timeout_seconds, TableMeta.read_timeout_seconds, TableMeta.max_retry_attempts = timeouts
     for model, table in tables.items():
-        if changed or model.Meta.table_name != table or model.Meta.region != settings.region:
+        if session_changed or changed or model.Meta.table_name != table or model.Meta.region != settings.region:
             model.Meta.table_name = table
             model.Meta.region = settings.region
             model._connection = None
+        open_client(model._get_connection().connection)

@@ -71,3 +71,79 @@ def test_dynamodb_connections_and_models_use_the_budget_too(monkeypatch):
             assert (c.connect_timeout, c.read_timeout) == (budget.connect_timeout, budget.read_timeout)
             assert c.retries["total_max_attempts"] == budget.max_attempts
         assert TableMeta.max_retry_attempts == budget.max_attempts - 1
+
+
+def _settings(**extra: str):
+    from chalicelib.config import settings_from_env
+
+    env = {f"RELAIS_{n}": "x" for n in ("STAGE", "KMS_KEY_ARN", "REGISTRY_TABLE", "RESULTS_TABLE", "STATE_TABLE")}
+    env |= {"RELAIS_AUDIT_TABLE": "x", "RELAIS_NATIONAL_QUEUE_URL": "q", "RELAIS_NOTIFY_QUEUE_URL": "q"}
+    return settings_from_env({**env, "AWS_REGION": "eu-west-3", **extra})
+
+
+class _CountingSession:
+    """A botocore session that counts the clients it creates, slowly enough that racing threads overlap."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import botocore.session
+
+        self._session = botocore.session.get_session()
+        self._count_lock = threading.Lock()
+        self.created = 0
+
+    def create_client(self, *args, **kwargs):
+        import time
+
+        with self._count_lock:
+            self.created += 1
+        time.sleep(0.05)  # widens the window in which a second thread could start creating the same client
+        return self._session.create_client(*args, **kwargs)
+
+
+def test_every_dynamodb_client_comes_from_the_one_session_given_to_bind_tables(monkeypatch):
+    import pynamodb.connection.base
+
+    from chalicelib.adapters import tables
+
+    def no_session_of_its_own():
+        raise AssertionError("pynamodb created a botocore session of its own")
+
+    monkeypatch.setattr(pynamodb.connection.base, "get_session", no_session_of_its_own)
+    session = _CountingSession()
+    try:
+        tables.bind_tables(_settings(), session)  # type: ignore[arg-type]
+        models = [tables.PharmacyItem, tables.KeyItem, tables.FinessItem, tables.StateItem]
+        models += [tables.SealedKeyItem, tables.ResultItem, tables.AuditItem]
+        assert session.created == len(models), "one client per model, created when the tables are bound"
+        for model in models:
+            assert model._get_connection().connection._client is not None
+        tables.connection("eu-west-3")
+        assert session.created == len(models) + 1
+    finally:
+        monkeypatch.undo()
+        tables.bind_tables(_settings(RELAIS_REGISTRY_TABLE="other"))  # forget the counting session
+
+
+def test_threads_racing_to_a_connection_s_first_call_create_one_client(monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pynamodb.connection import Connection
+
+    from chalicelib.adapters import tables
+
+    session = _CountingSession()
+    monkeypatch.setattr(tables._Clients, "session", session)
+    fresh = Connection(region="eu-west-3")
+    start = threading.Barrier(16)
+
+    def first_call(_: int) -> object:
+        start.wait()
+        return tables.open_client(fresh).client
+
+    with ThreadPoolExecutor(16) as pool:
+        clients = set(map(id, pool.map(first_call, range(16))))
+    assert session.created == 1, f"{session.created} clients created for one connection"
+    assert len(clients) == 1
