@@ -50,15 +50,13 @@ def _qr_runs(url: str) -> tuple[int, list[tuple[int, int, int]]]:
     code = segno.make_qr(url, error="m", boost_error=False)
     runs: list[tuple[int, int, int]] = []
     for y, row in enumerate(code.matrix_iter(border=4)):
-        x, start = 0, -1
-        for x, dark in enumerate(row):
+        start = -1
+        for x, dark in enumerate([*row, False]):  # a light module past the end closes the last run
             if dark and start < 0:
                 start = x
             elif not dark and start >= 0:
                 runs.append((y, start, x - start))
                 start = -1
-        if start >= 0:
-            runs.append((y, start, x + 1 - start))
     return int(code.symbol_size(border=4)[0]), runs
 
 

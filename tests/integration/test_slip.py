@@ -15,6 +15,7 @@ from tests.integration.helpers import (
     distinctive_body,
     problem,
     register_pharmacy,
+    scan,
     submit_direct,
 )
 from tests.integration.helpers import signed_headers as signed
@@ -223,3 +224,33 @@ def test_the_slip_states_the_birth_date_will_be_asked_but_shows_none(patient_env
     text = read_slip(slip(client, actor, rid).body).text
     assert "date de naissance vous sera demandée" in text
     assert BIRTH_DATE not in text and json.dumps(BIRTH_DATE) not in text
+
+
+def link_state() -> list[dict]:
+    """The state table's link items: links, generations, resend counters and send claims."""
+    prefixes = ("link#", "linkcur#", "resend#", "notify#")
+    return sorted(
+        (i for i in scan("RELAIS_STATE_TABLE") if i["pk"]["S"].startswith(prefixes)), key=lambda i: i["pk"]["S"]
+    )
+
+
+def test_a_slip_that_loses_a_race_to_a_resend_writes_nothing(patient_env):
+    """The generation moved on between the slip's read and its commit: the one transaction is cancelled whole (no
+    counted resend, no link, no status, no audit event) and the answer is 503, to be retried."""
+    from chalicelib import bootstrap
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, token = notified_token(actor)
+    before = result_item(rid)
+    state_before = link_state()
+    links = bootstrap.link_store()
+    links.current_generation = lambda result_id: 7  # what a concurrent resend would have left it at
+
+    r = slip(client, actor, rid)
+
+    assert r.status_code == 503
+    problem(r)
+    assert result_item(rid) == before
+    assert link_state() == state_before  # no link, no counted resend, no generation
+    assert view(client, token).status_code == 200
+    assert not audit_events("result.slip")
