@@ -13,6 +13,7 @@ from chalicelib.routes.pharmacy import pharmacy_api
 
 app = Chalice(app_name="relais", configure_logs=False)  # debug stays off (its setter would set the "relais"
 # logger, the Powertools one, to ERROR: INFO lines would vanish if it was built first)
+app.api.binary_types.append("application/pdf")  # the paper slip (POST /v1/results/{id}/slip)
 app.register_middleware(patient_headers, "http")  # outermost: security headers on every patient response
 app.register_middleware(http_middleware, "http")
 app.register_blueprint(pharmacy_api)

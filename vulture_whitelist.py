@@ -91,3 +91,8 @@ _._old_receipt_handles  # infra/local/moto_sqs.py: moto's Message reads it to li
 _.get_headers  # infra/local/throttling.py: werkzeug's HTTPException API, called when moto answers the error
 _.injected  # infra/local/faults.py: faults for a block of a test (used by the tests only)
 _.disable_nagle_algorithm  # infra/local/api.py, national.py: read by http.server's StreamRequestHandler.setup
+
+# --- the paper slip (chalicelib/adapters/slip_pdf.py): fpdf2 settings it reads when writing the PDF -------------
+
+_.core_fonts_encoding  # the core font's encoding (Windows-1252: French accents)
+_.viewer_preferences  # DisplayDocTitle: a reader shows the title, not the file name

@@ -13,6 +13,7 @@ BENCHES = [
     ("delivery", [sys.executable, "-m", "bench.delivery"]),
     ("patient", [sys.executable, "-m", "bench.patient"]),
     ("corrections", [sys.executable, "-m", "bench.corrections"]),
+    ("slip", [sys.executable, "-m", "bench.slip"]),  # the paper slip: size, time, and no cost to other requests
     ("peak", [sys.executable, "-m", "bench.peak"]),
     ("validation", [sys.executable, "-m", "bench.validation"]),  # a second: the worst 16 KiB body
     ("http", [sys.executable, "-m", "bench.http_intake"]),  # about 10 minutes: the local stack over HTTP

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from chalicelib.services.pharmacy_request import PharmacyGate
     from chalicelib.services.resend import ResendService
     from chalicelib.services.results import ResultsService
+    from chalicelib.services.slip import SlipService
     from chalicelib.services.vault import ResultVault
 
 T = TypeVar("T")
@@ -429,6 +430,26 @@ def resend_service() -> ResendService:
         enqueue=_enqueue_notify,
         clock=clock,
         resend_per_day=settings().resend_per_day,
+    )
+
+
+@component
+def slip_service() -> SlipService:
+    """The paper slip's use case; it alone imports the PDF and QR code libraries (``adapters/slip_pdf.py``)."""
+    from chalicelib.adapters.slip_pdf import render_slip
+    from chalicelib.services.slip import SlipService
+
+    s = settings()
+    return SlipService(
+        gate=pharmacy_gate(),
+        results=store(),
+        link_store=link_store(),
+        get_pharmacy=pharmacies().get_pharmacy,
+        render=render_slip,
+        clock=clock,
+        public_base_url=s.public_base_url,
+        link_ttl_hours=s.link_ttl_hours,
+        resend_per_day=s.resend_per_day,
     )
 
 

@@ -5,7 +5,9 @@
 3. a fictitious sample result POSTed to the local API over real HTTP, signed with ``requests-http-signature``
    exactly as pharmacy software does (RFC 9421, Ed25519, nonce, Content-Digest);
 4. ``GET /v1/results/{id}`` followed for up to 15 s, showing the national and patient status changes;
-5. hints: ``relais local national``, ``relais local outbox``.
+5. a patient without a phone or e-mail: a second sample with ``notify: ["paper"]``, and its paper slip
+   (``POST /v1/results/{id}/slip``) written to ``<state dir>/demo/slip-<id>.pdf``, its path printed;
+6. hints: ``relais local national``, ``relais local outbox``.
 
 Only ids, statuses and header *names* are shown: never the sample's personal data, a header value or a key.
 """
@@ -178,6 +180,16 @@ class SignedClient:
             timeout=HTTP_TIMEOUT,
         )
 
+    def slip(self, result_id: str) -> Any:
+        """``POST /v1/results/{id}/slip`` with ``{}``: the paper slip's PDF (binary: ``Accept`` says so)."""
+        return self.http.post(
+            f"{self.api_url}/v1/results/{result_id}/slip",
+            data=b"{}",
+            headers={"Content-Type": "application/json", "Accept": "application/pdf"},
+            auth=self._auth(BODY_COMPONENTS),
+            timeout=HTTP_TIMEOUT,
+        )
+
     def follow(self, result_id: str) -> Any:
         """``GET /v1/results/{id}`` (no body: ``content-type`` and ``content-digest`` are not in the list)."""
         return self.http.get(
@@ -250,6 +262,7 @@ def run(
 
     out.info(f"4. following GET /v1/results/{{id}} (signed, no body) for up to {poll_seconds:g} s")
     view = _follow(client, result_id, out, poll_seconds=poll_seconds, poll_interval=poll_interval)
+    paper_slip(client, ctx.state_dir / "demo", out)
     summary = {
         "pharmacy_id": ids["pharmacy_id"],
         "key_id": ids["key_id"],
@@ -264,6 +277,44 @@ def run(
     out.info(f"   relais pharmacy revoke-key --key-id {ids['key_id']}   # then run the demo again: it adds a new key")
     out.result(summary, "")
     return summary
+
+
+def paper_slip(client: SignedClient, directory: Path, out: Output) -> Path:
+    """Step 5: a sample for a patient without a phone or e-mail (``notify: ["paper"]``) and its slip; the PDF's path."""
+    out.info('5. a patient without a phone or e-mail: a second sample with notify ["paper"], and its paper slip')
+    sample = sample_body(datetime.now(UTC))
+    sample["notify"] = ["paper"]
+    for field in ("phone", "email"):
+        del sample["patient"][field]
+    response = client.submit(json.dumps(sample, ensure_ascii=False).encode("utf-8"))
+    if response.status_code not in (200, 201):
+        raise CliError(f"the API refused the paper sample: {_problem(response)}")
+    result_id = str(response.json()["id"])
+    path = save_slip(client, result_id, directory)
+    out.info(f"   result id {result_id}: slip written to {path} (print it: its QR code opens the result page)")
+    return path
+
+
+def save_slip(client: SignedClient, result_id: str, directory: Path, path: Path | None = None) -> Path:
+    """``POST /v1/results/{id}/slip`` and write the PDF to ``path`` (default ``directory/slip-<id>.pdf``); the path.
+
+    The slip is a new link: it revokes the result's earlier links and counts toward its 3 resends a day."""
+    import requests
+
+    try:
+        response = client.slip(result_id)
+    except requests.RequestException:
+        raise CliError(f"the local API does not answer at {client.api_url}: is the local stack running?") from None
+    if response.status_code == 404:
+        raise CliError(
+            f"no result {result_id} of the demo pharmacy: the slip is signed with the demo pharmacy's key "
+            "(`relais demo`), so only its results get one"
+        )
+    if response.status_code != 200 or response.headers.get("Content-Type") != "application/pdf":
+        raise CliError(f"the slip was refused: {_problem(response)}")
+    target = path if path is not None else directory / f"slip-{result_id}.pdf"
+    target.write_bytes(response.content)
+    return target
 
 
 def _follow(

@@ -78,3 +78,46 @@ def outbox(args: argparse.Namespace, ctx: Context, out: Output) -> None:
         return "\n\n".join(blocks)
 
     out.result(messages, human)
+
+
+def slip(
+    args: argparse.Namespace, ctx: Context, out: Output, *, api_url: str | None = None, session: Any = None
+) -> None:
+    """``{"result_id", "file", "bytes"}``: the paper slip of one of the demo pharmacy's results, written to a file.
+
+    The request is signed with the demo pharmacy's key (``relais demo`` keeps it in ``<state dir>/demo``): the CLI
+    holds no other pharmacy's private key, so only that pharmacy's results get a slip (any other is a 404).
+    Each slip is a new link that revokes the result's earlier ones and counts toward its 3 resends a day.
+    ``api_url`` and ``session`` default to the local stack's API and a fresh ``requests.Session`` (for tests).
+    """
+    from pathlib import Path
+
+    from chalicelib.domain.records import is_plausible_id
+    from relais_cli.demo import IDS_FILE, PRIVATE_KEY_FILE, SignedClient, demo_keys, save_slip
+
+    if not is_plausible_id(args.result_id):
+        raise CliError(f"{args.result_id!r} is not a result id (16-64 characters of A-Z a-z 0-9 - _)")
+    if api_url is None:
+        api_url = ctx.local("local slip").api_url
+    directory = ctx.state_dir / "demo"
+    try:
+        ids = json.loads((directory / IDS_FILE).read_text(encoding="utf-8"))
+        key_id = str(ids["key_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        ids = None
+    if ids is None or not (directory / PRIVATE_KEY_FILE).exists():
+        raise CliError("no demo pharmacy key yet: run `relais demo` first (the slip is signed with its key)")
+    import requests
+
+    client = SignedClient(
+        http=session if session is not None else requests.Session(),
+        api_url=api_url,
+        keys=demo_keys(directory),
+        key_id=key_id,
+    )
+    path = save_slip(client, args.result_id, directory, Path(args.out) if args.out else None)
+    size = path.stat().st_size
+    out.result(
+        {"result_id": args.result_id, "file": str(path), "bytes": size},
+        f"slip of {args.result_id} written to {path} ({size} bytes); it revoked the result's earlier links",
+    )

@@ -33,6 +33,7 @@ EXAMPLES: dict[str, str] = {
     "pharmacy list": "relais --stage prod pharmacy list",
     "local national": "relais local national --down",
     "local outbox": "relais --json local outbox",
+    "local slip": "relais local slip RESULT_ID_0000000 --out slip.pdf",
     "usage": "relais --stage prod usage --month 2026-11 --csv",
     "audit": "relais --stage prod audit --since 2026-11-30 --pharmacy PHARMACY_ID",
     "audit verify": "relais --stage prod audit verify",
@@ -187,6 +188,16 @@ def build_parser() -> _Parser:
         local.outbox,
         '[{"channel": "sms"|"email", "to", "subject"?, "body", "sent_at"}].',
     )
+
+    slip = _command(
+        local_actions,
+        "slip",
+        "write the paper slip of a result of the demo pharmacy (a new link: earlier ones are revoked)",
+        local.slip,
+        'Signed with the demo pharmacy\'s key (`relais demo`). JSON: {"result_id", "file", "bytes"}.',
+    )
+    slip.add_argument("result_id", metavar="ID", help="the result's id (one submitted by `relais demo`)")
+    slip.add_argument("--out", metavar="FILE", help="where to write the PDF (default: <state dir>/demo/slip-ID.pdf)")
 
     operations.register(commands, _command)
 

@@ -7,7 +7,7 @@ Keys hold only hashes and opaque ids:
   it, which revokes every link of older generations at once (checked on each view);
 * ``notify#<result id>#<generation>``: the send claim of one generation: a lease, and which channels
   were already sent, so that a redelivered queue message never sends a second SMS;
-* ``resend#<result id>#<YYYY-MM-DD>``: resends per result and day;
+* ``resend#<result id>#<YYYY-MM-DD>``: resends and paper slips per result and day;
 * ``ipfail#<sha256 of stage|client address>#<window>``: patient failures per client address and window.
 
 Every item has a TTL (``expires_at``); expiry of a link is also checked in code (``domain/links.py``).
@@ -122,17 +122,7 @@ class LinkStore:
     # -- links --------------------------------------------------------------------------------------
     def put_link(self, link: Link) -> None:
         """Store a new link (its hash only); a hash collision is impossible in practice and refused."""
-        item = LinkItem(
-            pk=link_key(link.token_hash),
-            expires_at=epoch_seconds(link.expires_at + LINK_ITEM_GRACE),
-            link_id=link.link_id,
-            result_id=link.result_id,
-            pharmacy_id=link.pharmacy_id,
-            generation=link.generation,
-            created_at=link.created_at,
-            link_expires_at=link.expires_at,
-            attempts=link.attempts,
-        )
+        item = _link_item(link, generation=link.generation)
         with dynamodb_errors():
             item.save(condition=LinkItem.pk.does_not_exist())
 
@@ -300,7 +290,7 @@ class LinkStore:
             raise SupersededError("generation superseded")
         raise DependencyUnavailableError("dynamodb")
 
-    # -- resend -------------------------------------------------------------------------------------
+    # -- resend and slip ---------------------------------------------------------------------------------
     def commit_resend(
         self,
         store: DynamoStore,
@@ -318,6 +308,63 @@ class LinkStore:
         RateLimitedError past ``limit`` resends for ``day`` (nothing written); AuthenticationError when
         the key, pharmacy or nonce no longer hold; DependencyUnavailableError on a concurrent resend.
         """
+        return self._commit_new_link(
+            store,
+            grant,
+            audit,
+            result_id=result_id,
+            day=day,
+            limit=limit,
+            keep_until=keep_until,
+            result_actions=[ResultItem.patient_status.set("pending")],
+        )
+
+    def commit_slip(
+        self,
+        store: DynamoStore,
+        grant: AuthGrant,
+        audit: AuditEvent,
+        *,
+        link: Link,
+        channels: list[str],
+        day: str,
+        limit: int,
+        keep_until: int,
+    ) -> int:
+        """A paper slip's link (contract v2 §7): as :meth:`commit_resend` (authenticated, counted against the same
+        daily limit, a new generation that revokes every earlier link, audited), and in the same transaction the
+        link itself (its hash, at the new generation) and the result's patient view: ``sent`` now, until the link's
+        expiry, on ``channels``. Nothing is written unless all is. Returns the new generation."""
+        return self._commit_new_link(
+            store,
+            grant,
+            audit,
+            result_id=link.result_id,
+            day=day,
+            limit=limit,
+            keep_until=keep_until,
+            result_actions=[
+                ResultItem.patient_status.set("sent"),
+                ResultItem.patient_sent_at.set(link.created_at),
+                ResultItem.link_expires_at.set(link.expires_at),
+                ResultItem.channels.set(channels),  # type: ignore[arg-type] # pynamodb stores the str list
+            ],
+            link=link,
+        )
+
+    def _commit_new_link(
+        self,
+        store: DynamoStore,
+        grant: AuthGrant,
+        audit: AuditEvent,
+        *,
+        result_id: str,
+        day: str,
+        limit: int,
+        keep_until: int,
+        result_actions: list[Action],
+        link: Link | None = None,
+    ) -> int:
         previous = self.current_generation(result_id)
         now = self._clock()
 
@@ -330,14 +377,26 @@ class LinkStore:
             condition=StateItem.n.does_not_exist() | (StateItem.n < limit),
         )
         next_generation(tx, result_id, previous, keep_until)
-        tx.update(
-            "result",
-            ResultItem(id=result_id),
-            actions=[ResultItem.patient_status.set("pending")],
-            condition=ResultItem.id.exists(),
-        )
+        tx.update("result", ResultItem(id=result_id), actions=result_actions, condition=ResultItem.id.exists())
+        if link is not None:
+            tx.put("link", _link_item(link, generation=previous + 1), condition=LinkItem.pk.does_not_exist())
         if tx.commit():
             return previous + 1
         if tx.failed("resends"):
             raise RateLimitedError("resend limit reached", retry_after=seconds_to_midnight_utc(now))
         raise DependencyUnavailableError("dynamodb", retry_after=1)
+
+
+def _link_item(link: Link, *, generation: int) -> LinkItem:
+    """The stored form of ``link`` (its hash only), at ``generation``."""
+    return LinkItem(
+        pk=link_key(link.token_hash),
+        expires_at=epoch_seconds(link.expires_at + LINK_ITEM_GRACE),
+        link_id=link.link_id,
+        result_id=link.result_id,
+        pharmacy_id=link.pharmacy_id,
+        generation=generation,
+        created_at=link.created_at,
+        link_expires_at=link.expires_at,
+        attempts=link.attempts,
+    )

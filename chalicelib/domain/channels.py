@@ -7,6 +7,10 @@ address they require), the notifier and the FHIR mapping read this table; tests 
 ``Sender`` port, the SNS/SES adapter and ``docs/openapi.yaml`` agree with it.
 
 Adding a channel: its row here, its template, its ``Sender`` method and transport, and its name in ``Channel``.
+
+``notify`` may also hold :data:`PAPER` (contract v2 §7): the pharmacy prints a slip with the link
+(``POST /v1/results/{id}/slip``). It is no message channel: it needs no address and nothing is ever sent on it, so
+the notifier, resends and address checks skip it (:func:`message_channels`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from datetime import datetime
 from typing import Final, Literal, Protocol
 
 from chalicelib.domain.messages import Language, MessageKind, email_content, sms_text
-from chalicelib.domain.model import Channel, Patient
+from chalicelib.domain.model import Channel, NotifyValue, Patient
 
 #: The patient attributes that hold an address a message can go to.
 AddressField = Literal["phone", "email"]
@@ -55,6 +59,25 @@ CHANNELS: Final[Mapping[Channel, ChannelSpec]] = {
 }
 
 
+#: ``notify``'s value for a paper slip: no address, no message (``services/slip.py`` makes the slip).
+PAPER: Final = "paper"
+#: What ``notify`` may hold, in the order error messages list them: the message channels, then ``paper``.
+NOTIFY_VALUES: Final[tuple[NotifyValue, ...]] = (*CHANNELS, PAPER)
+
+
+def parse_notify_value(value: object) -> NotifyValue | None:
+    """``value`` as a ``notify`` entry (a channel or ``paper``), or None when it is not one."""
+    for name in NOTIFY_VALUES:
+        if value == name:
+            return name
+    return None
+
+
+def message_channels(names: Iterable[str]) -> tuple[str, ...]:
+    """``names`` without ``paper``: the channels a message is sent on (an unknown name is kept: it fails its send)."""
+    return tuple(name for name in names if name != PAPER)
+
+
 def parse_channel(value: object) -> Channel | None:
     """``value`` as a channel name, or None when it is not one."""
     for name in CHANNELS:
@@ -72,9 +95,9 @@ def channel_spec(name: str) -> ChannelSpec:
 
 
 def required_addresses(channels: Iterable[str]) -> dict[AddressField, Channel]:
-    """Which address fields ``channels`` require, each with the first channel that requires it."""
+    """Which address fields ``channels`` require, each with the first channel that requires it (``paper`` none)."""
     required: dict[AddressField, Channel] = {}
-    for name in channels:
+    for name in message_channels(channels):
         spec = channel_spec(name)
         required.setdefault(spec.address_field, spec.name)
     return required

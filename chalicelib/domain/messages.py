@@ -319,3 +319,38 @@ def email_content(
         "<p>-- <br>Relais</p></body></html>"
     )
     return EmailContent(subject=_SUBJECT[kind][lang], text=text, html=page)
+
+
+@dataclass(frozen=True)
+class SlipText:
+    """The paper slip's text (contract v2 §7), in French with one English line: the pharmacy, the link, how long
+    it stays valid and that the birth date will be asked. Nothing personal: it is given nothing else."""
+
+    title: str
+    pharmacy: str
+    scan: str
+    url: str
+    validity: str
+    birth_date: str
+    keep: str
+    english: str
+
+
+def slip_text(*, pharmacy_name: str, url: str, expires_at: datetime, ttl_hours: int) -> SlipText:
+    """The slip of this link (``adapters/slip_pdf.py`` lays it out on an A6 page)."""
+    name = clean_pharmacy_name(pharmacy_name)
+    return SlipText(
+        title="Votre résultat de test COVID-19",
+        pharmacy=f"Test réalisé par : {name}",
+        scan="Pour le consulter, scannez ce code ou saisissez l'adresse ci-dessous :",
+        url=url,
+        validity=f"Ce lien est valable {ttl_hours} heures, jusqu'au {_long_time(expires_at, 'fr')}.",
+        birth_date="Votre date de naissance vous sera demandée.",
+        keep=(
+            "Ce papier est personnel : ne le partagez pas. Passé ce délai, demandez un nouveau lien à votre pharmacie."
+        ),
+        english=(
+            f"English: scan the code or type the link to see your COVID-19 test result; valid until "
+            f"{_long_time(expires_at, 'en')}; you will be asked for your date of birth."
+        ),
+    )

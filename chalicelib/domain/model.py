@@ -14,6 +14,8 @@ Sex = Literal["female", "male", "other", "unknown"]
 TestKind = Literal["antigen", "rt-pcr"]
 TestResult = Literal["positive", "negative", "invalid"]
 Channel = Literal["sms", "email"]
+#: What ``notify`` may hold: a message channel, or ``paper`` (a slip the pharmacy prints: nothing is sent).
+NotifyValue = Literal["sms", "email", "paper"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class Submission:
     performer_rpps: str
     patient: Patient
     test: TestInfo
-    notify: tuple[Channel, ...] = ()
+    notify: tuple[NotifyValue, ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         """Plain JSON-able form, the plaintext that gets encrypted at rest."""

@@ -66,9 +66,19 @@ import phonenumbers
 from stdnum import luhn
 from stdnum.fr import nir as stdnum_nir
 
-from chalicelib.domain.channels import CHANNELS, parse_channel, required_addresses
+from chalicelib.domain.channels import NOTIFY_VALUES, parse_channel, parse_notify_value, required_addresses
 from chalicelib.domain.corrections import CORRECTION_WINDOW, WITHDRAWAL, CorrectionRequest, Reason
-from chalicelib.domain.model import Address, Channel, Patient, Sex, Submission, TestInfo, TestKind, TestResult
+from chalicelib.domain.model import (
+    Address,
+    Channel,
+    NotifyValue,
+    Patient,
+    Sex,
+    Submission,
+    TestInfo,
+    TestKind,
+    TestResult,
+)
 from chalicelib.errors import MAX_REPORTED_ERRORS, FieldError, ValidationError
 
 __all__ = ["is_valid_nir", "is_valid_rpps", "normalise_nir", "parse_correction", "parse_submission"]
@@ -358,22 +368,22 @@ def _parse_rpps(value: object, errors: _Errors) -> str | None:
     return text
 
 
-def _parse_notify(value: object, errors: _Errors) -> tuple[Channel, ...]:
-    """The distinct valid channels; invalid or repeated entries are recorded as ``notify[i]``."""
+def _parse_notify(value: object, errors: _Errors) -> tuple[NotifyValue, ...]:
+    """The distinct valid channels (and ``paper``); invalid or repeated entries are recorded as ``notify[i]``."""
     if value is None:
         return ()
     if not isinstance(value, list):
         errors.add("notify", "must be a list")
         return ()
-    if len(value) > len(CHANNELS):  # refused before walking it: each entry would be an error of its own
-        errors.add("notify", f"must list at most {len(CHANNELS)} channels, each once")
+    if len(value) > len(NOTIFY_VALUES):  # refused before walking it: each entry would be an error of its own
+        errors.add("notify", f"must list at most {len(NOTIFY_VALUES)} channels, each once")
         return ()
-    channels: list[Channel] = []
+    channels: list[NotifyValue] = []
     for index, item in enumerate(value):
         path = f"notify[{index}]"
-        channel = parse_channel(item)
+        channel = parse_notify_value(item)
         if channel is None:
-            errors.add(path, "must be one of: " + ", ".join(CHANNELS))
+            errors.add(path, "must be one of: " + ", ".join(NOTIFY_VALUES))
         elif channel in channels:
             errors.add(path, "is a duplicate")
         else:
@@ -385,7 +395,7 @@ def _parse_notify(value: object, errors: _Errors) -> tuple[Channel, ...]:
 
 
 def _parse_patient(
-    value: object, *, now: datetime, notify: tuple[Channel, ...], sms_regions: frozenset[str], errors: _Errors
+    value: object, *, now: datetime, notify: tuple[NotifyValue, ...], sms_regions: frozenset[str], errors: _Errors
 ) -> Patient | None:
     patient = _required_object(value, "patient", _PATIENT_FIELDS, errors)
     if patient is None:

@@ -1,5 +1,5 @@
 """Pharmacy API routes: ``POST /v1/results``, ``GET /v1/results/{id}``, ``POST /v1/results/{id}/resend``,
-``POST /v1/results/{id}/correction``, ``GET /v1/health``."""
+``POST /v1/results/{id}/slip``, ``POST /v1/results/{id}/correction``, ``GET /v1/health``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ pharmacy_api = Blueprint(__name__)
 
 # Every media type reaches the view, which answers 415 itself as problem+json (after authentication).
 _ANY = ["*/*"]
+PDF = "application/pdf"
 
 
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
@@ -57,9 +58,31 @@ def resend_link(result_id: str) -> Response:
     try:
         body = bootstrap.resend_service().resend(signed, result_id, request_id=request_id(request))
     except NoChannelError:
-        return problem(409, detail="the patient asked for no message: there is nothing to resend")
+        return problem(
+            409, detail="the patient asked for no message: there is nothing to resend (a paper slip is made with /slip)"
+        )
     log_request_keys(result_id=result_id)
     return _json(202, body)
+
+
+@pharmacy_api.route("/v1/results/{result_id}/slip", methods=["POST"], content_types=_ANY)
+@problem_boundary
+def print_slip(result_id: str) -> Response:
+    """The paper slip (contract v2 §7): a PDF, binary (``app.py`` lists ``application/pdf`` among the binary types:
+    the request's ``Accept`` must allow it, as API Gateway's conversion of a binary answer requires)."""
+    request = pharmacy_api.current_request
+    signed = signed_request(request, max_body_bytes=bootstrap.settings().max_body_bytes)
+    pdf = bootstrap.slip_service().slip(signed, result_id, request_id=request_id(request))
+    log_request_keys(result_id=result_id)
+    return Response(
+        body=pdf,
+        status_code=200,
+        headers={
+            "Content-Type": PDF,
+            "Cache-Control": "no-store",
+            "Content-Disposition": 'inline; filename="relais-slip.pdf"',
+        },
+    )
 
 
 @pharmacy_api.route("/v1/results/{result_id}/correction", methods=["POST"], content_types=_ANY)

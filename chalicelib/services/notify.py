@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from chalicelib.domain.channels import channel_spec
+from chalicelib.domain.channels import channel_spec, message_channels
 from chalicelib.domain.links import Link, SupersededError, link_expiry, new_token, token_hash
 from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, MessageKind, link_url
 from chalicelib.domain.model import Submission
@@ -140,13 +140,14 @@ class NotifyService:
 
         ``"sent"``; ``"capped"`` when a channel was refused by the pharmacy's daily cap (the others were sent);
         or, acknowledging without sending: ``"unknown"``, ``"not_pending"``, ``"superseded"``,
-        ``"duplicate"``. Raises (to be retried) when sending fails; at ``attempt >= max_attempts`` the
+        ``"duplicate"`` (``not_pending`` too for a result whose only channel is ``paper``: nothing is sent on it,
+        the pharmacy prints a slip). Raises (to be retried) when sending fails; at ``attempt >= max_attempts`` the
         patient status becomes ``failed`` first.
         """
         record = self.results.get_result(result_id)
         if record is None:
             return "unknown"
-        if record.patient_status != "pending" or not record.channels:
+        if record.patient_status != "pending" or not message_channels(record.channels):
             return "not_pending"
         if self.links.current_generation(result_id) != generation:
             return "superseded"
@@ -172,7 +173,7 @@ class NotifyService:
     def _send(self, record: ResultRecord, generation: int, claim: ClaimView) -> _Sent:
         """Send on every channel not sent yet (a withdrawal's message has no link: no expiry)."""
         # Every channel is looked up before anything is issued or sent: an unknown one fails the attempt.
-        remaining = [channel_spec(c) for c in record.channels if c not in claim.sent]
+        remaining = [channel_spec(c) for c in message_channels(record.channels) if c not in claim.sent]
         if not remaining:
             return _Sent(claim.link_expires_at)
         pharmacy = self.get_pharmacy(record.pharmacy_id)

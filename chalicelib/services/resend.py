@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from chalicelib.domain.channels import message_channels
 from chalicelib.domain.corrections import ResultWithdrawnError
 from chalicelib.domain.records import AuditEvent, AuthGrant
 from chalicelib.errors import FieldError, RateLimitedError, RelaisError, ValidationError
@@ -23,7 +24,7 @@ from chalicelib.services.ports import ResultStore
 
 
 class NoChannelError(RelaisError):
-    """The patient asked for no message: there is nothing to resend (HTTP 409)."""
+    """The patient asked for no message (none, or only a paper slip): there is nothing to resend (HTTP 409)."""
 
 
 class ResendStore(Protocol):
@@ -53,7 +54,7 @@ class ResendService:
         record = req.own_result(self.results.get_result, result_id)
         if record.withdrawn:  # contract v2 §8: a withdrawn result has nothing left to show
             req.reject(ResultWithdrawnError("the result was withdrawn"), result_id)
-        if not record.channels:
+        if not message_channels(record.channels):  # paper only: the pharmacy makes a new slip instead
             req.commit("rejected", result_id, reason="no_channel")
             raise NoChannelError("no channel to resend on")
         for channel in record.channels:  # refused before counting a resend that could not be sent

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from typing import Any
@@ -193,3 +194,28 @@ def test_axe_finds_no_serious_or_critical_violation(browser, site, axe_script):
 
 def test_seeded_birth_date_is_the_one_typed(site):
     assert BIRTH_DATE == "1984-12-03"
+
+
+def test_the_result_prints_on_one_page_without_the_form_or_buttons(page, site):
+    """A copy for the patient (issue 13): the print stylesheet alone (no script) hides the chrome and keeps the
+    result, the pharmacy and the dates, on one page of A4 and of Letter."""
+    _, token = site.new_link(result="positive")
+    open_link(page, site, token)
+    submit(page, RIGHT)
+    page.wait_for_selector("#result", state="visible")
+
+    page.emulate_media(media="print")
+
+    for chrome in ("#lang-switch", "#form", "#submit", "#birth-date", "#no-token"):
+        assert not page.is_visible(chrome), chrome
+    for shown in ("#result-value", "#pharmacy-name", "#sampled-at", "#test-kind", "#patient-name", "#next-steps"):
+        assert page.is_visible(shown), shown
+    from pypdf import PdfReader
+
+    for paper in ("A4", "Letter"):
+        pdf = page.pdf(format=paper, print_background=True)
+        reader = PdfReader(io.BytesIO(pdf))
+        assert len(reader.pages) == 1, paper
+        text = reader.pages[0].extract_text()
+        assert "positif" in text and "Pharmacie de la Gare" in text
+        assert "Voir mon résultat" not in text

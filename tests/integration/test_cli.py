@@ -491,3 +491,64 @@ def test_an_unknown_stage_is_a_clear_error(aws, capsys, monkeypatch):
     code, doc, _ = run(capsys, "--stage", "nowhere", "pharmacy", "list")
     assert code == 1
     assert doc == {"error": "no stage 'nowhere': CloudFormation stack relais-nowhere not found in eu-west-3"}
+
+
+# -- paper slips -----------------------------------------------------------------------------------------------------
+
+
+def run_local_slip(session: requests.Session, *argv: str) -> tuple[int, dict]:
+    """``relais local slip`` in env mode against the Chalice app (its API is given: env mode has no local stack)."""
+    import argparse
+
+    from relais_cli import local
+    from relais_cli.context import Context
+    from relais_cli.errors import CliError
+    from relais_cli.main import build_parser
+    from relais_cli.output import Output, guard_stdout
+
+    args = build_parser().parse_args(["local", "slip", *argv])
+    assert isinstance(args, argparse.Namespace)
+    ctx = Context.for_stage(None)
+    out = Output(json_mode=True)
+    try:
+        with guard_stdout(out):
+            local.slip(args, ctx, out, api_url="http://localhost", session=session)
+    except CliError as exc:
+        return 1, {"error": str(exc)}
+    finally:
+        ctx.close()
+    return 0, {}
+
+
+def test_the_demo_writes_a_paper_slip_and_local_slip_writes_another(cli, capsys, tmp_path, chalice_session):
+    from tests.pdf_reading import read_slip
+
+    summary = run_demo(chalice_session)
+    err = capsys.readouterr().err
+    demo_dir = tmp_path / "state" / "demo"
+    (written,) = demo_dir.glob("slip-*.pdf")
+    assert str(written) in err
+    paper_id = written.stem.removeprefix("slip-")
+    assert paper_id != summary["result_id"]
+    first = read_slip(written.read_bytes())
+    assert first.pages == 1 and len(first.qr_codes) == 1
+
+    target = tmp_path / "again.pdf"
+    code, _ = run_local_slip(chalice_session, paper_id, "--out", str(target))
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert doc == {"result_id": paper_id, "file": str(target), "bytes": target.stat().st_size}
+    again = read_slip(target.read_bytes())
+    assert again.qr_codes != first.qr_codes  # a new link each time
+
+
+def test_local_slip_of_a_result_the_demo_pharmacy_does_not_own_is_a_clear_error(cli, capsys, tmp_path, chalice_session):
+    code, doc = run_local_slip(chalice_session, "A" * 22)
+    assert code == 1 and "run `relais demo` first" in doc["error"]
+
+    run_demo(chalice_session)
+    capsys.readouterr()
+    code, doc = run_local_slip(chalice_session, "A" * 22)
+    assert code == 1 and "demo pharmacy" in doc["error"] and "404" not in doc["error"]
+    code, doc = run_local_slip(chalice_session, "../etc")
+    assert code == 1 and "not a result id" in doc["error"]

@@ -97,7 +97,8 @@ def test_the_import_scanner_sees_nested_and_dynamic_imports(tmp_path):
 
 
 def _is_wiring(statement: ast.stmt) -> bool:
-    """Imports, ``app = Chalice(...)``, ``app.<setting> = constant`` and ``app.register_*(...)`` calls."""
+    """Imports, ``app = Chalice(...)``, ``app.<setting> = constant``, ``app.register_*(...)`` calls and
+    ``app.api.binary_types.append(constant)`` (a media type the API answers in binary)."""
     if isinstance(statement, ast.Import | ast.ImportFrom):
         return True
     if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
@@ -114,6 +115,8 @@ def _is_wiring(statement: ast.stmt) -> bool:
         )
     if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
         func = statement.value.func
+        if ast.unparse(func) == "app.api.binary_types.append":
+            return all(isinstance(arg, ast.Constant) for arg in statement.value.args)
         return (
             isinstance(func, ast.Attribute)
             and isinstance(func.value, ast.Name)

@@ -317,3 +317,24 @@ def test_the_same_correction_racing_itself_answers_the_winners_version():
     answer = svc.correct(signed(body()), RID)
     assert (answer.version, answer.created) == (2, False)
     assert [e.outcome for _, e in store.commits] == ["duplicate"]
+
+
+@pytest.mark.parametrize(
+    ("channels", "sent", "withdraws", "expected"),
+    [
+        (("paper",), True, False, "pending"),  # the slip's link is revoked: a new slip is due
+        (("paper",), True, True, "sent"),  # nothing is sent on paper: the status stays
+        (("paper",), False, True, "not_requested"),
+        (("sms", "paper"), True, True, "pending"),  # the withdrawal's SMS is due
+        ((), False, False, "not_requested"),
+    ],
+)
+def test_the_patient_status_after_a_correction_of_a_result_with_paper(channels, sent, withdraws, expected):
+    from chalicelib.services.corrections import _patient_status
+
+    status = "sent" if sent else ("pending" if channels else "not_requested")
+    record = ResultRecord(
+        RID, "ph_1", "REF-1", "pk_1", FIXED_NOW, 2_000_000_000, b"", channels=channels, patient_status=status,
+        patient_sent_at=FIXED_NOW if sent else None,
+    )  # fmt: skip
+    assert _patient_status(record, withdraws=withdraws) == expected

@@ -886,25 +886,39 @@ def test_notify_may_be_empty_null_or_any_order_of_distinct_channels(value, expec
     assert accept(set_field(valid_body(), "notify", value)).notify == expected
 
 
+@pytest.mark.parametrize("notify", [["paper"], ["paper", "sms"], ["email", "paper"]])
+def test_paper_needs_no_phone_or_e_mail_and_goes_with_the_other_channels(notify):
+    body = set_field(valid_body(), "notify", notify)
+    if "sms" not in notify:
+        body = delete_field(body, "patient.phone")
+    if "email" not in notify:
+        body = delete_field(body, "patient.email")
+
+    assert accept(body).notify == tuple(notify)
+
+
 def test_notify_defaults_to_no_channel():
     assert accept(delete_field(valid_body(), "notify")).notify == ()
 
 
-@pytest.mark.parametrize(("value", "bad"), [(["sms", "sms"], "notify[1]"), (["email", "email"], "notify[1]")])
+@pytest.mark.parametrize(
+    ("value", "bad"),
+    [(["sms", "sms"], "notify[1]"), (["email", "email"], "notify[1]"), (["sms", "paper", "paper"], "notify[2]")],
+)
 def test_a_repeated_notify_channel_is_rejected_at_its_index(value, bad):
     assert assert_rejected(set_field(valid_body(), "notify", value), bad) == "is a duplicate"
 
 
-@pytest.mark.parametrize("value", [["email", "sms", "email"], ["push"] * 5000])
+@pytest.mark.parametrize("value", [["email", "sms", "paper", "email"], ["push"] * 5000])
 def test_notify_longer_than_the_channels_is_refused_whole_without_walking_it(value):
-    assert errors_of(set_field(valid_body(), "notify", value)) == {"notify": "must list at most 2 channels, each once"}
+    assert errors_of(set_field(valid_body(), "notify", value)) == {"notify": "must list at most 3 channels, each once"}
 
 
 @pytest.mark.parametrize("item", ["push", "SMS", "", 1, None, ["sms"]])
 def test_an_unknown_notify_channel_is_rejected_at_its_index(item):
     body = set_field(valid_body(), "notify", ["sms", item])
 
-    assert assert_rejected(body, "notify[1]", secret=item) == "must be one of: sms, email"
+    assert assert_rejected(body, "notify[1]", secret=item) == "must be one of: sms, email, paper"
 
 
 @pytest.mark.parametrize("value", ["sms", {"sms": True}, 1])
