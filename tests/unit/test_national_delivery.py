@@ -164,7 +164,7 @@ def test_a_crash_after_the_post_resends_the_same_bundle_and_never_loses_it():
     class CrashingStatuses(Statuses):
         crashed = False
 
-        def mark_reported(self, rid, at, version=1):
+        def mark_reported(self, rid, at, version=1, **_billing):
             if not self.crashed:
                 self.crashed = True
                 raise RuntimeError("process died")
