@@ -189,8 +189,9 @@ class ReceiptKeyring:
 
         ConflictError when another rotation happened meanwhile (nothing written: run it again)."""
         current, revision = self._read() or self._make_first()
-        start = self._clock() + activate_in
-        if any(k.active_from >= start for k in current):
+        now = self._clock()
+        start = now + activate_in
+        if any(k.active_from > now for k in current):
             raise ConflictError("a later key is already waiting to become active")
         new = self._new_key(active_from=start)
         retired = tuple(k if k.retired_at else _retire(k, start) for k in current)
