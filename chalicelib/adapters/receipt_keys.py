@@ -155,13 +155,13 @@ class ReceiptKeyring:
         return tuple(_to_key(entry) for entry in item.keys), int(item.revision)
 
     # -- writing ------------------------------------------------------------------------------------------------
-    def _new_key(self, active_from: datetime) -> ReceiptKey:
+    def _new_key(self, active_from: datetime) -> tuple[ReceiptKey, Ed25519PrivateKey]:
         private = Ed25519PrivateKey.generate()
         kid = new_id(16)
         raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         sealed = self._envelope.encrypt(raw, _context(kid))
-        return ReceiptKey(kid, b64url(public), sealed, created_at=self._clock(), active_from=active_from)
+        return ReceiptKey(kid, b64url(public), sealed, created_at=self._clock(), active_from=active_from), private
 
     def _save(self, keys: tuple[ReceiptKey, ...], revision: int, previous: int | None) -> bool:
         item = ReceiptKeysItem(pk=ITEM_KEY, keys=[_to_map(k) for k in keys], revision=revision)
@@ -177,9 +177,10 @@ class ReceiptKeyring:
 
     def _make_first(self) -> tuple[tuple[ReceiptKey, ...], int]:
         """The stage's first key, active at once; when another process made one meanwhile, that one."""
-        first = (self._new_key(active_from=self._clock()),)
-        if self._save(first, 1, None):
-            return first, 1
+        key, private = self._new_key(active_from=self._clock())
+        if self._save((key,), 1, None):
+            self._opened[key.kid] = private  # the process that made it need not ask KMS to open it
+            return (key,), 1
         existing = self._read()
         assert existing is not None, "a keyring that exists is read"
         return existing
@@ -193,7 +194,7 @@ class ReceiptKeyring:
         start = now + activate_in
         if any(k.active_from > now for k in current):
             raise ConflictError("a later key is already waiting to become active")
-        new = self._new_key(active_from=start)
+        new, _private = self._new_key(active_from=start)
         retired = tuple(k if k.retired_at else _retire(k, start) for k in current)
         if not self._save((*retired, new), revision + 1, revision):
             raise ConflictError("the receipt keys changed meanwhile")

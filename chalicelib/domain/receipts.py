@@ -145,5 +145,7 @@ def verify(receipt: str, jwks: Mapping[str, Any]) -> VerifiedReceipt:
         public_key = Ed25519PublicKey.from_public_bytes(b64url_decode(jwk["x"]))
         public_key.verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii"))
     except (InvalidSignature, ValueError):
-        raise ReceiptError("bad_signature", "the receipt's signature does not verify: it was altered") from None
+        raise ReceiptError(
+            "bad_signature", "the receipt's signature does not verify: it was altered or signed by another key"
+        ) from None
     return VerifiedReceipt(kid=kid, header=header, payload=payload)
