@@ -146,15 +146,59 @@ def test_the_signing_key_is_sealed_at_rest_and_opened_once_per_cold_process(clie
     assert calls.of(PURPOSE) == ["Decrypt"], "the receipt key opens once per process, then stays in memory"
 
 
-def test_two_cold_processes_racing_for_the_first_key_end_up_with_one(aws):
+def test_two_cold_processes_racing_for_the_first_key_end_up_with_one(aws, monkeypatch):
     from chalicelib.adapters.receipt_keys import ReceiptKeyring
 
     first = ReceiptKeyring(bootstrap.envelope(), bootstrap.clock)
     second = ReceiptKeyring(bootstrap.envelope(), bootstrap.clock)
     bootstrap.registry()  # binds the tables
+    kid = first.signer()[0]
+    reads = iter([None])  # the second read before the first wrote: it makes a key too, and loses the write
+    real_read = ReceiptKeyring._read
+    monkeypatch.setattr(second, "_read", lambda: next(reads, None) or real_read())
 
-    assert first.signer()[0] == second.signer()[0]
+    assert second.signer()[0] == kid
     assert len(receipt_items()[0]["keys"]["L"]) == 1
+
+
+def test_a_rotation_that_lost_a_race_writes_nothing(aws, monkeypatch):
+    from chalicelib.adapters.receipt_keys import ReceiptKeyring
+    from chalicelib.errors import ConflictError
+
+    bootstrap.registry()
+    keyring = ReceiptKeyring(bootstrap.envelope(), bootstrap.clock)
+    keyring.signer()
+    stale = ReceiptKeyring._read()
+    ReceiptKeyring(bootstrap.envelope(), bootstrap.clock).rotate()  # another operator's, meanwhile
+    monkeypatch.setattr(keyring, "_read", lambda: stale)
+
+    with pytest.raises(ConflictError, match="changed meanwhile"):
+        keyring.rotate()
+    assert len(receipt_items()[0]["keys"]["L"]) == 2
+
+
+def test_a_sealed_key_whose_public_half_was_swapped_does_not_sign(aws):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from chalicelib.adapters.receipt_keys import ITEM_KEY, ReceiptKeyring
+    from chalicelib.domain.receipts import b64url
+    from chalicelib.errors import DecryptionError
+    from tests.integration.helpers import dynamodb, table_name
+
+    bootstrap.registry()
+    ReceiptKeyring(bootstrap.envelope(), bootstrap.clock).keys()  # made, and opened by its maker only
+    other = b64url(Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+    dynamodb().update_item(
+        TableName=table_name("RELAIS_STATE_TABLE"),
+        Key={"pk": {"S": ITEM_KEY}},
+        UpdateExpression="SET #keys[0].x = :x",
+        ExpressionAttributeNames={"#keys": "keys"},
+        ExpressionAttributeValues={":x": {"S": other}},
+    )
+
+    with pytest.raises(DecryptionError):
+        ReceiptKeyring(bootstrap.envelope(), bootstrap.clock).signer()  # a cold process opens it
 
 
 def test_rotation_publishes_the_new_key_first_then_signs_with_it_and_keeps_the_old_one_published(client, pharmacy):

@@ -155,6 +155,8 @@ def test_base64url_has_no_padding_and_refuses_other_alphabets():
     assert b64url_decode("__4") == b"\xff\xfe"
     with pytest.raises(ValueError, match="base64url"):
         b64url_decode("+/4=")
+    with pytest.raises(ValueError, match="base64url"):
+        b64url_decode("A")  # one character is no whole byte
 
 
 # -- the service ----------------------------------------------------------------------------------------------------
