@@ -119,3 +119,29 @@ def test_a_receipt_verifies_with_the_jwks_then_the_national_receipt_and_the_stat
     assert (signed["accepted"], signed["reported"], signed["pharmacy_id"]) == (1, 1, pharmacy_id)
     future = _get(local_stack, key_id, private_key, "/v1/statement?month=2999-01")
     assert future.status_code == 400 and future.json()["errors"][0]["field"] == "month"
+
+
+def test_the_python_receipt_example_of_docs_api_verifies_a_receipt_of_the_stack(local_stack):
+    from tests.e2e.conftest import REPO_ROOT
+
+    api = (REPO_ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    receipts_section = api.split("## Receipts\n", 1)[1]
+    example = receipts_section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "https://relais.example.fr" in example
+    namespace: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # joserfc's RFC 9864 note on "EdDSA", as api.md says
+        exec(example.replace("https://relais.example.fr", local_stack.api_url), namespace)
+
+        _, key_id, private_key = local_stack.register_pharmacy()
+        body = valid_body(datetime.now(UTC))
+        body["notify"] = []
+        raw = json.dumps(body).encode()
+        url = f"{local_stack.api_url}/v1/results"
+        headers = sign("POST", url, key_id=key_id, private_key=private_key, body=raw)
+        receipt = requests.post(url, data=raw, headers=headers, timeout=30).json()["receipt"]
+
+        claims = namespace["verify_receipt"](receipt, raw)
+        assert claims["pharmacy_reference"] == body["pharmacy_reference"]
+        with pytest.raises(ValueError, match="other bytes"):
+            namespace["verify_receipt"](receipt, raw + b" ")
