@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 import warnings
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -145,3 +147,62 @@ def test_the_python_receipt_example_of_docs_api_verifies_a_receipt_of_the_stack(
         assert claims["pharmacy_reference"] == body["pharmacy_reference"]
         with pytest.raises(ValueError, match="other bytes"):
             namespace["verify_receipt"](receipt, raw + b" ")
+
+
+JOSE_DIR = Path(__file__).resolve().parent / "jose"
+
+
+@pytest.fixture(scope="module")
+def jose_modules() -> Path:
+    """``jose`` from npm, pinned in ``tests/e2e/jose/package-lock.json``; ``npm ci`` once when missing."""
+    modules = JOSE_DIR / "node_modules"
+    if not (modules / "jose" / "package.json").exists():
+        npm = shutil.which("npm")
+        if npm is None or shutil.which("node") is None:
+            if os.environ.get("CI"):
+                pytest.fail("node and npm are needed to run api.md's JavaScript receipt example")
+            pytest.skip("node or npm is missing (needed for api.md's JavaScript receipt example)")
+        subprocess.run([npm, "ci", "--prefix", str(JOSE_DIR), "--no-audit", "--no-fund"], check=True, timeout=300)
+    return modules
+
+
+def test_the_javascript_receipt_example_of_docs_api_verifies_a_stack_receipt(local_stack, jose_modules, tmp_path):
+    from tests.e2e.conftest import REPO_ROOT
+
+    api = (REPO_ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    example = api.split("## Receipts\n", 1)[1].split("```js\n", 1)[1].split("```", 1)[0]
+    assert "https://relais.example.fr" in example
+    (tmp_path / "node_modules").symlink_to(jose_modules)
+    script = tmp_path / "verify.mjs"
+    script.write_text(
+        example.replace("https://relais.example.fr", local_stack.api_url)
+        + "\nconst [receipt, bodyFile] = process.argv.slice(2);\n"
+        + 'const { readFileSync } = await import("node:fs");\n'
+        + "console.log(JSON.stringify(await verifyReceipt(receipt, readFileSync(bodyFile))));\n",
+        encoding="utf-8",
+    )
+    _, key_id, private_key = local_stack.register_pharmacy()
+    body = valid_body(datetime.now(UTC))
+    body["notify"] = []
+    raw = json.dumps(body).encode()
+    url = f"{local_stack.api_url}/v1/results"
+    receipt = requests.post(
+        url, data=raw, headers=sign("POST", url, key_id=key_id, private_key=private_key, body=raw), timeout=30
+    ).json()["receipt"]
+    (tmp_path / "body.json").write_bytes(raw)
+    (tmp_path / "other.json").write_bytes(raw + b" ")
+
+    def node(body_file: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["node", str(script), receipt, str(tmp_path / body_file)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    verified = node("body.json")
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["pharmacy_reference"] == body["pharmacy_reference"]
+    refused = node("other.json")
+    assert refused.returncode != 0 and "the receipt is for other bytes" in refused.stderr
