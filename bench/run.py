@@ -16,6 +16,7 @@ BENCHES = [
     ("slip", [sys.executable, "-m", "bench.slip"]),  # the paper slip: size, time, and no cost to other requests
     ("peak", [sys.executable, "-m", "bench.peak"]),
     ("validation", [sys.executable, "-m", "bench.validation"]),  # a second: the worst 16 KiB body
+    ("receipts", [sys.executable, "-m", "bench.receipts"]),  # about a minute: a receipt's cost, KMS calls, imports
     ("http", [sys.executable, "-m", "bench.http_intake"]),  # about 10 minutes: the local stack over HTTP
 ]
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from chalicelib.adapters.national_status import NationalStatusStore
     from chalicelib.adapters.pacing import AccountPacer, PharmacyDailyCap
     from chalicelib.adapters.queues import WorkQueue
+    from chalicelib.adapters.receipt_keys import ReceiptKeyring
     from chalicelib.adapters.reference_key import ReferenceKey
     from chalicelib.adapters.registry import Registry
     from chalicelib.adapters.results_store import DynamoStore
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from chalicelib.services.notify import NotifyService
     from chalicelib.services.patient import PatientService
     from chalicelib.services.pharmacy_request import PharmacyGate
+    from chalicelib.services.receipts import Receipts, StatementService
     from chalicelib.services.resend import ResendService
     from chalicelib.services.results import ResultsService
     from chalicelib.services.slip import SlipService
@@ -259,6 +261,7 @@ def results_service() -> ResultsService:
         vault=vault(),
         clock=clock,
         reference_digest=reference_key().digest,
+        receipts=receipts(),
         daily_quota_default=s.daily_quota_default,
         retention_days=s.result_retention_days,
         sms_extra_regions=s.sms_extra_region_codes,
@@ -272,6 +275,30 @@ def reference_key() -> ReferenceKey:
 
     _bind()
     return ReferenceKey(envelope(), clock)
+
+
+@component
+def receipt_keyring() -> ReceiptKeyring:
+    """The stage's receipt signing keys: the active one opened once per process, all of them published."""
+    from chalicelib.adapters.receipt_keys import ReceiptKeyring
+
+    _bind()
+    return ReceiptKeyring(envelope(), clock)
+
+
+@component
+def receipts() -> Receipts:
+    """Signs receipts (contract §6) with the active receipt key."""
+    from chalicelib.services.receipts import Receipts
+
+    return Receipts(keys=receipt_keyring(), stage=settings().stage)
+
+
+@component
+def statement_service() -> StatementService:
+    from chalicelib.services.receipts import StatementService
+
+    return StatementService(gate=pharmacy_gate(), counts=store(), receipts=receipts(), clock=clock)
 
 
 # -- national delivery -----------------------------------------------------------------------------

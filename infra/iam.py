@@ -68,8 +68,10 @@ FUNCTIONS: dict[str, FunctionSpec] = {
                 "AuditTable": ("dynamodb:PutItem",),
             },
             sends_to=("NotifyQueue", "NationalQueue"),
-            decrypts=("result", "reference-key"),  # reference-key: opened once per process (reference_key.py)
-            encrypts=("result", "reference-key"),  # reference-key: sealed once per stage, by the first process
+            # reference-key and receipt-key: opened once per process (reference_key.py, receipt_keys.py), sealed by
+            # the first process of the stage that needs one (a receipt key rotated in: by the operator's command)
+            decrypts=("result", "reference-key", "receipt-key"),
+            encrypts=("result", "reference-key", "receipt-key"),
             sms=True,
             email=True,
         ),
@@ -106,6 +108,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
                 "ResultsTable": ("dynamodb:GetItem", "dynamodb:UpdateItem"),
                 "RegistryTable": ("dynamodb:GetItem",),
                 "AuditTable": ("dynamodb:PutItem",),
+                "StateTable": ("dynamodb:UpdateItem",),  # a first report counted in the month's statement
             },
             consumes=("NationalQueue",),
             changes_visibility=("NationalQueue",),

@@ -4,6 +4,7 @@
 2. "Pharmacie de démonstration" registered with a valid FINESS, or reused (ids kept in ``demo/demo.json``);
 3. a fictitious sample result POSTed to the local API over real HTTP, signed with ``requests-http-signature``
    exactly as pharmacy software does (RFC 9421, Ed25519, nonce, Content-Digest);
+   Relais answers with a receipt (a JWS), shown for ``relais receipt verify``;
 4. ``GET /v1/results/{id}`` followed for up to 15 s, showing the national and patient status changes;
 5. a patient without a phone or e-mail: a second sample with ``notify: ["paper"]``, and its paper slip
    (``POST /v1/results/{id}/slip``) written to ``<state dir>/demo/slip-<id>.pdf``, its path printed;
@@ -225,7 +226,8 @@ def run(
     poll_seconds: float = POLL_SECONDS,
     poll_interval: float = POLL_INTERVAL,
 ) -> dict[str, Any]:
-    """Run the demo; print and return ``{"pharmacy_id", "key_id", "result_id", "status_code", "national", "patient"}``.
+    """Run the demo; print and return ``{"pharmacy_id", "key_id", "result_id", "status_code", "receipt", "national",
+    "patient"}``.
 
     ``api_url`` and ``session`` default to the local stack's API and a fresh ``requests.Session`` (tests pass a
     session whose transport is the Chalice test client).
@@ -258,7 +260,9 @@ def run(
     if response.status_code not in (200, 201):
         raise CliError(f"the API refused the sample: {_problem(response)}")
     result_id = str(response.json()["id"])
+    receipt = str(response.json().get("receipt", ""))
     out.info(f"   → {response.status_code} {'Created' if response.status_code == 201 else 'OK'}, result id {result_id}")
+    out.info(f"   receipt (JWS signed by Relais, verify it: relais receipt verify RECEIPT): {receipt}")
 
     out.info(f"4. following GET /v1/results/{{id}} (signed, no body) for up to {poll_seconds:g} s")
     view = _follow(client, result_id, out, poll_seconds=poll_seconds, poll_interval=poll_interval)
@@ -268,6 +272,7 @@ def run(
         "key_id": ids["key_id"],
         "result_id": result_id,
         "status_code": response.status_code,
+        "receipt": receipt,
         "national": view.get("national", {}),
         "patient": view.get("patient", {}),
     }

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from relais_cli import demo, local, operations, pharmacy
+from relais_cli import demo, local, operations, pharmacy, receipts
 from relais_cli.context import Context, stage_name
 from relais_cli.errors import CliError, QuietFailure, UsageError
 from relais_cli.output import Output, guard_stdout
@@ -40,6 +40,8 @@ EXAMPLES: dict[str, str] = {
     "result erase": "relais --stage prod result erase --id RESULT_ID_0000000 --operator dpo --dry-run",
     "dlq list": "relais --stage prod dlq list --queue notify",
     "dlq redrive": "relais --stage prod dlq redrive --queue national --yes",
+    "receipt verify": "relais receipt verify eyJhbGciOi… --body result.json",
+    "receipt rotate-key": "relais --stage prod receipt rotate-key --yes",
     "demo": "relais demo",
 }
 
@@ -200,6 +202,7 @@ def build_parser() -> _Parser:
     slip.add_argument("--out", metavar="FILE", help="where to write the PDF (default: <state dir>/demo/slip-ID.pdf)")
 
     operations.register(commands, _command)
+    receipts.register(commands, _command)
 
     # -- demo -------------------------------------------------------------------------------------------------
     _command(
@@ -207,7 +210,7 @@ def build_parser() -> _Parser:
         "demo",
         "one signed submission through the local stack, step by step",
         _demo,
-        'JSON: {"pharmacy_id", "key_id", "result_id", "status_code", "national", "patient"}.',
+        'JSON: {"pharmacy_id", "key_id", "result_id", "status_code", "receipt", "national", "patient"}.',
     )
     return parser
 

@@ -50,6 +50,7 @@ CONTEXT_KEYS: Mapping[str, re.Pattern[str]] = {
     "link_id": re.compile(r"^[A-Za-z0-9_-]{16,64}$"),
     "part": re.compile(r"^[a-z][a-z0-9-]{1,31}$"),  # which part of a record (the result's pharmacy reference)
     "version": re.compile(r"^[1-9][0-9]{0,3}$"),  # a result's version after a correction (services/vault.py)
+    "key_id": re.compile(r"^[A-Za-z0-9_-]{16,64}$"),  # a receipt signing key's kid (adapters/receipt_keys.py)
 }
 #: The part of the context under which data keys are generated and cached.
 KEY_CONTEXT = ("purpose", "stage")

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import heapq
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pynamodb.connection import Connection
+
 from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
-from chalicelib.adapters.tables import ResultItem, at_version, pending_key, shard_keys, sortable_time
+from chalicelib.adapters.results_store import USAGE_DAYS
+from chalicelib.adapters.tables import (
+    ResultItem,
+    StateItem,
+    at_version,
+    counter_shard,
+    epoch_seconds,
+    pending_key,
+    reported_key,
+    shard_keys,
+    sortable_time,
+)
+from chalicelib.adapters.tables import connection as dynamodb_connection
+from chalicelib.adapters.transaction import Transaction
 from chalicelib.domain.corrections import VersionSupersededError
 from chalicelib.errors import NotFoundError
 
@@ -27,7 +42,41 @@ class NationalStatusStore:
     (``national_version``, which never goes down) and raises VersionSupersededError, :meth:`count_failure` does not
     spend the new version's budget, :meth:`mark_failed` raises VersionSupersededError (no dead letter): the later
     version is then delivered, by the same copy or another.
+
+    Statements (contract §6): the first time a result is reported, :meth:`mark_reported` also counts it in its
+    pharmacy's ``reported`` count of the month it was received, in the same transaction, on condition that it was
+    never counted (``national_first_reported_at``): a later version reported again is not counted twice.
     """
+
+    def __init__(self) -> None:
+        self._connection: Connection | None = None
+
+    def _count_first_report(
+        self, result_id: str, at: datetime, version: int, pharmacy_id: str, received_at: datetime
+    ) -> bool:
+        """Report a result never reported before and count it, in one transaction; False when it was reported
+        before (or is not at ``version``: nothing written)."""
+        if self._connection is None:
+            self._connection = dynamodb_connection(ResultItem.Meta.region)
+        received = received_at.astimezone(UTC)
+        tx = Transaction(self._connection)
+        tx.update(
+            "result",
+            ResultItem(id=result_id),
+            actions=[*_reported_actions(at, version), ResultItem.national_first_reported_at.set(at)],
+            condition=ResultItem.id.exists()
+            & at_version(version)
+            & ResultItem.national_first_reported_at.does_not_exist(),
+        )
+        tx.update(
+            "count",
+            StateItem(pk=counter_shard(reported_key(pharmacy_id, received.strftime("%Y-%m")), result_id)),
+            actions=[
+                StateItem.n.add(1),
+                StateItem.expires_at.set(epoch_seconds(received + timedelta(days=USAGE_DAYS))),
+            ],
+        )
+        return tx.commit()
 
     @staticmethod
     def claim_delivery(result_id: str, now: datetime, until: datetime) -> int | None:
@@ -53,20 +102,23 @@ class NationalStatusStore:
         ):
             self._update(result_id, [ResultItem.national_lease_until.remove()])
 
-    def mark_reported(self, result_id: str, at: datetime, version: int = 1) -> None:
+    def mark_reported(
+        self,
+        result_id: str,
+        at: datetime,
+        version: int = 1,
+        *,
+        pharmacy_id: str | None = None,
+        received_at: datetime | None = None,
+    ) -> None:
         """The national system holds ``version``: reported, unless a later version is now due
-        (VersionSupersededError, after recording that it holds this one)."""
+        (VersionSupersededError, after recording that it holds this one). With ``pharmacy_id`` and ``received_at``,
+        a first report is counted in the month's statement."""
+        counted = pharmacy_id is not None and received_at is not None
+        if counted and self._count_first_report(result_id, at, version, pharmacy_id or "", received_at or at):
+            return
         if update_if(
-            ResultItem(id=result_id),
-            [
-                ResultItem.national_status.set("reported"),
-                ResultItem.national_reported_at.set(at),
-                ResultItem.pending_national.remove(),
-                ResultItem.national_attempts.add(1),
-                ResultItem.national_lease_until.remove(),
-                ResultItem.national_version.set(version),
-            ],
-            ResultItem.id.exists() & at_version(version),
+            ResultItem(id=result_id), _reported_actions(at, version), ResultItem.id.exists() & at_version(version)
         ):
             return
         self._update(result_id, [ResultItem.national_lease_until.remove()])
@@ -150,3 +202,14 @@ class NationalStatusStore:
             ]
             oldest = heapq.merge(*shards, key=lambda item: item.received_at)
             return [item.id for _, item in zip(range(limit), oldest, strict=False)]
+
+
+def _reported_actions(at: datetime, version: int) -> list[Any]:
+    return [
+        ResultItem.national_status.set("reported"),
+        ResultItem.national_reported_at.set(at),
+        ResultItem.pending_national.remove(),
+        ResultItem.national_attempts.add(1),
+        ResultItem.national_lease_until.remove(),
+        ResultItem.national_version.set(version),
+    ]

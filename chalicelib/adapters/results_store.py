@@ -37,6 +37,7 @@ from chalicelib.adapters.tables import (
     epoch_seconds,
     pending_key,
     quota_key,
+    reported_key,
     shard_limit,
     sortable_time,
     usage_key,
@@ -267,6 +268,18 @@ class DynamoStore:
         if item.erased_at is not None or item.payload is None or int(item.expires_at) <= epoch_seconds(self._clock()):
             return None
         return _to_record(item)
+
+    def statement_counts(self, pharmacy_id: str, month: str) -> tuple[int, int]:
+        """A pharmacy's billed results of ``month`` (the usage count: duplicates never counted, results withdrawn on
+        the day they were received taken out) and how many of that month's results were reported nationally: one
+        strongly consistent BatchGetItem of the counters' shards, no scan."""
+        usage, reported = usage_key(pharmacy_id, month), reported_key(pharmacy_id, month)
+        counts = {usage: 0, reported: 0}
+        with dynamodb_errors():
+            for item in StateItem.batch_get([*counter_shards(usage), *counter_shards(reported)], consistent_read=True):
+                counter = item.pk.rsplit("#", 1)[0]
+                counts[counter] += int(item.n or 0)
+        return counts[usage], counts[reported]
 
     def erase(self, result_id: str, audit: AuditEvent) -> datetime:
         """Erase a result's personal data at once (the ciphertext is deleted), with its audit event.

@@ -153,6 +153,29 @@ class SealedKeyItem(Model):
     created_at = UTCDateTimeAttribute()
 
 
+class ReceiptKeyMap(MapAttribute[str, object]):
+    """One receipt signing key (``adapters/receipt_keys.py``): its public half in clear, its private half sealed."""
+
+    kid = UnicodeAttribute()
+    x = UnicodeAttribute()  # the Ed25519 public key, raw, base64url (the JWK's "x")
+    sealed = BinaryAttribute(legacy_encoding=False)  # the private key, sealed by the envelope (purpose receipt-key)
+    created_at = UTCDateTimeAttribute()
+    active_from = UTCDateTimeAttribute()  # signs from then on (published before: verifiers' caches have it)
+    retired_at = UTCDateTimeAttribute(null=True)  # signs no more from then on (still published)
+
+
+class ReceiptKeysItem(Model):
+    """State table, ``pk = "receipt-keys"``: every receipt signing key of the stage, oldest first (no TTL: retired
+    keys stay published while receipts they signed may be shown)."""
+
+    class Meta(TableMeta):
+        pass
+
+    pk = UnicodeAttribute(hash_key=True)
+    keys = ListAttribute(of=ReceiptKeyMap)
+    revision = NumberAttribute()  # +1 per change: a rotation is a conditional write on the revision it read
+
+
 #: Counters that every request of one pharmacy would update (daily quota, monthly usage) are split over this many
 #: items: DynamoDB cancels a transaction that touches an item another transaction holds (TransactionConflict), so
 #: one counter item would serialise a pharmacy's concurrent requests. Each request updates one shard, chosen from its
@@ -179,6 +202,12 @@ def withdrawn_key(pharmacy_id: str, month: str) -> str:
     """State table: results of one pharmacy and month withdrawn (recorded in error) on the day they were received,
     hence taken out of its usage count, over ``counter_shards``."""
     return f"withdrawn#{pharmacy_id}#{month}"
+
+
+def reported_key(pharmacy_id: str, month: str) -> str:
+    """State table: the results of one pharmacy received in one month that the national system acknowledged, each
+    counted once (``NationalStatusStore.mark_reported``), over ``counter_shards``."""
+    return f"reported#{pharmacy_id}#{month}"
 
 
 def quota_key(pharmacy_id: str, day: str) -> str:
@@ -276,6 +305,7 @@ class ResultItem(Model):
     corrections = ListAttribute(of=CorrectionMap, null=True)
     earlier_payloads = ListAttribute(of=BinaryAttribute, null=True)
     national_version = NumberAttribute(default=0)  # the latest version the national system acknowledged
+    national_first_reported_at = UTCDateTimeAttribute(null=True)  # set once, with the month's reported count
 
 
 def at_version(version: int) -> Any:
@@ -330,6 +360,7 @@ def bind_tables(settings: Settings, session: BotocoreSession | None = None) -> N
         FinessItem: settings.registry_table,
         StateItem: settings.state_table,
         SealedKeyItem: settings.state_table,
+        ReceiptKeysItem: settings.state_table,
         ResultItem: settings.results_table,
         AuditItem: settings.audit_table,
     }

@@ -122,14 +122,20 @@ class ResultRecord:
         """When the current version was made by a correction (None for the version as submitted)."""
         return self.corrections[-1].at if self.corrections else None
 
-    def public_view(self, pharmacy_reference: str) -> dict[str, object]:
+    def public_view(self, pharmacy_reference: str, *, national_receipt: str | None = None) -> dict[str, object]:
         """``GET /v1/results/{id}`` body: statuses only, no identity, no result. The reference is not stored in
-        clear: the caller opens it (``ResultVault.open_reference``)."""
+        clear: the caller opens it (``ResultVault.open_reference``); ``national_receipt`` once reported (§6)."""
+        national: dict[str, object] = {
+            "status": self.national_status,
+            "reported_at": _iso_or_none(self.national_reported_at),
+        }
+        if national_receipt is not None:
+            national["receipt"] = national_receipt
         return {
             "id": self.id,
             "pharmacy_reference": pharmacy_reference,
             "received_at": utc_iso(self.received_at),
-            "national": {"status": self.national_status, "reported_at": _iso_or_none(self.national_reported_at)},
+            "national": national,
             "patient": self.patient_view(),
             "version": self.version,
             "withdrawn": self.withdrawn,

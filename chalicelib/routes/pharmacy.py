@@ -1,5 +1,6 @@
 """Pharmacy API routes: ``POST /v1/results``, ``GET /v1/results/{id}``, ``POST /v1/results/{id}/resend``,
-``POST /v1/results/{id}/slip``, ``POST /v1/results/{id}/correction``, ``GET /v1/health``."""
+``POST /v1/results/{id}/slip``, ``POST /v1/results/{id}/correction``, ``GET /v1/statement``, ``GET /.well-known/jwks.json``,
+``GET /v1/health``."""
 
 from __future__ import annotations
 
@@ -93,6 +94,30 @@ def correct_result(result_id: str) -> Response:
     corrected = bootstrap.correction_service().correct(signed, result_id, request_id=request_id(request))
     log_request_keys(result_id=result_id)
     return _json(202 if corrected.created else 200, corrected.view())
+
+
+@pharmacy_api.route("/v1/statement", methods=["GET"])
+@problem_boundary
+def statement() -> Response:
+    request = pharmacy_api.current_request
+    signed = signed_request(request, max_body_bytes=bootstrap.settings().max_body_bytes)
+    month = request.query_params.get("month") if request.query_params else None
+    answer = bootstrap.statement_service().statement(signed, month, request_id=request_id(request))
+    return _json(200, answer)
+
+
+@pharmacy_api.route("/.well-known/jwks.json", methods=["GET"])
+@problem_boundary
+def jwks() -> Response:
+    """The public keys of receipts (contract §6): no authentication, cacheable."""
+    from chalicelib.adapters.receipt_keys import JWKS_MAX_AGE
+
+    document = bootstrap.receipt_keyring().published(bootstrap.settings().result_retention_days)
+    return Response(
+        body=json.dumps(document),
+        status_code=200,
+        headers={"Content-Type": "application/jwk-set+json", "Cache-Control": f"public, max-age={JWKS_MAX_AGE}"},
+    )
 
 
 @pharmacy_api.route("/v1/health", methods=["GET"])

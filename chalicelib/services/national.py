@@ -44,7 +44,15 @@ class StatusPort(Protocol):
 
     def count_failure(self, result_id: str, version: int = 1) -> None: ...
 
-    def mark_reported(self, result_id: str, at: datetime, version: int = 1) -> None: ...
+    def mark_reported(
+        self,
+        result_id: str,
+        at: datetime,
+        version: int = 1,
+        *,
+        pharmacy_id: str | None = None,
+        received_at: datetime | None = None,
+    ) -> None: ...
 
     def mark_failed(self, result_id: str, reason: str, version: int = 1) -> None: ...
 
@@ -122,7 +130,9 @@ class NationalDelivery:
             now = self.clock()
             self._audit(record, "success", f"v{version}" if version > 1 else None)
             try:
-                self.statuses.mark_reported(record.id, now, version=version)
+                self.statuses.mark_reported(
+                    record.id, now, version=version, pharmacy_id=record.pharmacy_id, received_at=record.received_at
+                )
             except VersionSupersededError:
                 return self._superseded(delivery)
             self.metrics.count("NationalReported")

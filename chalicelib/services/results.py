@@ -21,6 +21,7 @@ from chalicelib.errors import ConflictError, DuplicateReferenceError, RateLimite
 from chalicelib.services.authn import SignedRequest
 from chalicelib.services.pharmacy_request import PharmacyGate, PharmacyRequest
 from chalicelib.services.ports import PharmacyDirectory, ResultStore
+from chalicelib.services.receipts import Receipts
 from chalicelib.services.vault import ResultVault
 
 ACCEPTED = "accepted"
@@ -28,15 +29,18 @@ ACCEPTED = "accepted"
 
 @dataclass(frozen=True)
 class Accepted:
-    """The answer to a submission: a new result (``created``), or the one already stored under its reference."""
+    """The answer to a submission: a new result (``created``), or the one already stored under its reference, with
+    the receipt of its acceptance (contract §6)."""
 
     result_id: str
     pharmacy_reference: str
     created: bool
+    receipt: str = ""
 
     def view(self) -> dict[str, Any]:
-        """The response body (contract: ``id``, ``pharmacy_reference``, ``status``)."""
-        return {"id": self.result_id, "pharmacy_reference": self.pharmacy_reference, "status": ACCEPTED}
+        """The response body (contract: ``id``, ``pharmacy_reference``, ``status``, ``receipt``)."""
+        body = {"id": self.result_id, "pharmacy_reference": self.pharmacy_reference, "status": ACCEPTED}
+        return {**body, "receipt": self.receipt} if self.receipt else body
 
 
 @dataclass
@@ -47,6 +51,7 @@ class ResultsService:
     vault: ResultVault
     clock: Callable[[], datetime]
     reference_digest: Callable[[str, str], str]  # (pharmacy id, reference) → its keyed hash
+    receipts: Receipts
     daily_quota_default: int = 2000
     retention_days: int = 90
     sms_extra_regions: frozenset[str] = frozenset()  # where an SMS may go besides France
@@ -60,6 +65,7 @@ class ResultsService:
         ConflictError (409), RateLimitedError (429), DependencyUnavailableError (503).
         """
         req = self.gate.open(request, "result.create", request_id)
+        self.receipts.ready()  # the signing key opens before anything is committed (KMS trouble: 503, nothing stored)
         raw = req.json_body()
         body_sha256 = hashlib.sha256(canonical_json(raw)).hexdigest()
         try:
@@ -70,8 +76,8 @@ class ResultsService:
                 req.reject(exc)
             # A body identical to one already accepted is that result even if a rule would now refuse it:
             # a retry after ``sampled_at`` aged past its limit is still "identical body → 200" (contract §2).
-            req.commit("duplicate", stored.result_id)
-            return stored
+            req.commit("duplicate", stored.id)
+            return self._accepted(req, stored, raw["pharmacy_reference"], created=False)
         now = self.clock()
         result_id = self.new_result_id()
         record = ResultRecord(
@@ -101,30 +107,43 @@ class ResultsService:
         except RateLimitedError:  # an answer like any other: the nonce is spent and the refusal audited
             req.commit("rate_limited", reason="daily_quota")
             raise
-        return Accepted(result_id, submission.pharmacy_reference, created=True)
+        return self._accepted(req, record, submission.pharmacy_reference, created=True)
 
-    def _identical_stored(self, req: PharmacyRequest, raw: Any, body_sha256: str) -> Accepted | None:
+    def _accepted(self, req: PharmacyRequest, record: ResultRecord, reference: str, *, created: bool) -> Accepted:
+        """The answer, with its receipt: what was accepted, when it first was, and this request's exact bytes."""
+        receipt = self.receipts.acceptance(
+            result_id=record.id,
+            pharmacy_id=record.pharmacy_id,
+            pharmacy_reference=reference,
+            body=req.request.body,
+            accepted_at=record.received_at,
+        )
+        return Accepted(record.id, reference, created=created, receipt=receipt)
+
+    def _identical_stored(self, req: PharmacyRequest, raw: Any, body_sha256: str) -> ResultRecord | None:
         """The result already stored under the body's reference when its body was this one, else None."""
         reference = raw.get("pharmacy_reference") if isinstance(raw, dict) else None
         if not isinstance(reference, str) or not is_valid_pharmacy_reference(reference):
             return None
-        existing_id, same = self._stored_body_matches(req, reference, body_sha256)
-        return Accepted(existing_id, reference, created=False) if existing_id is not None and same else None
+        return self._stored_body_matches(req, reference, body_sha256)[1]
 
-    def _stored_body_matches(self, req: PharmacyRequest, reference: str, body_sha256: str) -> tuple[str | None, bool]:
-        """The result already stored under ``reference`` for this pharmacy, and whether its body was this one."""
+    def _stored_body_matches(
+        self, req: PharmacyRequest, reference: str, body_sha256: str
+    ) -> tuple[str | None, ResultRecord | None]:
+        """The id of the result already stored under ``reference`` for this pharmacy, and that result when its
+        body was this one (else None)."""
         existing_id = self.store.find_reference(req.pharmacy_id, self.reference_digest(req.pharmacy_id, reference))
         existing = self.store.get_result(existing_id) if existing_id else None
         if existing is None or existing.pharmacy_id != req.pharmacy_id:
-            return existing_id, False
-        return existing.id, self.vault.open(existing).body_sha256 == body_sha256
+            return existing_id, None
+        return existing.id, existing if self.vault.open(existing).body_sha256 == body_sha256 else None
 
     def _answer_duplicate(self, req: PharmacyRequest, reference: str, body_sha256: str) -> Accepted:
         existing_id, same = self._stored_body_matches(req, reference, body_sha256)
         req.commit("duplicate" if same else "conflict", existing_id)
-        if not same or existing_id is None:
+        if same is None:
             raise ConflictError("pharmacy_reference was already used for a different result")
-        return Accepted(existing_id, reference, created=False)
+        return self._accepted(req, same, reference, created=False)
 
     # -- GET /v1/results/{id} -------------------------------------------------------------------
     def follow(self, request: SignedRequest, result_id: str, *, request_id: str | None = None) -> dict[str, Any]:
@@ -132,5 +151,6 @@ class ResultsService:
         req = self.gate.open(request, "result.read", request_id)
         record = req.own_result(self.store.get_result, result_id)
         reference = self.vault.open_reference(record)  # kept in clear nowhere; the submission stays closed
+        national_receipt = self.receipts.national(record)  # before the commit: a key that cannot open is a 503
         req.commit("success", result_id)
-        return record.public_view(reference)
+        return record.public_view(reference, national_receipt=national_receipt)

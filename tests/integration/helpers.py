@@ -146,6 +146,12 @@ def get_result(client: Client, actor: PharmacyActor, result_id: str, **sign_kwar
     return client.http.get(path, headers=signed_headers(actor, "GET", path, **sign_kwargs))
 
 
+def get_statement(client: Client, actor: PharmacyActor, month: str | None, **sign_kwargs: Any) -> Any:
+    """``GET /v1/statement?month=...`` signed by ``actor`` (``"@query"`` covered too)."""
+    path = "/v1/statement" + (f"?month={month}" if month is not None else "")
+    return client.http.get(path, headers=signed_headers(actor, "GET", path, **sign_kwargs))
+
+
 def submit_direct(actor: PharmacyActor, body: dict[str, Any] | bytes) -> tuple[int, dict[str, Any]]:
     """Call the ingest service as the route does, without the (non thread-safe) Chalice test client."""
     from chalicelib import bootstrap

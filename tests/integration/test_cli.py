@@ -322,7 +322,10 @@ def test_demo_registers_signs_submits_and_follows_without_printing_personal_data
     summary = run_demo(chalice_session)
     captured = capsys.readouterr()
     assert json.loads(captured.out) == summary
-    assert set(summary) == {"pharmacy_id", "key_id", "result_id", "status_code", "national", "patient"}
+    assert set(summary) == {"pharmacy_id", "key_id", "result_id", "status_code", "receipt", "national", "patient"}
+    assert summary["receipt"] in captured.err  # shown, to be verified with `relais receipt verify`
+    code, verified, _ = run(capsys, "receipt", "verify", summary["receipt"])
+    assert code == 0 and verified["payload"]["result_id"] == summary["result_id"]
     assert summary["status_code"] == 201
     assert summary["national"]["status"] == "pending"
     assert summary["patient"]["channels"] == ["sms", "email"]

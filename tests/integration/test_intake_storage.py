@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from chalicelib import bootstrap
+from chalicelib.domain.receipts import body_sha256
 from chalicelib.errors import DecryptionError
 from tests.integration.helpers import (
     ADDRESS_LINE,
@@ -43,6 +44,13 @@ from tests.integration.helpers import (
 )
 
 
+def receipt_payload(receipt: str) -> dict[str, Any]:
+    from chalicelib.domain.receipts import b64url_decode
+
+    payload: dict[str, Any] = json.loads(b64url_decode(receipt.split(".")[1]))
+    return payload
+
+
 def _stream_inserts() -> list[str]:
     """Result ids of the INSERT records on the results table's stream: what the outbox relay would queue."""
     import boto3
@@ -74,7 +82,7 @@ def test_a_valid_submission_gets_201_with_location_and_the_contract_body(client,
 
     assert response.status_code == 201, response.body
     answer = json.loads(response.body)
-    assert set(answer) == {"id", "pharmacy_reference", "status"}
+    assert set(answer) == {"id", "pharmacy_reference", "status", "receipt"}
     assert answer["pharmacy_reference"] == "A-2026-000123"
     assert isinstance(answer["status"], str)
     assert response.headers["Location"] == f"/v1/results/{answer['id']}"
@@ -166,7 +174,14 @@ def test_identity_of_a_retry_is_semantic_so_key_order_and_whitespace_do_not_matt
 
     assert first.status_code == 201, first.body
     assert retry.status_code == 200, retry.body
-    assert json.loads(retry.body) == json.loads(first.body)
+    first_answer, retry_answer = json.loads(first.body), json.loads(retry.body)
+    assert {**retry_answer, "receipt": ""} == {**first_answer, "receipt": ""}
+    # the receipt names the bytes each request sent (contract §6), and the same first acceptance
+    assert receipt_payload(retry_answer["receipt"])["body_sha256"] == body_sha256(spaced)
+    assert (
+        receipt_payload(retry_answer["receipt"])["accepted_at"]
+        == receipt_payload(first_answer["receipt"])["accepted_at"]
+    )
     assert count_results() == 1
 
 
@@ -588,7 +603,8 @@ def test_the_reference_key_is_sealed_once_per_stage_and_opened_once_per_cold_pro
     bodies = [distinctive_body(f"COLD-{i}") for i in range(50)]
     for body in bodies:
         assert post_result(client, pharmacy, body).status_code == 201
-    assert sorted(calls.operations) == ["Decrypt", "GenerateDataKey"]  # the sealed key opened once, one data key
+    # the sealed reference key and the sealed receipt key opened once each, one data key for the results
+    assert sorted(calls.operations) == ["Decrypt", "Decrypt", "GenerateDataKey"]
     assert post_result(client, pharmacy, bodies[0]).status_code == 200
 
 

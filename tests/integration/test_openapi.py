@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -26,6 +26,7 @@ from tests.integration.helpers import (
     distinctive_body,
     encode,
     get_result,
+    get_statement,
     post_result,
     signed_headers,
 )
@@ -440,3 +441,15 @@ def test_actual_answers_validate_against_the_documented_responses(client, pharma
     health = client.http.get("/v1/health")
     assert health.status_code == 200
     _assert_documented(health, "/v1/health", "get")
+
+    month = datetime.now(UTC).strftime("%Y-%m")
+    for response, expected in (
+        (get_statement(client, pharmacy, month), 200),
+        (get_statement(client, pharmacy, "2026-13"), 400),
+        (client.http.get(f"/v1/statement?month={month}"), 401),
+    ):
+        assert response.status_code == expected, response.body
+        _assert_documented(response, "/v1/statement", "get")
+    keys = client.http.get("/.well-known/jwks.json")
+    assert keys.status_code == 200
+    _assert_documented(keys, "/.well-known/jwks.json", "get")

@@ -30,7 +30,7 @@ ALLOWED_WILDCARDS = {
 
 #: What each function may decrypt or encrypt with the key (envelope purposes), by function name.
 EXPECTED_PURPOSES = {
-    "api": ({"result", "reference-key"}, {"result", "reference-key"}),
+    "api": ({"result", "reference-key", "receipt-key"}, {"result", "reference-key", "receipt-key"}),
     "outbox": (set(), set()),
     "national": ({"result"}, set()),
     "reconcile": (set(), set()),
@@ -183,11 +183,12 @@ def test_each_function_may_use_the_key_only_for_the_purposes_it_needs(handler):
 
 def test_every_envelope_purpose_the_code_uses_is_granted_to_some_function():
     from chalicelib.adapters.audit_chain import SEAL_CONTEXT
+    from chalicelib.adapters.receipt_keys import PURPOSE as RECEIPT_KEY_PURPOSE
     from chalicelib.adapters.reference_key import PURPOSE as REFERENCE_KEY_PURPOSE
     from chalicelib.services.vault import RESULT_PURPOSE
 
     granted = set().union(*(d | e for d, e in map(_purposes, iam.all_policies().values())))
-    assert {RESULT_PURPOSE, SEAL_CONTEXT["purpose"], REFERENCE_KEY_PURPOSE} <= granted
+    assert {RESULT_PURPOSE, SEAL_CONTEXT["purpose"], REFERENCE_KEY_PURPOSE, RECEIPT_KEY_PURPOSE} <= granted
 
 
 # -- the packaged template ----------------------------------------------------------------------------------------

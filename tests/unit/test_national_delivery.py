@@ -100,6 +100,16 @@ def test_a_2xx_answer_marks_the_result_reported_and_sends_its_bundle():
     assert VALID_NIR in str(bundle)  # the national system is the one place the NIR goes
 
 
+def test_a_reported_result_is_counted_in_its_pharmacys_month_of_receipt():
+    class Billing(Statuses):
+        def mark_reported(self, rid, at, version=1, **billing):
+            self.calls.append(("mark_reported", rid, billing))
+
+    statuses = Billing()
+    assert make_service(FakeNational(Answer(201)), statuses=statuses).deliver(Delivery(RID, "rh", 1)) == "reported"
+    assert statuses.calls[-1] == ("mark_reported", RID, {"pharmacy_id": "p" * 16, "received_at": FIXED_NOW})
+
+
 def test_a_409_or_duplicate_outcome_counts_as_reported():
     dup = {"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "duplicate"}]}
     assert classify(Answer(409)) is Verdict.REPORTED
@@ -164,7 +174,7 @@ def test_a_crash_after_the_post_resends_the_same_bundle_and_never_loses_it():
     class CrashingStatuses(Statuses):
         crashed = False
 
-        def mark_reported(self, rid, at, version=1):
+        def mark_reported(self, rid, at, version=1, **_billing):
             if not self.crashed:
                 self.crashed = True
                 raise RuntimeError("process died")
