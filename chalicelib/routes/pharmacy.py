@@ -1,6 +1,6 @@
 """Pharmacy API routes: ``POST /v1/results``, ``GET /v1/results/{id}``, ``POST /v1/results/{id}/resend``,
-``POST /v1/results/{id}/slip``, ``POST /v1/results/{id}/correction``, ``GET /v1/statement``, ``GET /.well-known/jwks.json``,
-``GET /v1/health``."""
+``POST /v1/results/{id}/slip``, ``POST /v1/results/{id}/correction``, ``GET /v1/statement``,
+``GET /.well-known/jwks.json``, ``GET /v1/health``."""
 
 from __future__ import annotations
 

@@ -115,7 +115,7 @@ def test_every_dynamodb_client_comes_from_the_one_session_given_to_bind_tables(m
     try:
         tables.bind_tables(_settings(), session)  # type: ignore[arg-type]
         models = [tables.PharmacyItem, tables.KeyItem, tables.FinessItem, tables.StateItem]
-        models += [tables.SealedKeyItem, tables.ResultItem, tables.AuditItem]
+        models += [tables.SealedKeyItem, tables.ReceiptKeysItem, tables.ResultItem, tables.AuditItem]
         assert session.created == len(models), "one client per model, created when the tables are bound"
         for model in models:
             assert model._get_connection().connection._client is not None
