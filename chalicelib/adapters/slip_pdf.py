@@ -25,6 +25,7 @@ PAGE_WIDTH, PAGE_HEIGHT = 105.0, 148.0
 MARGIN = 8.0
 QR_SIDE = 42.0  # the QR code's side with its quiet zone (4 modules): about 1 mm a module for a version 5 code
 ENCODING = "windows-1252"
+URL_SIZE, URL_MIN_SIZE, URL_MIN_STRETCH = 8.0, 6.0, 80.0  # the link's font size in points, and its narrowest
 TITLE = "Relais : lien vers votre résultat de test COVID-19"
 
 
@@ -60,6 +61,27 @@ def _qr_runs(url: str) -> tuple[int, list[tuple[int, int, int]]]:
     return int(code.symbol_size(border=4)[0]), runs
 
 
+def link_line(pdf: FPDF, url: str, width: float) -> float:
+    """The link as selectable text on one line, never broken inside (a copied link or a screen reader's reading
+    stays whole): Courier (its letters and digits do not look alike) at the largest size up to ``URL_SIZE`` that fits
+    ``width``; under ``URL_MIN_SIZE``, at that size narrowed down to ``URL_MIN_STRETCH`` % (the longest
+    ``PUBLIC_BASE_URL`` allowed, 34 characters, with a token: 80 characters at 6 pt, 88 %). A link longer than that
+    could be (none is) goes on two lines, broken after its ``#``. The horizontal stretching used, in %."""
+    pdf.set_font("courier", "", URL_SIZE)
+    size = min(URL_SIZE, URL_SIZE * width / pdf.get_string_width(url))
+    stretch = 100.0
+    if size < URL_MIN_SIZE:
+        stretch, size = max(URL_MIN_STRETCH, 100 * size / URL_MIN_SIZE), URL_MIN_SIZE
+    pdf.set_font("courier", "", size)
+    pdf.set_stretching(stretch)
+    head, fragment, token = url.partition("#")
+    lines = [url] if pdf.get_string_width(url) <= width + 1e-6 else [head + fragment, token]
+    for line in lines:
+        pdf.cell(pdf.get_string_width(line), size * 0.45, line, link=url, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.set_stretching(100)
+    return stretch
+
+
 def render_slip(text: SlipText) -> bytes:
     """The slip's PDF."""
     pdf = FPDF(unit="mm", format=(PAGE_WIDTH, PAGE_HEIGHT))
@@ -74,19 +96,12 @@ def render_slip(text: SlipText) -> bytes:
     pdf.add_page()
     width = PAGE_WIDTH - 2 * MARGIN
 
-    def paragraph(value: str, size: float, style: str = "", *, gap: float = 1.5, wrap: WrapMode = WrapMode.WORD,
-                  family: str = "helvetica", link: str | None = None) -> None:  # fmt: skip
-        pdf.set_font(family, style, size)
+    def paragraph(value: str, size: float, style: str = "", *, gap: float = 1.5) -> None:
+        pdf.set_font("helvetica", style, size)
         pdf.multi_cell(
-            width,
-            size * 0.45,
-            _printable(value),
-            align=Align.L,
-            wrapmode=wrap,
-            link=link,
-            new_x=XPos.LMARGIN,
+            width, size * 0.45, _printable(value), align=Align.L, wrapmode=WrapMode.WORD, new_x=XPos.LMARGIN,
             new_y=YPos.NEXT,
-        )
+        )  # fmt: skip
         pdf.ln(gap)
 
     paragraph(text.title, 13, "B", gap=2)
@@ -99,7 +114,8 @@ def render_slip(text: SlipText) -> bytes:
     for row, column, length in runs:
         pdf.rect(left + column * module, top + row * module, length * module, module, style="F")
     pdf.set_y(top + QR_SIDE + 1)
-    paragraph(text.url, 8, family="courier", wrap=WrapMode.CHAR, link=text.url, gap=2.5)
+    link_line(pdf, text.url, width)
+    pdf.ln(2.5)
     paragraph(text.validity, 9)
     paragraph(text.birth_date, 9, "B")
     paragraph(text.keep, 8, gap=2.5)

@@ -74,6 +74,52 @@ def test_a_long_link_still_fits_one_page():
     assert read.qr_codes == (url,)
 
 
+def longest_link() -> str:
+    """A link of the longest ``PUBLIC_BASE_URL`` the settings allow (34 characters) and a token of ``new_token``."""
+    from chalicelib.domain.links import new_token
+    from chalicelib.domain.messages import check_sms_link, link_url
+
+    base = "https://resultats-covid.example.fr"
+    assert len(base) == 34
+    check_sms_link(base, len(new_token()))  # allowed
+    with pytest.raises(ValueError, match="too long"):
+        check_sms_link(base + "x", len(new_token()))  # and the longest allowed
+    return link_url(base, new_token().replace("-", "W").replace("_", "M"))  # the widest letters stay on one line
+
+
+@pytest.mark.parametrize("url", [URL, "https://a.fr/r#" + "Tk3_-q" * 7 + "Z", "longest"])
+def test_the_link_is_one_unbroken_line_of_the_text(url):
+    url = longest_link() if url == "longest" else url
+    read = read_slip(make(url=url))
+    assert url in read.text.splitlines(), read.text  # a line of its own, no break inside
+    assert read.qr_codes == (url,)
+
+
+def test_the_link_is_printed_at_6_points_at_least(monkeypatch):
+    from chalicelib.adapters import slip_pdf
+
+    sizes: list[tuple[float, float]] = []
+    real = slip_pdf.link_line
+
+    def spy(pdf, url, width) -> float:
+        stretch = real(pdf, url, width)
+        sizes.append((pdf.font_size_pt, pdf.get_string_width(url) * stretch / 100 / width))
+        return stretch
+
+    monkeypatch.setattr(slip_pdf, "link_line", spy)
+    make(url=longest_link())
+    make(url="https://a.fr/r#" + "Tk3_-q" * 7 + "Z")
+    (longest, longest_share), (short, short_share) = sizes
+    assert longest == 6 and longest_share == pytest.approx(1)  # narrowed to fit
+    assert 6 < short < 8 and short_share == pytest.approx(1)  # as large as fits
+
+
+def test_a_link_longer_than_any_allowed_breaks_only_after_its_hash():
+    url = "https://resultats-covid.pharmacies.relais.example.fr/r#" + "x" * 64
+    lines = read_slip(make(url=url)).text.splitlines()
+    assert "https://resultats-covid.pharmacies.relais.example.fr/r#" in lines and "x" * 64 in lines
+
+
 def test_importing_the_app_and_every_other_module_leaves_the_pdf_and_qr_libraries_out():
     """A cold start of any other request imports none of them: the slip path alone does (bench/slip.py times it)."""
     modules = sorted(
