@@ -303,7 +303,8 @@ def paper_slip(client: SignedClient, directory: Path, out: Output) -> Path:
 def save_slip(client: SignedClient, result_id: str, directory: Path, path: Path | None = None) -> Path:
     """``POST /v1/results/{id}/slip`` and write the PDF to ``path`` (default ``directory/slip-<id>.pdf``); the path.
 
-    The slip is a new link: it revokes the result's earlier links and counts toward its 3 resends a day."""
+    The slip is a new link: it revokes the result's earlier links and counts toward its 3 resends a day. The file is
+    the owner's alone (mode 0600), as the key is: whoever reads it holds the link."""
     import requests
 
     try:
@@ -318,8 +319,17 @@ def save_slip(client: SignedClient, result_id: str, directory: Path, path: Path 
     if response.status_code != 200 or response.headers.get("Content-Type") != "application/pdf":
         raise CliError(f"the slip was refused: {_problem(response)}")
     target = path if path is not None else directory / f"slip-{result_id}.pdf"
-    target.write_bytes(response.content)
+    _write_slip(target, response.content)
     return target
+
+
+def _write_slip(path: Path, data: bytes) -> None:
+    """Write ``path`` with mode 0600 (the slip holds a live link to a result): created so, or made so when it was
+    already there, before a byte of the slip is written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(data)
 
 
 def _follow(

@@ -535,14 +535,18 @@ def test_the_demo_writes_a_paper_slip_and_local_slip_writes_another(cli, capsys,
     assert paper_id != summary["result_id"]
     first = read_slip(written.read_bytes())
     assert first.pages == 1 and len(first.qr_codes) == 1
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600  # it holds a live link
 
     target = tmp_path / "again.pdf"
+    target.write_bytes(b"an older file, readable by all")
+    target.chmod(0o644)
     code, _ = run_local_slip(chalice_session, paper_id, "--out", str(target))
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
     assert doc == {"result_id": paper_id, "file": str(target), "bytes": target.stat().st_size}
     again = read_slip(target.read_bytes())
     assert again.qr_codes != first.qr_codes  # a new link each time
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600  # an existing file is made private before the slip is written
 
 
 def test_local_slip_of_a_result_the_demo_pharmacy_does_not_own_is_a_clear_error(cli, capsys, tmp_path, chalice_session):
