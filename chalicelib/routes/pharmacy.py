@@ -69,9 +69,15 @@ def resend_link(result_id: str) -> Response:
 @pharmacy_api.route("/v1/results/{result_id}/slip", methods=["POST"], content_types=_ANY)
 @problem_boundary
 def print_slip(result_id: str) -> Response:
-    """The paper slip (contract v2 §7): a PDF, binary (``app.py`` lists ``application/pdf`` among the binary types:
-    the request's ``Accept`` must allow it, as API Gateway's conversion of a binary answer requires)."""
+    """The paper slip (contract v2 §7): a PDF, binary (``app.py`` lists ``application/pdf`` among the binary types).
+
+    API Gateway returns a binary body only when the request's first ``Accept`` type is a binary one (``*/*`` is
+    not), and Chalice replaces a binary answer the request did not accept by its own 400 — after the view ran, so
+    after the slip was stored. ``Accept`` is therefore checked first, before the body, the signature or any write:
+    anything but ``application/pdf`` first is a 406 that changes nothing (as a malformed request, not audited)."""
     request = pharmacy_api.current_request
+    if not accepts_pdf_first(request.headers.get("accept")):
+        return problem(406, detail=f"send Accept: {PDF} (the slip is a PDF; */* is not enough)")
     signed = signed_request(request, max_body_bytes=bootstrap.settings().max_body_bytes)
     pdf = bootstrap.slip_service().slip(signed, result_id, request_id=request_id(request))
     log_request_keys(result_id=result_id)
@@ -84,6 +90,13 @@ def print_slip(result_id: str) -> Response:
             "Content-Disposition": 'inline; filename="relais-slip.pdf"',
         },
     )
+
+
+def accepts_pdf_first(accept: str | None) -> bool:
+    """Whether the first media range of ``accept`` is ``application/pdf`` (parameters allowed, but not ``q=0``)."""
+    media, *parameters = (accept or "").split(",", 1)[0].split(";")
+    refused = any(p.replace(" ", "").lower() in {"q=0", "q=0.0", "q=0.00", "q=0.000"} for p in parameters)
+    return media.strip().lower() == PDF and not refused
 
 
 @pharmacy_api.route("/v1/results/{result_id}/correction", methods=["POST"], content_types=_ANY)

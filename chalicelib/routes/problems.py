@@ -31,6 +31,7 @@ _TITLES = {
     403: ("forbidden", "Refused by the web application firewall"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "The answer cannot be given in a type the request accepts"),
     409: ("conflict", "Conflict"),
     413: ("payload-too-large", "The body is too large"),
     415: ("unsupported-media-type", "The body must be application/json"),

@@ -198,12 +198,13 @@ def _patient_status(record: ResultRecord, *, withdraws: bool) -> str:
     """The patient status after the correction: ``pending`` when a message is due (a result with channels; for a
     withdrawal, only when a message had gone out), else ``not_requested`` (a withdrawal before any message: there
     is nothing to tell) or the status it had (no channel). A result whose only channel is ``paper`` is ``pending``
-    after a correction (its slip's link is revoked: the pharmacy makes a new slip) and keeps its status after a
-    withdrawal made once a slip was (no message is sent on paper)."""
+    after a correction (its slip's link is revoked: the pharmacy makes a new slip) and ``failed`` after a withdrawal
+    made once a slip was: the slip's link no longer opens, no message can tell the patient and no new slip can be
+    made (a withdrawn result gets none), so the pharmacy must tell the patient itself."""
     if not record.channels:
         return record.patient_status
     if withdraws and record.patient_sent_at is None:
         return "not_requested"
     if withdraws and not message_channels(record.channels):
-        return record.patient_status
+        return "failed"
     return "pending"

@@ -86,6 +86,13 @@ def _assert_documented(response: Any, path: str, method: str) -> None:
             assert name in response.headers, (status, name)
             pattern = header["schema"].get("pattern")
             assert pattern is None or re.search(pattern, response.headers[name]), (name, response.headers[name])
+    for name, reference in documented.get("headers", {}).items():
+        constant = _deref(reference)["schema"].get("const")
+        assert constant is None or response.headers.get(name) == constant, (status, name, response.headers.get(name))
+    schema = documented["content"][content_type]["schema"]
+    if schema == {"type": "string", "format": "binary"}:  # a file (the slip's PDF): bytes, not JSON
+        assert isinstance(response.body, bytes) and response.body, status
+        return
     pointer = _pointer("paths", path, method, "responses", status)
     if "$ref" in responses[status]:
         pointer = responses[status]["$ref"]
@@ -453,3 +460,28 @@ def test_actual_answers_validate_against_the_documented_responses(client, pharma
     keys = client.http.get("/.well-known/jwks.json")
     assert keys.status_code == 200
     _assert_documented(keys, "/.well-known/jwks.json", "get")
+
+
+def test_the_slips_answers_validate_against_the_documented_responses(client, pharmacy, other_pharmacy):
+    slip = "/v1/results/{id}/slip"
+    created = post_result(client, pharmacy, distinctive_body())
+    path = f"{RESULTS_PATH}/{json.loads(created.body)['id']}/slip"
+
+    def post(actor: Any, accept: str | None = "application/pdf", body: bytes = b"{}") -> Any:
+        headers = signed_headers(actor, "POST", path, body)
+        return client.http.post(path, body=body, headers={**headers, "Accept": accept} if accept else headers)
+
+    for response, expected in (
+        (post(pharmacy), 200),
+        (post(pharmacy, "*/*"), 406),
+        (post(pharmacy, None), 406),
+        (post(pharmacy, body=b'{"x": 1}'), 400),
+        (post(other_pharmacy), 404),
+        (client.http.post(path, body=b"{}", headers={"Accept": "application/pdf"}), 401),
+    ):
+        assert response.status_code == expected, response.body
+        _assert_documented(response, slip, "post")
+    pdf = post(pharmacy)
+    assert pdf.headers["Content-Type"] == "application/pdf" and pdf.body.startswith(b"%PDF-")
+    example = _deref(_operation(slip, "post")["responses"]["406"])["content"]["application/problem+json"]["example"]
+    assert json.loads(post(pharmacy, "*/*").body) == example

@@ -176,7 +176,7 @@ def test_the_body_must_be_an_empty_json_object(patient_env, body, content_type, 
     assert view(client, token).status_code == 200
 
 
-def test_a_failed_commit_writes_nothing(patient_env):
+def test_a_pdf_that_cannot_be_made_writes_nothing(patient_env):
     from chalicelib import bootstrap
     from chalicelib.errors import DependencyUnavailableError
 
@@ -194,6 +194,7 @@ def test_a_failed_commit_writes_nothing(patient_env):
     r = slip(client, actor, rid)
     assert r.status_code == 503
     assert result_item(rid) == before
+    assert not [i for i in link_state() if i["pk"]["S"].startswith("resend#")]  # not counted
     assert view(client, token).status_code == 200
     assert not audit_events("result.slip")
 
@@ -254,3 +255,92 @@ def test_a_slip_that_loses_a_race_to_a_resend_writes_nothing(patient_env):
     assert link_state() == state_before  # no link, no counted resend, no generation
     assert view(client, token).status_code == 200
     assert not audit_events("result.slip")
+
+
+def test_a_failed_commit_writes_nothing_and_answers_503_with_retry_after(patient_env, monkeypatch):
+    """DynamoDB cancels the slip's one transaction for a reason that is no condition and not worth another try: the
+    answer is 503 + Retry-After and nothing of the slip is written (no link, count, status or audit event)."""
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, token = notified_token(actor)
+    before, state_before = result_item(rid), link_state()
+    real_call = BaseClient._make_api_call
+    cancelled: list[int] = []
+
+    def cancelling(self, operation_name, params):
+        if operation_name == "TransactWriteItems":
+            cancelled.append(len(params["TransactItems"]))
+            reasons = [{"Code": "None"}] * len(params["TransactItems"])
+            reasons[-1] = {"Code": "ValidationError", "Message": "Item size has exceeded the maximum allowed size"}
+            error = {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"}
+            raise ClientError({"Error": error, "CancellationReasons": reasons}, operation_name)
+        return real_call(self, operation_name, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", cancelling)
+    r = slip(client, actor, rid)
+    monkeypatch.undo()
+
+    assert cancelled  # the slip's transaction was sent, and cancelled
+    assert r.status_code == 503
+    problem(r)
+    assert int(r.headers["Retry-After"]) >= 1
+    assert result_item(rid) == before
+    assert link_state() == state_before  # no link, no counted resend, no generation
+    assert view(client, token).status_code == 200
+    assert not audit_events("result.slip")
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        None,
+        "application/json",
+        "*/*",
+        "application/*",
+        "text/html,application/pdf",  # API Gateway honours only the first type
+        "application/pdf;q=0",
+    ],
+)
+def test_an_answer_the_request_does_not_accept_first_as_pdf_is_a_406_and_changes_nothing(patient_env, accept):
+    """Chalice would otherwise refuse the PDF after the slip was stored (its own 400, not a problem), and a deployed
+    API Gateway returns a binary body only for a first ``Accept`` type that is binary: checked before anything."""
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, token = notified_token(actor)
+    before, state_before, events_before = result_item(rid), link_state(), audit_events()
+    path = f"/v1/results/{rid}/slip"
+
+    def post():
+        headers = signed(actor, "POST", path, b"{}", content_type="application/json")  # a new nonce each time
+        return client.http.post(path, body=b"{}", headers={**headers, "Accept": accept} if accept else headers)
+
+    answers = [post() for _ in range(4)]  # more than the daily limit
+
+    for r in answers:
+        assert r.status_code == 406, r.body
+        assert "Accept: application/pdf" in problem(r)["detail"]
+    assert result_item(rid) == before  # status, channels, link expiry
+    assert link_state() == state_before  # no link, no counted resend, no generation
+    assert audit_events() == events_before  # no audit event at all: refused before the signature was read
+    assert view(client, token).status_code == 200
+    assert slip(client, actor, rid, accept="application/pdf; q=1, */*").status_code == 200  # not counted
+
+
+def test_a_withdrawn_paper_only_result_is_failed_for_the_pharmacy_to_tell_the_patient(patient_env):
+    """The slip's link no longer opens, nothing can be sent on paper and no new slip can be made: the pharmacy,
+    following the result, reads ``failed`` (it must tell the patient itself), not ``sent``."""
+    from tests.integration.helpers import get_result
+    from tests.integration.test_corrections import correct, withdrawal
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid = new_result(actor, notify=("paper",))
+    token = slip_token(slip(client, actor, rid))
+
+    assert correct(client, actor, rid, withdrawal()).status_code == 202
+
+    assert view(client, token).status_code == 404
+    patient = json.loads(get_result(client, actor, rid).body)["patient"]
+    assert patient["status"] == "failed" and patient["channels"] == ["paper"]
+    assert not sent_sms() and not sent_emails()
+    assert slip(client, actor, rid).status_code == 409

@@ -323,7 +323,7 @@ def test_the_same_correction_racing_itself_answers_the_winners_version():
     ("channels", "sent", "withdraws", "expected"),
     [
         (("paper",), True, False, "pending"),  # the slip's link is revoked: a new slip is due
-        (("paper",), True, True, "sent"),  # nothing is sent on paper: the status stays
+        (("paper",), True, True, "failed"),  # the slip's link is dead and nothing tells the patient: the pharmacy must
         (("paper",), False, True, "not_requested"),
         (("sms", "paper"), True, True, "pending"),  # the withdrawal's SMS is due
         ((), False, False, "not_requested"),
