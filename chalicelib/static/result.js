@@ -26,7 +26,7 @@ const EN = {
   docTitle: 'Your COVID-19 test result – Relais',
   title: 'Your COVID-19 test result',
   noTokenTitle: 'Incomplete link',
-  noTokenText: 'Open again the full link you received by text message or e-mail. For your security, its code is removed from the address bar: after reloading the page, open the link again.',
+  noTokenText: 'Open again the full link you received by text message or e-mail, or scan again the code on the paper slip from your pharmacy (or type its full address). For your security, the end of the link is removed from the address bar: after reloading the page, open the link again.',
   intro: 'To protect your data, enter the date of birth given to the pharmacy.',
   label: 'Date of birth',
   hint: 'Format DD/MM/YYYY, for example 03/12/1984',

@@ -144,6 +144,18 @@ def test_the_page_fits_a_320_pixel_screen(browser, site):
         context.close()
 
 
+def test_an_incomplete_link_names_every_way_the_link_came_paper_included(page, site):
+    page.goto(f"{site.base_url}/r")
+    page.wait_for_selector("#no-token", state="visible")
+    french = page.text_content("#no-token")
+    assert "SMS" in french and "e-mail" in french and "papier remis par votre pharmacie" in french
+    page.click("#lang-switch")
+    english = page.text_content("#no-token")
+    assert "text message" in english and "e-mail" in english and "paper slip from your pharmacy" in english
+    noscript = page.evaluate("document.querySelector('noscript').textContent")
+    assert "par SMS, par e-mail ou sur papier" in noscript
+
+
 def test_the_csp_blocks_inline_script(page, site):
     response = page.goto(f"{site.base_url}/r")
     assert response is not None
