@@ -37,6 +37,12 @@ COUNT = int(os.environ.get("RELAIS_CHAOS_RESULTS", "1000"))
 PHARMACIES, CONNECTIONS = 20, 4
 SEED = os.environ.get("RELAIS_LOCAL_FAULTS_SEED", "20220110")
 OUTAGE_SECONDS = float(os.environ.get("RELAIS_CHAOS_OUTAGE_SECONDS", "120"))
+#: How long delivery may take once every result is accepted: 30 min, or 0.4 s per result on 2 cores (10,000 results
+#: were 85 % reported after 30 min on a machine shared with other test runs, still progressing: the limit is the
+#: machine's, not a loss). Each poll scans the whole results table on the local AWS: every 3 s at 1,000 results, every
+#: 10 s at 10,000, so that the test's own polling is not what slows the stack.
+SETTLE_SECONDS = max(1800.0, 0.4 * COUNT)
+POLL_SECONDS = max(3.0, COUNT / 1000)
 STACK_FAULTS = {
     "RELAIS_LOCAL_FAULTS": "on",
     "RELAIS_LOCAL_FAULTS_SEED": SEED,
@@ -121,7 +127,7 @@ def test_nothing_is_lost_and_nothing_done_twice_with_every_fault_on(tmp_path):
         accepted = set(ids)
         assert len(accepted) == COUNT, "one result per pharmacy reference, retries included"
 
-        deadline = time.monotonic() + 1800
+        deadline = time.monotonic() + SETTLE_SECONDS
         statuses: dict[str, tuple[str, str]] = {}
         while time.monotonic() < deadline:
             statuses = _statuses(stack)
@@ -132,11 +138,11 @@ def test_nothing_is_lost_and_nothing_done_twice_with_every_fault_on(tmp_path):
             )
             if settled:
                 break
-            time.sleep(3)
+            time.sleep(POLL_SECONDS)
         reported = {rid for rid in accepted if statuses[rid][0] == "reported"}
         failed = {rid for rid in accepted if statuses[rid][0] == "failed"}
         pending = accepted - reported - failed
-        assert not pending, f"{len(pending)} results still pending national delivery after 30 minutes"
+        assert not pending, f"{len(pending)} results still pending national delivery after {SETTLE_SECONDS:.0f} s"
         letters = stack.relais("dlq", "list")
         kept = [r["bundle"]["identifier"]["value"] for r in stack.relais("local", "national")]
         deliveries = requests.get(f"{stack.national_url}/_admin/deliveries", timeout=30).json()
