@@ -1,8 +1,8 @@
 """Issue 13 (receipts, contract §6) figures, in-process on moto, min/median/max over ``BENCH_RECEIPT_RUNS`` (3) runs:
 
-- what signing a receipt adds to a submission: one ``Receipts.acceptance`` (payload, JSON, Ed25519, base64url) with the
-  key opened, median and p95 in µs, ÷ the median of one whole in-process intake (``ResultsService.submit`` on moto,
-  the floor ``bench/ingest.py`` measures) in the same run;
+- what signing a receipt adds to a submission: one ``Receipts.ready().acceptance`` (the key already opened, then
+  payload, JSON, Ed25519, base64url), median and p95 in µs, ÷ the median of one whole in-process intake
+  (``ResultsService.submit`` on moto, the floor ``bench/ingest.py`` measures) in the same run;
 - KMS calls per 1,000 receipts in a warm process (and from a cold one), counted by envelope purpose: the receipt key's
   own (target ≤ 2) and every KMS call of those 1,000 submissions;
 - cold import: whether ``import app`` loads any receipt module (target: none), and what importing them costs the
@@ -97,7 +97,7 @@ def one_run() -> dict[str, Any]:
         sign_us = []
         for i in range(SIGNS):
             started = time.perf_counter()
-            receipts.acceptance(
+            receipts.ready().acceptance(  # what a request does: the key it opened, then its receipt
                 result_id=f"{i:024d}",
                 pharmacy_id=pharmacy_id,
                 pharmacy_reference=f"RCPT-{i:06d}",

@@ -296,9 +296,12 @@ def receipts() -> Receipts:
 
 @component
 def statement_service() -> StatementService:
+    from chalicelib.adapters.results_store import USAGE_DAYS
     from chalicelib.services.receipts import StatementService
 
-    return StatementService(gate=pharmacy_gate(), counts=store(), receipts=receipts(), clock=clock)
+    return StatementService(
+        gate=pharmacy_gate(), counts=store(), receipts=receipts(), clock=clock, counters_kept_days=USAGE_DAYS
+    )
 
 
 # -- national delivery -----------------------------------------------------------------------------

@@ -10,11 +10,14 @@ per process and key (then kept in memory, like the reference key: ``adapters/ref
 function's role may decrypt that purpose (``infra/iam.py``). It is never logged or returned.
 
 Keys: one item holds them all, oldest first, each with ``active_from`` (signs from then) and ``retired_at`` (signs
-no more). The first process of a stage that needs a key makes the first one (a conditional write: a process that
-lost the race uses the winner's). ``relais receipt rotate-key`` adds a key that becomes active
-``ACTIVATION_DELAY`` later: long enough for every process's cached copy of the keys (``REFRESH_SECONDS``) and every
-verifier's cached JWKS (``JWKS_MAX_AGE``) to hold it before it signs anything. The previous key is retired then and
-stays published in the JWKS for as long as results are kept plus one year (``published``).
+no more). The first process of a stage that needs to *sign* makes the first key (a conditional write: a process that
+lost the race uses the winner's), or the operator's ``relais receipt rotate-key``; reading the keys (the JWKS, ``relais
+receipt verify``) never makes one: a stage that signed nothing publishes ``{"keys": []}``. ``rotate-key`` adds a key
+that becomes active ``ACTIVATION_DELAY`` later: long enough for every process's cached copy of the keys
+(``REFRESH_SECONDS``) and every verifier's cached JWKS (``JWKS_MAX_AGE``) to hold it before it signs anything. The
+previous key is retired then and stays published in the JWKS for as long as results are kept plus one year
+(``published``). ``rotate-key --now`` (a compromised key) makes a key that signs at once and retires every other key
+at once, a key still waiting included (it signed nothing; it stays published like any retired key).
 """
 
 from __future__ import annotations
@@ -104,27 +107,37 @@ class ReceiptKeyring:
         self._clock = clock
         self._refresh = refresh_seconds
         self._monotonic = monotonic
-        self._keys: tuple[tuple[ReceiptKey, ...], int] | None = None  # (keys, revision)
-        self._read_at = 0.0
+        self._keys: tuple[ReceiptKey, ...] = ()
+        self._read_at: float | None = None  # when ``_keys`` was read (monotonic); None: never
         self._opened: dict[str, Ed25519PrivateKey] = {}
         self._lock = threading.Lock()
 
     # -- reading ------------------------------------------------------------------------------------------------
+    def _stale(self, now: float) -> bool:
+        return self._read_at is None or now - self._read_at >= self._refresh
+
     def keys(self) -> tuple[ReceiptKey, ...]:
-        """Every key, oldest first (made when the stage has none), from a copy at most ``refresh_seconds`` old."""
+        """Every key, oldest first, from a copy at most ``refresh_seconds`` old; none before the stage's first (a
+        read never makes one: only ``signer`` and ``rotate`` do)."""
         now = self._monotonic()
-        if self._keys is None or now - self._read_at >= self._refresh:
+        if self._stale(now):
             with self._lock:
-                if self._keys is None or now - self._read_at >= self._refresh:
-                    self._keys = self._read() or self._make_first()
-                    self._read_at = now
-        return self._keys[0]
+                if self._stale(now):
+                    current = self._read()
+                    self._keys, self._read_at = (current[0] if current else ()), now
+        return self._keys
 
     def signer(self) -> tuple[str, Ed25519PrivateKey]:
-        """The key that signs now: its kid and private key (one KMS Decrypt the first time in this process)."""
+        """The key that signs now: its kid and private key (one KMS Decrypt the first time in this process). The
+        stage's first key is made here when it has none."""
         now = self._clock()
         keys = self.keys()
-        active = [k for k in keys if k.active_from <= now] or [keys[0]]
+        if not keys:
+            with self._lock:  # read again, not from the copy: another process may have made it meanwhile
+                keys = (self._read() or self._make_first())[0]
+                self._keys, self._read_at = keys, self._monotonic()
+        live = [k for k in keys if k.retired_at is None or k.retired_at > now] or list(keys)
+        active = [k for k in live if k.active_from <= now] or [min(live, key=lambda k: k.active_from)]
         key = max(active, key=lambda k: k.active_from)
         opened = self._opened.get(key.kid)
         if opened is None:
@@ -186,19 +199,21 @@ class ReceiptKeyring:
         return existing
 
     def rotate(self, activate_in: timedelta = ACTIVATION_DELAY) -> ReceiptKey:
-        """Add a key that signs from ``activate_in`` from now; the current one retires then (and stays published).
+        """Add a key that signs from ``activate_in`` from now; every other key retires then (and stays published).
 
-        ConflictError when another rotation happened meanwhile (nothing written: run it again)."""
+        A routine rotation (``activate_in`` > 0) while a key waits is a ConflictError; an immediate one (0: a
+        compromised key) is never held up: the waiting key retires at once with the others, having signed nothing.
+        ConflictError too when another rotation happened meanwhile (nothing written: run it again)."""
         current, revision = self._read() or self._make_first()
         now = self._clock()
         start = now + activate_in
-        if any(k.active_from > now for k in current):
+        if activate_in > timedelta(0) and any(k.active_from > now for k in current):
             raise ConflictError("a later key is already waiting to become active")
         new, _private = self._new_key(active_from=start)
-        retired = tuple(k if k.retired_at else _retire(k, start) for k in current)
+        retired = tuple(k if k.retired_at and k.retired_at <= start else _retire(k, start) for k in current)
         if not self._save((*retired, new), revision + 1, revision):
             raise ConflictError("the receipt keys changed meanwhile")
-        self._keys = None  # this process reads them again
+        self._read_at = None  # this process reads them again
         return new
 
 

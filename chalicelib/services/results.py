@@ -21,7 +21,7 @@ from chalicelib.errors import ConflictError, DuplicateReferenceError, RateLimite
 from chalicelib.services.authn import SignedRequest
 from chalicelib.services.pharmacy_request import PharmacyGate, PharmacyRequest
 from chalicelib.services.ports import PharmacyDirectory, ResultStore
-from chalicelib.services.receipts import Receipts
+from chalicelib.services.receipts import Receipts, ReceiptSigner
 from chalicelib.services.vault import ResultVault
 
 ACCEPTED = "accepted"
@@ -65,7 +65,9 @@ class ResultsService:
         ConflictError (409), RateLimitedError (429), DependencyUnavailableError (503).
         """
         req = self.gate.open(request, "result.create", request_id)
-        self.receipts.ready()  # the signing key opens before anything is committed (KMS trouble: 503, nothing stored)
+        # The signing key opens before anything is committed (KMS trouble: 503, nothing stored), and this very key
+        # signs the receipt after the commit: nothing there can fail on AWS once the result is stored.
+        signer = self.receipts.ready()
         raw = req.json_body()
         body_sha256 = hashlib.sha256(canonical_json(raw)).hexdigest()
         try:
@@ -77,7 +79,7 @@ class ResultsService:
             # A body identical to one already accepted is that result even if a rule would now refuse it:
             # a retry after ``sampled_at`` aged past its limit is still "identical body → 200" (contract §2).
             req.commit("duplicate", stored.id)
-            return self._accepted(req, stored, raw["pharmacy_reference"], created=False)
+            return self._accepted(req, signer, stored, raw["pharmacy_reference"], created=False)
         now = self.clock()
         result_id = self.new_result_id()
         record = ResultRecord(
@@ -103,15 +105,18 @@ class ResultsService:
                 result_id,
             )
         except DuplicateReferenceError:
-            return self._answer_duplicate(req, submission.pharmacy_reference, body_sha256)
+            return self._answer_duplicate(req, signer, submission.pharmacy_reference, body_sha256)
         except RateLimitedError:  # an answer like any other: the nonce is spent and the refusal audited
             req.commit("rate_limited", reason="daily_quota")
             raise
-        return self._accepted(req, record, submission.pharmacy_reference, created=True)
+        return self._accepted(req, signer, record, submission.pharmacy_reference, created=True)
 
-    def _accepted(self, req: PharmacyRequest, record: ResultRecord, reference: str, *, created: bool) -> Accepted:
+    @staticmethod
+    def _accepted(
+        req: PharmacyRequest, signer: ReceiptSigner, record: ResultRecord, reference: str, *, created: bool
+    ) -> Accepted:
         """The answer, with its receipt: what was accepted, when it first was, and this request's exact bytes."""
-        receipt = self.receipts.acceptance(
+        receipt = signer.acceptance(
             result_id=record.id,
             pharmacy_id=record.pharmacy_id,
             pharmacy_reference=reference,
@@ -138,12 +143,14 @@ class ResultsService:
             return existing_id, None
         return existing.id, existing if self.vault.open(existing).body_sha256 == body_sha256 else None
 
-    def _answer_duplicate(self, req: PharmacyRequest, reference: str, body_sha256: str) -> Accepted:
+    def _answer_duplicate(
+        self, req: PharmacyRequest, signer: ReceiptSigner, reference: str, body_sha256: str
+    ) -> Accepted:
         existing_id, same = self._stored_body_matches(req, reference, body_sha256)
         req.commit("duplicate" if same else "conflict", existing_id)
         if same is None:
             raise ConflictError("pharmacy_reference was already used for a different result")
-        return self._accepted(req, same, reference, created=False)
+        return self._accepted(req, signer, same, reference, created=False)
 
     # -- GET /v1/results/{id} -------------------------------------------------------------------
     def follow(self, request: SignedRequest, result_id: str, *, request_id: str | None = None) -> dict[str, Any]:

@@ -119,8 +119,9 @@ def test_a_receipt_verifies_with_the_jwks_then_the_national_receipt_and_the_stat
     assert (document["accepted"], document["reported"], document["month"]) == (1, 1, month)
     signed = _verify(document["receipt"], _jwks(local_stack))
     assert (signed["accepted"], signed["reported"], signed["pharmacy_id"]) == (1, 1, pharmacy_id)
-    future = _get(local_stack, key_id, private_key, "/v1/statement?month=2999-01")
-    assert future.status_code == 400 and future.json()["errors"][0]["field"] == "month"
+    for refused_month in ("2999-01", "1900-01"):  # in the future; older than the counters are kept
+        refused_answer = _get(local_stack, key_id, private_key, f"/v1/statement?month={refused_month}")
+        assert refused_answer.status_code == 400 and refused_answer.json()["errors"][0]["field"] == "month"
 
 
 def test_the_python_receipt_example_of_docs_api_verifies_a_receipt_of_the_stack(local_stack):
@@ -129,24 +130,29 @@ def test_the_python_receipt_example_of_docs_api_verifies_a_receipt_of_the_stack(
     api = (REPO_ROOT / "docs" / "api.md").read_text(encoding="utf-8")
     receipts_section = api.split("## Receipts\n", 1)[1]
     example = receipts_section.split("```python\n", 1)[1].split("```", 1)[0]
-    assert "https://relais.example.fr" in example
+    assert "https://relais.example.fr" in example and '"relais:prod"' in example
+    stack_example = example.replace("https://relais.example.fr", local_stack.api_url)
+    # A receipt first: the example reads the JWKS when it loads, and a stage that signed nothing publishes no key.
+    _, key_id, private_key = local_stack.register_pharmacy()
+    body = valid_body(datetime.now(UTC))
+    body["notify"] = []
+    raw = json.dumps(body).encode()
+    url = f"{local_stack.api_url}/v1/results"
+    headers = sign("POST", url, key_id=key_id, private_key=private_key, body=raw)
+    receipt = requests.post(url, data=raw, headers=headers, timeout=30).json()["receipt"]
     namespace: dict[str, Any] = {}
+    prod_only: dict[str, Any] = {}  # the example as printed: it accepts production's receipts only
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # joserfc's RFC 9864 note on "EdDSA", as api.md says
-        exec(example.replace("https://relais.example.fr", local_stack.api_url), namespace)
-
-        _, key_id, private_key = local_stack.register_pharmacy()
-        body = valid_body(datetime.now(UTC))
-        body["notify"] = []
-        raw = json.dumps(body).encode()
-        url = f"{local_stack.api_url}/v1/results"
-        headers = sign("POST", url, key_id=key_id, private_key=private_key, body=raw)
-        receipt = requests.post(url, data=raw, headers=headers, timeout=30).json()["receipt"]
+        exec(stack_example.replace('"relais:prod"', '"relais:local"'), namespace)
+        exec(stack_example, prod_only)
 
         claims = namespace["verify_receipt"](receipt, raw)
         assert claims["pharmacy_reference"] == body["pharmacy_reference"]
         with pytest.raises(ValueError, match="other bytes"):
             namespace["verify_receipt"](receipt, raw + b" ")
+        with pytest.raises(ValueError, match="another stage"):
+            prod_only["verify_receipt"](receipt, raw)
 
 
 JOSE_DIR = Path(__file__).resolve().parent / "jose"
@@ -171,16 +177,18 @@ def test_the_javascript_receipt_example_of_docs_api_verifies_a_stack_receipt(loc
 
     api = (REPO_ROOT / "docs" / "api.md").read_text(encoding="utf-8")
     example = api.split("## Receipts\n", 1)[1].split("```js\n", 1)[1].split("```", 1)[0]
-    assert "https://relais.example.fr" in example
+    assert "https://relais.example.fr" in example and '"relais:prod"' in example
     (tmp_path / "node_modules").symlink_to(jose_modules)
-    script = tmp_path / "verify.mjs"
-    script.write_text(
-        example.replace("https://relais.example.fr", local_stack.api_url)
-        + "\nconst [receipt, bodyFile] = process.argv.slice(2);\n"
+    runner = (
+        "\nconst [receipt, bodyFile] = process.argv.slice(2);\n"
         + 'const { readFileSync } = await import("node:fs");\n'
-        + "console.log(JSON.stringify(await verifyReceipt(receipt, readFileSync(bodyFile))));\n",
-        encoding="utf-8",
+        + "console.log(JSON.stringify(await verifyReceipt(receipt, readFileSync(bodyFile))));\n"
     )
+    stack_example = example.replace("https://relais.example.fr", local_stack.api_url)
+    script = tmp_path / "verify.mjs"
+    script.write_text(stack_example.replace('"relais:prod"', '"relais:local"') + runner, encoding="utf-8")
+    prod_only = tmp_path / "verify-prod.mjs"  # the example as printed: it accepts production's receipts only
+    prod_only.write_text(stack_example + runner, encoding="utf-8")
     _, key_id, private_key = local_stack.register_pharmacy()
     body = valid_body(datetime.now(UTC))
     body["notify"] = []
@@ -192,9 +200,9 @@ def test_the_javascript_receipt_example_of_docs_api_verifies_a_stack_receipt(loc
     (tmp_path / "body.json").write_bytes(raw)
     (tmp_path / "other.json").write_bytes(raw + b" ")
 
-    def node(body_file: str) -> subprocess.CompletedProcess[str]:
+    def node(body_file: str, verifier: Path = script) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["node", str(script), receipt, str(tmp_path / body_file)],
+            ["node", str(verifier), receipt, str(tmp_path / body_file)],
             check=False,
             capture_output=True,
             text=True,
@@ -206,3 +214,5 @@ def test_the_javascript_receipt_example_of_docs_api_verifies_a_stack_receipt(loc
     assert json.loads(verified.stdout)["pharmacy_reference"] == body["pharmacy_reference"]
     refused = node("other.json")
     assert refused.returncode != 0 and "the receipt is for other bytes" in refused.stderr
+    elsewhere = node("body.json", prod_only)
+    assert elsewhere.returncode != 0 and "a receipt of another stage" in elsewhere.stderr

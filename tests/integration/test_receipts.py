@@ -3,6 +3,7 @@ JOSE library the product does not use verifies them (joserfc), the national rece
 
 from __future__ import annotations
 
+import base64
 import json
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -121,6 +122,53 @@ def test_no_receipt_is_signed_and_nothing_is_stored_when_the_signing_key_cannot_
     assert scan("RELAIS_RESULTS_TABLE") == []
 
 
+class OpensOnce:
+    """The stage's keyring, whose every look at the signing key after the first fails (a refresh of the keys' copy
+    or a rotated-in key to open, after the commit, would be a DynamoDB or KMS call that can fail)."""
+
+    def __init__(self) -> None:
+        from chalicelib.adapters.receipt_keys import ReceiptKeyring
+
+        self.keyring = ReceiptKeyring(bootstrap.envelope(), bootstrap.clock)
+        self.calls = 0
+
+    def signer(self) -> Any:
+        from chalicelib.errors import DependencyUnavailableError
+
+        self.calls += 1
+        if self.calls > 1:
+            raise DependencyUnavailableError("kms")
+        return self.keyring.signer()
+
+    def published(self, retention_days: int) -> dict[str, Any]:
+        return self.keyring.published(retention_days)
+
+
+def test_a_stored_result_is_signed_with_the_key_opened_before_its_commit(client, pharmacy):
+    body = encode(distinctive_body("RCPT-ONCE"))
+    keys = []
+    for expected in (201, 200):  # a new result, then its identical replay: each request looks at the key once
+        keys.append(OpensOnce())
+        bootstrap.override(receipt_keyring=keys[-1])
+        response = post_result(client, pharmacy, body)
+
+        assert response.status_code == expected, response.body
+        _header, payload = joserfc_verify(json.loads(response.body)["receipt"], jwks(client))
+        assert payload["pharmacy_reference"] == "RCPT-ONCE"
+    assert [k.calls for k in keys] == [1, 1]
+    assert len(scan("RELAIS_RESULTS_TABLE")) == 1
+
+
+def test_a_statement_is_signed_with_the_key_opened_before_its_commit(client, pharmacy):
+    assert post_result(client, pharmacy, distinctive_body()).status_code == 201
+    bootstrap.override(receipt_keyring=OpensOnce())
+
+    response = get_statement(client, pharmacy, datetime.now(UTC).strftime("%Y-%m"))
+
+    assert response.status_code == 200, response.body
+    assert joserfc_verify(json.loads(response.body)["receipt"], jwks(client))[1]["accepted"] == 1
+
+
 # -- the keys -------------------------------------------------------------------------------------------------------
 
 
@@ -134,7 +182,15 @@ def test_the_signing_key_is_sealed_at_rest_and_opened_once_per_cold_process(clie
     kid, private_key = bootstrap.receipt_keyring().signer()
     raw = private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     stored = "".join(attribute_strings(item))
-    assert raw.decode("latin-1") not in stored, "the private key is in the item in clear"
+    in_clear = {
+        "raw": raw.decode("latin-1"),
+        "base64": base64.b64encode(raw).decode().rstrip("="),
+        "base64url": base64.urlsafe_b64encode(raw).rstrip(b"=").decode(),
+        "hex": raw.hex(),
+        "HEX": raw.hex().upper(),
+    }
+    for form, text in in_clear.items():
+        assert text.lower() not in stored.lower() if form == "hex" else text not in stored, f"private key in {form}"
     assert kid in stored and "expires_at" not in item  # kept for good: retired keys stay published
 
     bootstrap.override()  # a cold process
@@ -187,7 +243,7 @@ def test_a_sealed_key_whose_public_half_was_swapped_does_not_sign(aws):
     from tests.integration.helpers import dynamodb, table_name
 
     bootstrap.registry()
-    ReceiptKeyring(bootstrap.envelope(), bootstrap.clock).keys()  # made, and opened by its maker only
+    ReceiptKeyring(bootstrap.envelope(), bootstrap.clock).signer()  # made, and opened by its maker only
     other = b64url(Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
     dynamodb().update_item(
         TableName=table_name("RELAIS_STATE_TABLE"),
@@ -230,6 +286,47 @@ def test_rotation_publishes_the_new_key_first_then_signs_with_it_and_keeps_the_o
     gone = later + retention + PUBLISHED_AFTER_RETENTION + timedelta(days=1)
     bootstrap.override(clock=lambda: gone)
     assert {k["kid"] for k in jwks(client)["keys"]} == {new_key.kid}, "retention plus a year later, it goes"
+
+
+def test_reading_the_keys_never_makes_one_only_signing_does(cli, client, pharmacy, capsys):
+    assert jwks(client) == {"keys": []}
+    capsys.readouterr()  # the requests' logs
+    code, document, _ = relais(capsys, "receipt", "verify", "a.b.c")  # the stage's keys, read as the route does
+    assert code == 1, document
+    assert receipt_items() == [], "a read made the stage's first key"
+
+    receipt = json.loads(post_result(client, pharmacy, distinctive_body()).body)["receipt"]  # same process
+
+    (key,) = jwks(client)["keys"]
+    assert joserfc_verify(receipt, {"keys": [key]})[0]["kid"] == key["kid"]
+    assert len(receipt_items()) == 1
+
+
+def test_an_immediate_rotation_is_not_held_up_by_a_waiting_key_and_only_its_key_signs(cli, client, pharmacy, capsys):
+    from chalicelib.adapters.receipt_keys import ACTIVATION_DELAY
+
+    old = json.loads(post_result(client, pharmacy, distinctive_body()).body)["receipt"]
+    old_kid = joserfc_verify(old, jwks(client))[0]["kid"]
+    capsys.readouterr()  # the requests' logs
+    code, waiting, _ = relais(capsys, "receipt", "rotate-key", "--yes")
+    assert code == 0, waiting
+
+    code, emergency, _ = relais(capsys, "receipt", "rotate-key", "--now", "--yes")
+
+    assert code == 0, emergency
+    bootstrap.override()  # every process, once its copy of the keys is refreshed
+    keys = jwks(client)
+    assert {k["kid"] for k in keys["keys"]} == {old_kid, waiting["kid"], emergency["kid"]}, "all stay published"
+    now = json.loads(post_result(client, pharmacy, distinctive_body()).body)["receipt"]
+    assert joserfc_verify(now, keys)[0]["kid"] == emergency["kid"]
+    assert joserfc_verify(old, keys)[1]["result_id"], "the old key's receipts still verify"
+    retired = {k["kid"] for k in keys["keys"] if "retired_at" in k}
+    assert retired == {old_kid, waiting["kid"]}
+
+    later = datetime.now(UTC) + ACTIVATION_DELAY + timedelta(seconds=1)  # when the waiting key would have started
+    bootstrap.override(clock=lambda: later)
+    signed_later = post_result(client, pharmacy, distinctive_body(), created=int(later.timestamp()))
+    assert joserfc_verify(json.loads(signed_later.body)["receipt"], jwks(client))[0]["kid"] == emergency["kid"]
 
 
 # -- national receipt -----------------------------------------------------------------------------------------------
@@ -306,7 +403,10 @@ def test_the_statement_counts_billed_results_once_and_only_the_callers(client, p
     assert payload["iss"] == "relais:test" and "issued_at" in payload
     other = json.loads(get_statement(client, other_pharmacy, month).body)
     assert (other["accepted"], other["reported"]) == (1, 1)
-    earlier = json.loads(get_statement(client, pharmacy, "2025-01").body)
+    twelve_before = datetime.now(UTC).year * 12 + datetime.now(UTC).month - 1 - 12
+    earlier = json.loads(
+        get_statement(client, pharmacy, f"{twelve_before // 12:04d}-{twelve_before % 12 + 1:02d}").body
+    )
     assert (earlier["accepted"], earlier["reported"]) == (0, 0)
 
 
@@ -334,6 +434,19 @@ def test_a_malformed_or_future_month_is_a_400_naming_the_field(client, pharmacy,
 
     assert response.status_code == 400
     assert problem(response)["errors"] == [{"field": "month", "message": message}]
+    (event,) = audit_events("statement.read")
+    assert event["outcome"] == "rejected"
+
+
+@pytest.mark.parametrize("month", ["1900-01", "2020-01"])
+def test_a_month_older_than_its_counters_is_a_400_not_signed_zeros(client, pharmacy, month):
+    response = get_statement(client, pharmacy, month)
+
+    assert response.status_code == 400
+    (error,) = problem(response)["errors"]
+    assert error["field"] == "month"
+    assert error["message"].startswith("is older than the counts kept: the oldest month with a statement now is ")
+    assert "receipt" not in response.body.decode()
     (event,) = audit_events("statement.read")
     assert event["outcome"] == "rejected"
 
@@ -416,7 +529,7 @@ def test_relais_receipt_verify_refuses_each_kind_of_bad_receipt_clearly(cli, cli
 
 
 def test_relais_receipt_rotate_key_adds_a_published_key(cli, client, capsys):
-    jwks(client)  # the stage's first key
+    bootstrap.receipt_keyring().signer()  # the stage's first key
     code, document, _ = relais(capsys, "receipt", "rotate-key", "--yes")
 
     assert code == 0, document

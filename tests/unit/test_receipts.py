@@ -6,17 +6,18 @@ import base64
 import hashlib
 import json
 import warnings
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from chalicelib.adapters.results_store import USAGE_DAYS
 from chalicelib.domain import receipts
 from chalicelib.domain.receipts import ReceiptError, b64url, b64url_decode, public_jwk, sign, verify
 from chalicelib.domain.records import ResultRecord
 from chalicelib.errors import ValidationError
-from chalicelib.services.receipts import Receipts, parse_month
+from chalicelib.services.receipts import STATEMENT_MARGIN_DAYS, Receipts, oldest_statement_month, parse_month
 
 KID = "kid_0123456789abcdefAB"
 AT = datetime(2026, 11, 30, 8, 30, 12, 345678, tzinfo=UTC)
@@ -198,7 +199,7 @@ def test_a_national_receipt_exists_only_once_reported(key):
 def test_a_statement_receipt_signs_the_fields_with_its_issuer_and_time(key):
     fields = {"pharmacy_id": "ph_12345678", "month": "2026-11", "accepted": 3, "reported": 2}
 
-    token = Receipts(Keys(key), stage="prod").statement(fields, AT)
+    token = Receipts(Keys(key), stage="prod").ready().statement(fields, AT)
 
     assert verify(token, keys_of((KID, key))).payload == {
         **fields,
@@ -221,10 +222,35 @@ def test_a_statement_receipt_signs_the_fields_with_its_issuer_and_time(key):
 )
 def test_a_statement_month_is_yyyy_mm_and_not_in_the_future(value, message):
     with pytest.raises(ValidationError) as caught:
-        parse_month(value, AT)
+        parse_month(value, AT, USAGE_DAYS)
     assert [(e.field, e.message) for e in caught.value.errors] == [("month", message)]
 
 
-@pytest.mark.parametrize("value", ["2026-11", "2026-01", "2019-12"])
-def test_the_current_and_earlier_months_are_statement_months(value):
-    assert parse_month(value, AT) == value
+@pytest.mark.parametrize("value", ["2026-11", "2026-01", "2025-11"])
+def test_the_current_and_earlier_months_whose_counts_are_kept_are_statement_months(value):
+    assert parse_month(value, AT, USAGE_DAYS) == value
+
+
+@pytest.mark.parametrize("value", ["2025-10", "2019-12", "1900-01", "0000-01"])
+def test_a_month_older_than_its_counters_is_a_400_naming_the_oldest_month_kept(value):
+    with pytest.raises(ValidationError) as caught:
+        parse_month(value, AT, USAGE_DAYS)
+    assert [(e.field, e.message) for e in caught.value.errors] == [
+        ("month", "is older than the counts kept: the oldest month with a statement now is 2025-11")
+    ]
+
+
+def test_every_shard_of_an_accepted_month_outlives_the_statement_by_the_margin():
+    """The earliest a counter of month M expires is M's first second plus the counters' days (a result received
+    then): on every day of four years (a leap year included), the oldest month accepted is still whole, the month
+    before it would not be, and the window holds at least the current month and the 12 before it."""
+    day = datetime(2026, 1, 1, 23, 59, 59, tzinfo=UTC)
+    while day.year < 2030:
+        oldest = oldest_statement_month(day, USAGE_DAYS)
+        start = datetime.strptime(oldest, "%Y-%m").replace(tzinfo=UTC)
+        assert start + timedelta(days=USAGE_DAYS - STATEMENT_MARGIN_DAYS) > day, (day, oldest)
+        before = (start - timedelta(days=1)).replace(day=1)
+        assert before + timedelta(days=USAGE_DAYS - STATEMENT_MARGIN_DAYS) <= day, (day, oldest)
+        twelve_before = (day.year * 12 + day.month - 1) - 12
+        assert oldest <= f"{twelve_before // 12:04d}-{twelve_before % 12 + 1:02d}", (day, oldest)
+        day += timedelta(days=1)
