@@ -35,7 +35,7 @@ def test_every_component_is_registered_and_has_a_real_return_type():
     untyped = [name for name, fn in decorated.items() if fn.returns is None]
     assert untyped == []
     any_typed = sorted(name for name, fn in decorated.items() if ast.unparse(fn.returns) == "Any")  # type: ignore[arg-type]
-    assert any_typed == ["boto3_session"], "only boto3's session is untyped (boto3 ships no types)"
+    assert any_typed == [], "every component has a real type"
 
 
 def test_a_component_is_built_once_and_reset_forgets_every_one(monkeypatch):
