@@ -40,31 +40,45 @@ def _env() -> None:
     os.environ.pop("AWS_ENDPOINT_URL", None)
 
 
-def ingest_figures() -> dict[str, Any]:
+@contextmanager
+def moto_with_one_pharmacy(name: str, daily_quota: int) -> Iterator[tuple[str, str, Any]]:
+    """The application on moto in this process, patched as the local stack runs it (a transaction costs O(its items)
+    and a send O(1), as in AWS), provisioned from the template, with one registered pharmacy whose key submits
+    everything (its per-second limit lifted: not what is measured). Yields ``(pharmacy_id, key_id, private_key)``."""
     _env()
     import boto3
     from moto import mock_aws
 
-    from bench.awscalls import by_service, counting_aws_calls, seconds_in
     from chalicelib import bootstrap
     from chalicelib.domain.records import Pharmacy, PharmacyKey, new_id
-    from chalicelib.events.dispatch import dispatch_results
     from infra.local.moto_patches import patch_moto
     from infra.provision import provision
-    from tests.factories import valid_body
-    from tests.signing import new_keypair, sign, to_signed_request
+    from tests.signing import new_keypair
 
-    patch_moto()  # the local stack's moto: a transaction costs O(its items) and a send O(1), as in AWS
+    patch_moto()
     with mock_aws():
         os.environ.update(provision(boto3.client("cloudformation"), "bench"))
-        os.environ["RELAIS_KEY_REQUESTS_PER_SECOND"] = "10000"  # one key submits everything: its rate is not measured
+        os.environ["RELAIS_KEY_REQUESTS_PER_SECOND"] = "10000"
         bootstrap.reset()
         private_key, pem = new_keypair()
         pharmacy_id, key_id = new_id(16), new_id(16)
         bootstrap.registry().add_pharmacy(
-            Pharmacy(pharmacy_id, "750000001", "Pharmacie Bench", "active", daily_quota=4 * N + 100),
+            Pharmacy(pharmacy_id, "750000001", name, "active", daily_quota=daily_quota),
             PharmacyKey(key_id, pharmacy_id, pem, datetime.now(UTC)),
         )
+        yield pharmacy_id, key_id, private_key
+
+
+def ingest_figures() -> dict[str, Any]:
+    import boto3
+
+    from bench.awscalls import by_service, counting_aws_calls, seconds_in
+    from chalicelib import bootstrap
+    from chalicelib.events.dispatch import dispatch_results
+    from tests.factories import valid_body
+    from tests.signing import sign, to_signed_request
+
+    with moto_with_one_pharmacy("Pharmacie Bench", 4 * N + 100) as (_, key_id, private_key):
         service = bootstrap.results_service()
         url = "https://api.relais.example/v1/results"
         requests = []

@@ -41,31 +41,13 @@ def _p95(values: list[float]) -> float:
 
 
 def one_run() -> dict[str, Any]:
-    from bench.ingest import _env
-
-    _env()
-    import boto3
-    from moto import mock_aws
-
+    from bench.ingest import moto_with_one_pharmacy
     from chalicelib import bootstrap
     from chalicelib.adapters.receipt_keys import PURPOSE
-    from chalicelib.domain.records import Pharmacy, PharmacyKey, new_id
-    from infra.local.moto_patches import patch_moto
-    from infra.provision import provision
     from tests.factories import valid_body
-    from tests.signing import new_keypair, sign, to_signed_request
+    from tests.signing import sign, to_signed_request
 
-    patch_moto()
-    with mock_aws():
-        os.environ.update(provision(boto3.client("cloudformation"), "bench"))
-        os.environ["RELAIS_KEY_REQUESTS_PER_SECOND"] = "10000"
-        bootstrap.reset()
-        private_key, pem = new_keypair()
-        pharmacy_id, key_id = new_id(16), new_id(16)
-        bootstrap.registry().add_pharmacy(
-            Pharmacy(pharmacy_id, "750000001", "Pharmacie Bench", "active", daily_quota=4 * N + 100),
-            PharmacyKey(key_id, pharmacy_id, pem, datetime.now(UTC)),
-        )
+    with moto_with_one_pharmacy("Pharmacie Bench", 4 * N + 100) as (pharmacy_id, key_id, private_key):
         url = "https://api.relais.example/v1/results"
         requests = []
         for i in range(N + 20):

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.ingest import _env
+from bench.ingest import moto_with_one_pharmacy
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = max(3, int(os.environ.get("BENCH_SLIP_RUNS", "10")))
@@ -56,31 +56,17 @@ def _ms(action: Callable[[], object]) -> float:
 
 
 def warm_figures() -> dict[str, Any]:
-    _env()
     import boto3
-    from moto import mock_aws
 
     from chalicelib import bootstrap
     from chalicelib.adapters.slip_pdf import PAGE_HEIGHT, PAGE_WIDTH, render_slip
     from chalicelib.domain.links import new_token
     from chalicelib.domain.messages import link_url, slip_text
-    from chalicelib.domain.records import Pharmacy, PharmacyKey, new_id
-    from infra.local.moto_patches import patch_moto
-    from infra.provision import provision
+    from chalicelib.domain.records import new_id
     from tests.factories import valid_body
-    from tests.signing import new_keypair, sign, to_signed_request
+    from tests.signing import sign, to_signed_request
 
-    patch_moto()
-    with mock_aws():
-        os.environ.update(provision(boto3.client("cloudformation"), "bench"))
-        os.environ["RELAIS_KEY_REQUESTS_PER_SECOND"] = "10000"
-        bootstrap.reset()
-        private_key, pem = new_keypair()
-        pharmacy_id, key_id = new_id(16), new_id(16)
-        bootstrap.registry().add_pharmacy(
-            Pharmacy(pharmacy_id, "750000001", "Pharmacie du Banc d'Essai", "active", daily_quota=10_000),
-            PharmacyKey(key_id, pharmacy_id, pem, datetime.now(UTC)),
-        )
+    with moto_with_one_pharmacy("Pharmacie du Banc d'Essai", 10_000) as (_, key_id, private_key):
         boto3.client("ses").verify_email_identity(EmailAddress=bootstrap.settings().email_sender)
         base = "https://api.relais.example"
 
