@@ -12,13 +12,11 @@ partly tagged PDF makes some screen readers skip its untagged text.
 
 from __future__ import annotations
 
-import unicodedata
-
 import segno
 from fpdf import FPDF, ViewerPreferences
 from fpdf.enums import Align, WrapMode, XPos, YPos
 
-from chalicelib.domain.messages import SlipText
+from chalicelib.domain.messages import SlipText, fold_to
 
 #: A6 portrait, in millimetres.
 PAGE_WIDTH, PAGE_HEIGHT = 105.0, 148.0
@@ -31,18 +29,7 @@ TITLE = "Relais : lien vers votre résultat de test COVID-19"
 
 def _printable(text: str) -> str:
     """``text`` in Windows-1252, the core font's encoding: other letters lose their accent (NFKD), else ``?``."""
-    out = []
-    for char in text:
-        for candidate in (char, unicodedata.normalize("NFKD", char)[:1]):
-            try:
-                candidate.encode(ENCODING)
-            except UnicodeEncodeError:
-                continue
-            out.append(candidate)
-            break
-        else:
-            out.append("?")
-    return "".join(out)
+    return fold_to(text, ENCODING)
 
 
 def _qr_runs(url: str) -> tuple[int, list[tuple[int, int, int]]]:

@@ -116,14 +116,14 @@ def _long_time(moment: datetime, lang: Language) -> str:
     return f"{local.day} {_MONTHS_EN[local.month - 1]} {local.year} at {local:%H:%M} ({label})"
 
 
-def gsm7(text: str) -> str:
-    """``text`` in the GSM 03.38 alphabet: accents it lacks dropped (``ô`` → ``o``), other signs spelt out, the rest
-    (emoji, other scripts) as ``?``."""
+def fold_to(text: str, encoding: str) -> str:
+    """``text`` with each character ``encoding`` lacks replaced by its letter without the accent (NFKD: ``ô`` → ``o``)
+    when the encoding has that, else by ``?`` (emoji, other scripts)."""
     out = []
-    for char in text.translate(_GSM_SPELLING):
+    for char in text:
         for candidate in (char, unicodedata.normalize("NFKD", char)[:1]):
             try:
-                candidate.encode(_GSM)
+                candidate.encode(encoding)
             except UnicodeEncodeError:
                 continue
             out.append(candidate)
@@ -131,6 +131,12 @@ def gsm7(text: str) -> str:
         else:
             out.append("?")
     return "".join(out)
+
+
+def gsm7(text: str) -> str:
+    """``text`` in the GSM 03.38 alphabet: accents it lacks dropped (``ô`` → ``o``), other signs spelt out, the rest
+    (emoji, other scripts) as ``?``."""
+    return fold_to(text.translate(_GSM_SPELLING), _GSM)
 
 
 def septets(text: str) -> int:
