@@ -263,6 +263,7 @@ def patch_moto(env: Mapping[str, str] | None = None) -> None:
     from infra.local.moto_idempotency import patch_idempotent_transactions
 
     patch_idempotent_transactions()
+    _patch_model_data()
     _PATCHED = True
 
 
@@ -293,6 +294,37 @@ def _patch_dispatch() -> None:
 
     dispatcher.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
     WSGIRequestHandler.disable_nagle_algorithm = True
+
+
+def _patch_model_data() -> None:
+    """``GET /moto-api/data.json?service=sns&service=ses``: the model dump of those services only.
+
+    moto dumps every tracked instance of every service, DynamoDB items included, each attribute tried through
+    ``json.dumps``: after a 10,000-result chaos run that took longer than the CLI's 30 s, and ``relais local outbox``
+    (which needs only SNS and SES) failed. Without ``service`` the dump is moto's whole one, as before.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    from moto.core import model_instances
+    from moto.moto_api._internal.responses import MotoAPIResponse
+
+    original = MotoAPIResponse.model_data
+    dumping = threading.Lock()  # moto's dump reads the module's registry: one filtered dump at a time swaps it
+
+    @functools.wraps(original)
+    def model_data(self: Any, request: Any, full_url: str, headers: Any) -> Any:
+        wanted = parse_qs(urlsplit(full_url).query).get("service")
+        if not wanted:
+            return original(self, request, full_url, headers)
+        with dumping:
+            everything = model_instances.model_data  # instances register through their own reference to it
+            model_instances.model_data = {s: models for s, models in everything.items() if s in wanted}  # type: ignore[assignment]
+            try:
+                return original(self, request, full_url, headers)
+            finally:
+                model_instances.model_data = everything
+
+    MotoAPIResponse.model_data = model_data  # type: ignore[method-assign]
 
 
 def _under(lock: Any, original: Any) -> Any:

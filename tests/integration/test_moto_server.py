@@ -42,3 +42,29 @@ def test_one_connection_carries_many_calls(server):
         sockets.add(id(connection.sock))
     assert len(sockets) == 1, "every call reused the first connection"
     connection.close()
+
+
+def test_the_model_dump_can_be_limited_to_the_services_asked_for(server):
+    import boto3
+    import requests
+
+    endpoint = f"http://127.0.0.1:{server}"
+    kwargs = {"endpoint_url": endpoint, "region_name": "eu-west-3"}
+    kwargs |= {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+    dynamodb = boto3.client("dynamodb", **kwargs)
+    dynamodb.create_table(
+        TableName="dumped",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.put_item(TableName="dumped", Item={"pk": {"S": "one"}})
+    boto3.client("sns", **kwargs).publish(PhoneNumber="+33612345678", Message="dumped")
+
+    whole = requests.get(f"{endpoint}/moto-api/data.json", timeout=30).json()
+    assert whole["dynamodb"] and whole["sns"], "without a filter, moto's whole dump"
+    limited = requests.get(f"{endpoint}/moto-api/data.json", params={"service": ["sns", "ses"]}, timeout=30).json()
+    assert set(limited) == {"sns", "ses"} & set(whole)
+    assert "+33612345678" in json.dumps(limited["sns"]), "the SMS sent is in the limited dump"
+    again = requests.get(f"{endpoint}/moto-api/data.json", timeout=30).json()
+    assert set(again) == set(whole), "a filtered dump leaves moto's registry whole"
