@@ -35,12 +35,16 @@ class Accepted:
     result_id: str
     pharmacy_reference: str
     created: bool
-    receipt: str = ""
+    receipt: str
 
     def view(self) -> dict[str, Any]:
         """The response body (contract: ``id``, ``pharmacy_reference``, ``status``, ``receipt``)."""
-        body = {"id": self.result_id, "pharmacy_reference": self.pharmacy_reference, "status": ACCEPTED}
-        return {**body, "receipt": self.receipt} if self.receipt else body
+        return {
+            "id": self.result_id,
+            "pharmacy_reference": self.pharmacy_reference,
+            "status": ACCEPTED,
+            "receipt": self.receipt,
+        }
 
 
 @dataclass
