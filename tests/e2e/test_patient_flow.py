@@ -163,7 +163,9 @@ def test_failures_sent_together_from_one_address_get_the_limit_in_404s_and_the_r
 
     from tests.e2e.conftest import start_stack
 
-    stack = start_stack(tmp_path, {"RELAIS_PATIENT_IP_FAILURES": "4"})
+    # Random local AWS faults off: a throttled request answered 503 keeps the failure it reserved (by design: an error
+    # never buys a free try), and view()'s retry would count a ninth; the exact split is what is under test here.
+    stack = start_stack(tmp_path, {"RELAIS_PATIENT_IP_FAILURES": "4", "RELAIS_LOCAL_FAULTS": "off"})
     try:
         with ThreadPoolExecutor(max_workers=8) as pool:
             answers = list(pool.map(lambda i: view(stack, f"{i}" * 43, "1984-12-03"), range(8)))
