@@ -315,6 +315,14 @@ def national_queue() -> WorkQueue:
 
 
 @component
+def notify_queue() -> WorkQueue:
+    from chalicelib.adapters.queues import WorkQueue
+
+    s = settings()
+    return WorkQueue(client("sqs"), queue_url=s.notify_queue_url, dlq_url=s.notify_dlq_url)
+
+
+@component
 def national_statuses() -> NationalStatusStore:
     from chalicelib.adapters.national_status import NationalStatusStore
 

@@ -145,6 +145,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
                 "AuditTable": ("dynamodb:PutItem",),
             },
             consumes=("NotifyQueue",),
+            changes_visibility=("NotifyQueue",),
             decrypts=("result",),
             sms=True,
             email=True,

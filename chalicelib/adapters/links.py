@@ -214,7 +214,7 @@ class LinkStore:
         with dynamodb_errors():
             current = ClaimItem.get(item.pk, consistent_read=True)
         if current.done_at is None:
-            raise ClaimBusyError("send claim leased by another worker")
+            raise ClaimBusyError(int(current.lease_until or 0) - now)
         return self._claim(current)
 
     @staticmethod

@@ -29,7 +29,11 @@ DUMMY_BIRTH_DATE = "0000-00-00"
 
 
 class ClaimBusyError(Exception):
-    """Another worker holds the lease of this send claim (retry the message later)."""
+    """Another worker holds the lease of this send claim: retry the message once the lease may have ended."""
+
+    def __init__(self, lease_left_seconds: int) -> None:
+        super().__init__("send claim leased by another worker")
+        self.lease_left_seconds = max(0, lease_left_seconds)
 
 
 class SupersededError(Exception):

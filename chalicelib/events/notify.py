@@ -1,7 +1,8 @@
 """Notification queue consumer: one message ``{"result_id", "generation"?}`` → the link sent to the patient.
 
 Partial batch responses (:func:`chalicelib.events.batch.consume_batch`): only the messages that failed come back to
-the queue, to be retried and, after the queue's ``maxReceiveCount``, dead-lettered. Nothing of a message or an
+the queue, to be retried after :func:`~chalicelib.services.notify.retry_delay` (their visibility timeout is shortened
+to it) and, after the queue's ``maxReceiveCount``, dead-lettered. Nothing of a message or an
 exception's text is logged: outcomes are counted by code.
 """
 
@@ -14,6 +15,8 @@ from chalice.app import Blueprint
 from chalicelib import bootstrap
 from chalicelib.domain.queue_messages import QueueMessage
 from chalicelib.events.batch import consume_batch
+from chalicelib.observability import logger
+from chalicelib.services.notify import retry_delay
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -40,11 +43,24 @@ def handle_notify_batch(event: dict[str, Any], context: Any = None) -> dict[str,
 
     def send(message: QueueMessage, record: SQSRecord) -> str:
         attempt = int(record.attributes.approximate_receive_count or 1)
-        return str(service.notify(message.result_id, message.generation, attempt=attempt))
+        try:
+            return str(service.notify(message.result_id, message.generation, attempt=attempt))
+        except Exception as exc:
+            _come_back_in(record.receipt_handle, retry_delay(exc, attempt))
+            raise
 
     return consume_batch(
         event, context, send, name="notify", metrics=NOTIFY_METRICS, other_metric=NOTIFY_SKIPPED_METRIC
     )
+
+
+def _come_back_in(receipt_handle: str, seconds: int) -> None:
+    """Shorten a failed message's visibility timeout to ``seconds``; if SQS refuses, it comes back after the queue's
+    own timeout (later, never lost)."""
+    try:
+        bootstrap.notify_queue().retry_later(receipt_handle, seconds)
+    except Exception as exc:
+        logger().warning("notify retry delay not set", extra={"error": type(exc).__name__})
 
 
 @notify_events.on_sqs_message(queue=NOTIFY_QUEUE, batch_size=10)

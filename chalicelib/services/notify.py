@@ -7,9 +7,10 @@ the channel already sent and sends nothing; a message of an older generation (su
 is dropped. The one window left is a crash between the provider accepting a message and the claim
 being written: then, and only then, a retry sends it again (at-least-once, like SNS itself).
 
-Failures raise, so that the queue retries the message; the attempt that reaches ``max_attempts``
-(the notify queue's ``maxReceiveCount``) sets ``patient.status = failed`` before the message goes to
-the dead-letter queue.
+Failures raise, so that the queue retries the message, after :func:`retry_delay` (the consumer shortens the
+message's visibility timeout to it: the queue's own 180 s would hold every retried SMS back three minutes); the
+attempt that reaches ``max_attempts`` (the notify queue's ``maxReceiveCount``) sets ``patient.status = failed``
+before the message goes to the dead-letter queue.
 
 Audit. The contact details are decrypted once per channel, just before its send, and each of these reads is audited
 once: by the send's ``success`` event (written with the claim, in one transaction: a send whose event cannot be
@@ -34,7 +35,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from chalicelib.domain.channels import channel_spec, message_channels
-from chalicelib.domain.links import Link, SupersededError, link_expiry, new_token, token_hash
+from chalicelib.domain.delivery import backoff_seconds
+from chalicelib.domain.links import ClaimBusyError, Link, SupersededError, link_expiry, new_token, token_hash
 from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, MessageKind, link_url
 from chalicelib.domain.model import Submission
 from chalicelib.domain.records import AuditEvent, Pharmacy, ResultRecord, new_id
@@ -44,6 +46,9 @@ ACTOR = "system:notifier"
 ACTION = "patient.notify"
 NOTIFY_MAX_ATTEMPTS = 5  # the notify queue's maxReceiveCount (infra/resources.json)
 LEASE_SECONDS = 120  # below the notify queue's visibility timeout (180 s)
+#: A failed attempt comes back after an exponential pause with equal jitter: 7.5-15 s, 15-30 s, 30-60 s, 60-120 s.
+RETRY_BASE_SECONDS = 15
+RETRY_CAP_SECONDS = 180
 
 
 # -- ports ---------------------------------------------------------------------------------------------
@@ -267,6 +272,19 @@ class NotifyService:
                 step()
             except Exception:  # noqa: S112 - the original failure is what the queue must see
                 continue
+
+
+def retry_delay(exc: Exception, attempt: int) -> int:
+    """Seconds before a message whose attempt ``attempt`` raised ``exc`` is tried again.
+
+    A claim leased by another worker (a duplicate delivery, or a worker that died mid-send) is tried once the lease
+    has run out: by then the holder has finished (the copy is then a ``duplicate``) or died (the lease is free).
+    Any other failure backs off exponentially with jitter, so that retries after a provider's throttling or outage
+    spread out instead of coming back together.
+    """
+    if isinstance(exc, ClaimBusyError):
+        return min(exc.lease_left_seconds + 1, LEASE_SECONDS + 1)
+    return backoff_seconds(attempt, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
 
 
 def message_kind(record: ResultRecord) -> MessageKind:

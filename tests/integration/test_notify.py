@@ -249,3 +249,59 @@ def test_an_sms_that_could_not_be_sent_does_not_count_against_the_cap(patient_en
 
     assert notify(rid, attempt=2) == "sent"
     assert len(sent_sms()) == 1
+
+
+def _received_from_notify_queue(result_id: str) -> tuple[dict[str, Any], Any]:
+    """The result's message sent to and received from the real notify queue: (its Lambda event, moto's message)."""
+    import json
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sqs.models import sqs_backends
+
+    from chalicelib import bootstrap
+
+    sqs, url = bootstrap.client("sqs"), bootstrap.settings().notify_queue_url
+    sqs.purge_queue(QueueUrl=url)
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"result_id": result_id}))
+    [received] = sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"]
+    event = sqs_event({"result_id": result_id})
+    event["Records"][0].update(messageId=received["MessageId"], receiptHandle=received["ReceiptHandle"])
+    queue = sqs_backends[DEFAULT_ACCOUNT_ID]["eu-west-3"].queues[url.rsplit("/", 1)[-1]]
+    [message] = [m for m in queue._messages if m.id == received["MessageId"]]
+    return event, message
+
+
+def _seconds_hidden(message: Any) -> float:
+    import time
+
+    return float(message.visible_at / 1000 - time.time())
+
+
+def test_a_failed_send_comes_back_after_a_short_jittered_pause_not_the_queue_s_three_minutes(patient_env):
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    use_sender({"sms"})
+    event, message = _received_from_notify_queue(rid)
+    assert _seconds_hidden(message) > 170  # received: hidden for the queue's visibility timeout (180 s)
+    assert handle(event) == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+    assert 5 < _seconds_hidden(message) <= 15  # first retry: 7.5 to 15 s
+
+
+def test_a_copy_that_meets_a_leased_claim_comes_back_when_the_lease_ends(patient_env):
+    from chalicelib import bootstrap
+    from chalicelib.services.notify import LEASE_SECONDS
+
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    bootstrap.link_store().acquire_claim(rid, 0, lease_seconds=40, keep_until=2**31)  # another worker sending it
+    event, message = _received_from_notify_queue(rid)
+    assert handle(event)["batchItemFailures"]
+    assert 35 < _seconds_hidden(message) <= 42 < LEASE_SECONDS
+    assert sent_sms() == []
+
+
+def test_when_sqs_refuses_the_shorter_pause_the_message_keeps_the_queue_s_timeout(patient_env, caplog):
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    use_sender({"sms"})
+    event = sqs_event({"result_id": rid})  # a receipt handle SQS does not know
+    assert handle(event) == {"batchItemFailures": [{"itemIdentifier": "m-0"}]}
+    [warning] = [r for r in caplog.records if r.getMessage() == "notify retry delay not set"]
+    assert warning.error == "ReceiptHandleIsInvalid"  # type: ignore[attr-defined]

@@ -112,3 +112,15 @@ def test_the_outbox_example_holds_the_messages_the_code_writes():
     mail = email_content(pharmacy_name=name, url=url, expires_at=sent + timedelta(hours=72), ttl_hours=72)
     assert email["subject"] == mail.subject
     assert mail.text.startswith(email["body"].removesuffix("…"))
+
+
+@pytest.mark.parametrize(("attempt", "low", "high"), [(1, 7.5, 15), (2, 15, 30), (3, 30, 60), (4, 60, 120)])
+def test_notify_retries_back_off_as_docs_patient_md_says(attempt, low, high, monkeypatch):
+    from chalicelib.domain import delivery
+    from chalicelib.services.notify import NotifyFailedError, retry_delay
+
+    for edge, expected in ((False, low), (True, high)):
+        monkeypatch.setattr(delivery.random, "SystemRandom", lambda edge=edge: _Edges(high=edge))
+        assert retry_delay(NotifyFailedError("x"), attempt) == round(expected)
+    patient = _one_line((ROOT / "docs" / "patient.md").read_text(encoding="utf-8"))
+    assert "(7.5 to 15 s, 15 to 30 s, 30 to 60 s, then 60 to 120 s;" in patient
