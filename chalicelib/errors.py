@@ -92,6 +92,11 @@ class DependencyUnavailableError(RelaisError):
         self.retry_after = retry_after
 
 
+class NoSendSlotError(DependencyUnavailableError):
+    """The account's sending rate or monthly budget leaves no room for a message now: it waits in its queue (the
+    queue is the buffer), and is tried again after the queue's whole visibility timeout."""
+
+
 class DecryptionError(RelaisError):
     """A ciphertext failed to decrypt or was bound to another record."""
 

@@ -33,14 +33,14 @@ from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
 from chalicelib.adapters.tables import StateItem
 from chalicelib.deadline import seconds_left
 from chalicelib.domain.records import seconds_to_midnight_utc
-from chalicelib.errors import DependencyUnavailableError, RateLimitedError
+from chalicelib.errors import DependencyUnavailableError, NoSendSlotError, RateLimitedError
 
 
-class PacingBusyError(DependencyUnavailableError):
+class PacingBusyError(NoSendSlotError):
     """No send slot within ``max_wait``: the message stays queued and is retried."""
 
 
-class BudgetExhaustedError(DependencyUnavailableError):
+class BudgetExhaustedError(NoSendSlotError):
     """The month's budget of messages on this channel is spent."""
 
 

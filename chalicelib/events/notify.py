@@ -46,7 +46,9 @@ def handle_notify_batch(event: dict[str, Any], context: Any = None) -> dict[str,
         try:
             return str(service.notify(message.result_id, message.generation, attempt=attempt))
         except Exception as exc:
-            _come_back_in(record.receipt_handle, retry_delay(exc, attempt))
+            delay = retry_delay(exc, attempt)
+            if delay is not None:
+                _come_back_in(record.receipt_handle, delay)
             raise
 
     return consume_batch(

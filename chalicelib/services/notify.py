@@ -40,7 +40,7 @@ from chalicelib.domain.links import ClaimBusyError, Link, SupersededError, link_
 from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, MessageKind, link_url
 from chalicelib.domain.model import Submission
 from chalicelib.domain.records import AuditEvent, Pharmacy, ResultRecord, new_id
-from chalicelib.errors import RateLimitedError, RelaisError
+from chalicelib.errors import NoSendSlotError, RateLimitedError, RelaisError
 
 ACTOR = "system:notifier"
 ACTION = "patient.notify"
@@ -96,7 +96,12 @@ class Results(Protocol):
 
 
 class NotifyFailedError(RelaisError):
-    """Sending failed; the message is to be retried. Its text is a code, never a value."""
+    """Sending failed; the message is to be retried. Its text is a code, never a value; ``no_slot``: it failed for
+    want of a send slot (the account's rate or budget), not for an error."""
+
+    def __init__(self, code: str, *, no_slot: bool = False) -> None:
+        super().__init__(code)
+        self.no_slot = no_slot
 
 
 class Pacer(Protocol):
@@ -172,7 +177,7 @@ class NotifyService:
                 return "superseded"
         except Exception as exc:
             self._failed(record, generation, attempt, exc)
-            raise NotifyFailedError(_code(exc)) from None
+            raise NotifyFailedError(_code(exc), no_slot=isinstance(exc, NoSendSlotError)) from None
         return "sent"
 
     def _send(self, record: ResultRecord, generation: int, claim: ClaimView) -> _Sent:
@@ -274,14 +279,19 @@ class NotifyService:
                 continue
 
 
-def retry_delay(exc: Exception, attempt: int) -> int:
-    """Seconds before a message whose attempt ``attempt`` raised ``exc`` is tried again.
+def retry_delay(exc: Exception, attempt: int) -> int | None:
+    """Seconds before a message whose attempt ``attempt`` raised ``exc`` is tried again; None: the queue's own
+    visibility timeout (180 s).
 
-    A claim leased by another worker (a duplicate delivery, or a worker that died mid-send) is tried once the lease
-    has run out: by then the holder has finished (the copy is then a ``duplicate``) or died (the lease is free).
-    Any other failure backs off exponentially with jitter, so that retries after a provider's throttling or outage
-    spread out instead of coming back together.
+    A message that found no send slot (the account's rate is spent, or its month's budget) waits the queue's whole
+    timeout: a backlog drains at the account's rate, and shorter pauses would only spend its attempts (five) sooner
+    and fail patients' messages that a slower retry sends. A claim leased by another worker (a duplicate delivery,
+    or a worker that died mid-send) is tried once the lease has run out: by then the holder has finished (the copy
+    is then a ``duplicate``) or died (the lease is free). Any other failure backs off exponentially with jitter, so
+    that retries after a provider's throttling or outage spread out instead of coming back together.
     """
+    if isinstance(exc, NotifyFailedError) and exc.no_slot:
+        return None
     if isinstance(exc, ClaimBusyError):
         return min(exc.lease_left_seconds + 1, LEASE_SECONDS + 1)
     return backoff_seconds(attempt, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)

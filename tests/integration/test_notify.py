@@ -305,3 +305,20 @@ def test_when_sqs_refuses_the_shorter_pause_the_message_keeps_the_queue_s_timeou
     assert handle(event) == {"batchItemFailures": [{"itemIdentifier": "m-0"}]}
     [warning] = [r for r in caplog.records if r.getMessage() == "notify retry delay not set"]
     assert warning.error == "ReceiptHandleIsInvalid"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("refusal", ["PacingBusyError", "BudgetExhaustedError"])
+def test_a_message_without_a_send_slot_waits_the_queue_s_whole_timeout(patient_env, refusal):
+    from chalicelib import bootstrap
+    from chalicelib.adapters import pacing
+
+    class NoSlot:
+        def acquire(self) -> object:
+            raise getattr(pacing, refusal)("sms-rate")
+
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    bootstrap.override(pacers={"sms": NoSlot()})
+    event, message = _received_from_notify_queue(rid)
+    assert handle(event)["batchItemFailures"]
+    assert _seconds_hidden(message) > 170  # the backlog drains at the account's rate: no attempt spent sooner
+    assert sent_sms() == []
