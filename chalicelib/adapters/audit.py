@@ -7,7 +7,7 @@ import heapq
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib.adapters.dynamodb import dynamodb_errors
+from chalicelib.adapters.dynamodb import dynamodb_errors, retrying_conflicts
 from chalicelib.adapters.tables import AuditItem, day_key, epoch_seconds, shard_keys, sharded_key, sortable_time
 from chalicelib.domain.records import AuditEvent
 
@@ -58,7 +58,7 @@ def count_failure(event: AuditEvent, retention_days: int) -> None:
     values = {k: v for k, v in item.attribute_values.items() if k not in ("subject", "sk", "failures")}
     actions = [AuditItem.failures.add(1), *(getattr(AuditItem, k).set(v) for k, v in values.items())]
     with dynamodb_errors():
-        AuditItem(subject=item.subject, sk=item.sk).update(actions=actions)
+        retrying_conflicts(lambda: AuditItem(subject=item.subject, sk=item.sk).update(actions=actions))
 
 
 def _view(item: AuditItem) -> dict[str, Any]:

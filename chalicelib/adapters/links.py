@@ -25,7 +25,7 @@ from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
 from chalicelib.adapters.audit import audit_item
-from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
+from chalicelib.adapters.dynamodb import dynamodb_errors, retrying_conflicts, update_if
 from chalicelib.adapters.results_store import DynamoStore
 from chalicelib.adapters.tables import ResultItem, StateItem, TableMeta, epoch_seconds
 from chalicelib.adapters.tables import connection as dynamodb_connection
@@ -241,9 +241,10 @@ class LinkStore:
 
     def release_claim(self, result_id: str, generation: int) -> None:
         """Give the lease back after a failure, so that the retry need not wait for it to run out."""
+        claim = ClaimItem(pk=f"notify#{result_id}#{generation}")
         with dynamodb_errors():
-            ClaimItem(pk=f"notify#{result_id}#{generation}").update(
-                actions=[ClaimItem.lease_until.set(0)], condition=ClaimItem.pk.exists()
+            retrying_conflicts(
+                lambda: claim.update(actions=[ClaimItem.lease_until.set(0)], condition=ClaimItem.pk.exists())
             )
 
     def finish(self, result_id: str, generation: int, *, sent_at: datetime, link_expires_at: datetime | None) -> None:

@@ -39,16 +39,16 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
-from chalicelib.adapters.dynamodb import dynamodb_errors, error_code
+from chalicelib.adapters.dynamodb import (
+    ATTEMPTS,
+    BACKOFF_BASE_SECONDS,
+    BACKOFF_CAP_SECONDS,
+    RETRY_BUDGET_SECONDS,
+    dynamodb_errors,
+    error_code,
+)
 from chalicelib.deadline import seconds_left
 
-#: Tries of one transaction when it conflicts with another one or is throttled; then 503.
-ATTEMPTS = 8
-#: The pause before the n-th retry is uniform in [0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**n)].
-BACKOFF_BASE_SECONDS = 0.01
-BACKOFF_CAP_SECONDS = 0.5
-#: How long retries may take outside an invocation with a deadline (CLI, tests).
-RETRY_BUDGET_SECONDS = 5.0
 #: Cancellation reasons of an item: its condition did not hold; another transaction was writing it; its table or
 #: partition was throttled (DynamoDB cancels the whole transaction with this reason at that item).
 _CONDITION_FAILED, _CONFLICT, _THROTTLED = "ConditionalCheckFailed", "TransactionConflict", "ThrottlingError"
