@@ -73,3 +73,19 @@ def test_the_same_token_while_the_first_call_is_in_progress_is_refused_then_answ
     client.transact_write_items(TransactItems=[_add_one(table, "slow")], ClientRequestToken="t-4")  # its answer
     item = client.get_item(TableName=table, Key={"pk": {"S": "slow"}}, ConsistentRead=True)["Item"]
     assert item["n"] == {"N": "1"}, "the retry did not write again"
+
+
+def test_expired_tokens_are_forgotten_looking_at_those_alone(monkeypatch):
+    """Each transaction forgets the tokens older than DynamoDB's 10 minutes: it looks at the expired ones and the
+    first that is not, never at every token remembered (that made each transaction O(transactions in 10 min))."""
+    from collections import OrderedDict
+
+    seen: OrderedDict[str, tuple[str, float, object]] = OrderedDict(
+        (f"t{i}", ("digest", 1000.0 + i, None)) for i in range(10_000)
+    )
+    monkeypatch.setattr(moto_idempotency, "_SEEN", seen)
+
+    assert moto_idempotency._forget_expired(1000.0 + moto_idempotency.TOKEN_SECONDS) == 1  # none expired yet
+    assert moto_idempotency._forget_expired(1003.5 + moto_idempotency.TOKEN_SECONDS) == 5  # t0..t3 expired
+    assert len(seen) == 9_996 and next(iter(seen)) == "t4"
+    assert moto_idempotency._forget_expired(1e9) == 9_996 and not seen
