@@ -198,6 +198,13 @@ class ReceiptKeyring:
         assert existing is not None, "a keyring that exists is read"
         return existing
 
+    def ensure_key(self) -> str:
+        """The kid of a key of this stage, the first one made (active at once) when it has none: run when a stage
+        starts, so that its JWKS is never empty (``infra/local/stack.py``)."""
+        keys, _revision = self._read() or self._make_first()
+        self._read_at = None  # this process reads them again
+        return keys[-1].kid
+
     def rotate(self, activate_in: timedelta = ACTIVATION_DELAY) -> ReceiptKey:
         """Add a key that signs from ``activate_in`` from now; every other key retires then (and stays published).
 

@@ -126,10 +126,13 @@ def jwks() -> Response:
     from chalicelib.adapters.receipt_keys import JWKS_MAX_AGE
 
     document = bootstrap.receipt_keyring().published(bootstrap.settings().result_retention_days)
+    # A stage without a key yet (none is made before the first receipt, or the stage's start: infra/local/stack.py)
+    # must not have that empty set cached: the first receipt would not verify for JWKS_MAX_AGE.
+    caching = f"public, max-age={JWKS_MAX_AGE}" if document["keys"] else "no-store"
     return Response(
         body=json.dumps(document),
         status_code=200,
-        headers={"Content-Type": "application/jwk-set+json", "Cache-Control": f"public, max-age={JWKS_MAX_AGE}"},
+        headers={"Content-Type": "application/jwk-set+json", "Cache-Control": caching},
     )
 
 

@@ -369,6 +369,23 @@ class Stack:
         status, body = _http_get(f"{self.api_url}/v1/health")
         return status == 200 and json.loads(body or b"{}") == {"status": "ok"}
 
+    def _first_receipt_key(self, env: dict[str, str]) -> None:
+        """The stage's first receipt key, so that its JWKS is never empty (a deployed stage gets it from its first
+        receipt, or ``relais receipt rotate-key``); made by a child with the app's settings, as the API would."""
+        code = "from chalicelib import bootstrap; print(bootstrap.receipt_keyring().ensure_key())"
+        done = subprocess.run(  # noqa: S603 - fixed argv built here
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise StackError(f"the first receipt key could not be made: {done.stderr.strip()[-400:]}")
+        self.console.say("stack", f"receipt signing key {done.stdout.strip()} published at /.well-known/jwks.json")
+
     def _provision(self) -> dict[str, str]:
         import boto3
 
@@ -445,6 +462,7 @@ class Stack:
         self.console.say("stack", "provisioning infra/resources.json through CloudFormation (stage 'local')")
         self.settings_env = self._provision()
         child_env = {**base_env, **self.settings_env}
+        self._first_receipt_key(child_env)
 
         self._start(
             "national",

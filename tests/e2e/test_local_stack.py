@@ -115,6 +115,16 @@ def test_health_answers_ok(local_stack):
     assert answer.json() == {"status": "ok"}
 
 
+def test_the_stack_starts_with_its_first_receipt_key_published(local_stack):
+    """Made at start (the console says which), before any receipt: the JWKS is never empty, so cacheable."""
+    import re
+
+    [kid] = re.findall(r"receipt signing key (\S+) published", local_stack.log_text())
+    answer = requests.get(f"{local_stack.api_url}/.well-known/jwks.json", timeout=5)
+    assert kid in [key["kid"] for key in answer.json()["keys"]]
+    assert answer.headers["Cache-Control"] == "public, max-age=300"
+
+
 @pytest.mark.parametrize(("method", "path", "allow"), [("DELETE", "/v1/results", "POST"), ("POST", "/r", "GET")])
 def test_a_wrong_method_over_http_is_the_405_problem_with_allow(local_stack, method, path, allow):
     answer = requests.request(method, f"{local_stack.api_url}{path}", data=b"{}", timeout=5)

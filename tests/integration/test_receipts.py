@@ -289,7 +289,9 @@ def test_rotation_publishes_the_new_key_first_then_signs_with_it_and_keeps_the_o
 
 
 def test_reading_the_keys_never_makes_one_only_signing_does(cli, client, pharmacy, capsys):
-    assert jwks(client) == {"keys": []}
+    empty = client.http.get("/.well-known/jwks.json")
+    assert json.loads(empty.body) == {"keys": []}
+    assert empty.headers["Cache-Control"] == "no-store", "an empty set must not be cached past the first receipt"
     capsys.readouterr()  # the requests' logs
     code, document, _ = relais(capsys, "receipt", "verify", "a.b.c")  # the stage's keys, read as the route does
     assert code == 1, document
@@ -537,3 +539,14 @@ def test_relais_receipt_rotate_key_adds_a_published_key(cli, client, capsys):
     assert len(jwks(client)["keys"]) == 2
     code, document, _ = relais(capsys, "receipt", "rotate-key", "--yes")
     assert code == 1 and "not rotated" in document["error"]
+
+
+def test_a_starting_stage_makes_its_first_key_once_and_the_jwks_is_cacheable_from_then(client, pharmacy):
+    keyring = bootstrap.receipt_keyring()
+    kid = keyring.ensure_key()
+    assert keyring.ensure_key() == kid, "a second start keeps the key"
+    answer = client.http.get("/.well-known/jwks.json")
+    assert [k["kid"] for k in json.loads(answer.body)["keys"]] == [kid]
+    assert answer.headers["Cache-Control"] == "public, max-age=300"
+    receipt = json.loads(post_result(client, pharmacy, distinctive_body()).body)["receipt"]
+    assert joserfc_verify(receipt, jwks(client))[0]["kid"] == kid
