@@ -96,3 +96,7 @@ _.disable_nagle_algorithm  # infra/local/api.py, national.py: read by http.serve
 
 _.core_fonts_encoding  # the core font's encoding (Windows-1252: French accents)
 _.viewer_preferences  # DisplayDocTitle: a reader shows the title, not the file name
+
+# --- receipts: run by name (a child process's code string) when the local stack starts (infra/local/stack.py) ------
+
+_.ensure_key  # the stage's first receipt key, so that its JWKS is never empty
