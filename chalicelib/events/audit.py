@@ -7,7 +7,6 @@ from typing import Any
 from chalice.app import Blueprint
 
 from chalicelib import bootstrap
-from chalicelib.adapters.audit_chain import from_stream_image
 
 audit_events = Blueprint(__name__)
 
@@ -17,6 +16,8 @@ AUDIT_STREAM_ARN = "arn:aws:dynamodb:eu-west-3:000000000000:table/relais-audit/s
 
 def chain_audit_events(event: dict[str, Any], context: Any = None) -> dict[str, int]:
     """Append the inserted audit events of a stream batch to the chain (a failure retries the batch)."""
+    from chalicelib.adapters.audit_chain import from_stream_image  # the chain's function only: not the API's start
+
     events = [
         from_stream_image(record["dynamodb"]["NewImage"])
         for record in event.get("Records", [])

@@ -11,7 +11,6 @@ from chalicelib import bootstrap
 from chalicelib.domain.queue_messages import QueueMessage
 from chalicelib.events.batch import consume_batch
 from chalicelib.observability import logger
-from chalicelib.services.national import Delivery, reconcile
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -27,6 +26,8 @@ def handle_national_batch(event: dict[str, Any], context: Any = None) -> dict[st
 
     The service counts its own metrics (reported, retried, dead-lettered); a message it keeps raises ``RetryLater``.
     """
+    from chalicelib.services.national import Delivery  # the worker's only: not imported by the API's cold start
+
     service = bootstrap.national_delivery()
 
     def deliver(message: QueueMessage, record: SQSRecord) -> str:
@@ -38,6 +39,8 @@ def handle_national_batch(event: dict[str, Any], context: Any = None) -> dict[st
 
 def reconcile_pending(event: dict[str, Any], context: Any = None) -> dict[str, int]:
     """Queue again the results still pending past the threshold (the scheduled event itself is not read)."""
+    from chalicelib.services.national import reconcile
+
     settings = bootstrap.settings()
     now = bootstrap.clock()
     statuses = bootstrap.national_statuses()

@@ -16,7 +16,6 @@ from chalicelib import bootstrap
 from chalicelib.domain.queue_messages import QueueMessage
 from chalicelib.events.batch import consume_batch
 from chalicelib.observability import logger
-from chalicelib.services.notify import retry_delay
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -39,6 +38,8 @@ NOTIFY_SKIPPED_METRIC = "PatientNotifySkipped"
 
 def handle_notify_batch(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Send each message's link; ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``."""
+    from chalicelib.services.notify import retry_delay  # the worker's only: not imported by the API's cold start
+
     service = bootstrap.notify_service()
 
     def send(message: QueueMessage, record: SQSRecord) -> str:

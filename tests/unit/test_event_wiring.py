@@ -428,3 +428,23 @@ def test_the_relay_cannot_see_whether_a_result_asked_for_a_message():
 
     stream = load_template()["Resources"]["ResultsTable"]["Properties"]["StreamSpecification"]
     assert stream == {"StreamViewType": "KEYS_ONLY"}
+
+
+def test_importing_the_app_loads_no_module_only_the_workers_use():
+    """Every function imports app.py (Chalice's model), the API's cold start included: the workers' services are
+    imported by their handlers when they first run, not by the API function's start."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    workers_only = [
+        "chalicelib.services.national",
+        "chalicelib.services.notify",
+        "chalicelib.adapters.audit_chain",
+        "chalicelib.domain.fhir",
+        "chalicelib.domain.delivery",
+    ]
+    code = f"import sys, app; print(sorted(m for m in {workers_only!r} if m in sys.modules))"
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
