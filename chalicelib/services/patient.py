@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn, Protocol
 
+from chalicelib.domain.json_body import unknown_field_error
 from chalicelib.domain.links import (
     ACTIVE,
     DUMMY_BIRTH_DATE,
@@ -77,11 +78,13 @@ class PatientResults(Protocol):
 def parse_view_request(raw: object) -> tuple[str, str]:
     """Check the body's shape strictly: ``{"token": str, "birth_date": "YYYY-MM-DD"}`` and nothing else.
 
-    ValidationError names the fields and rules only, never the values.
+    ValidationError names the fields and rules only, never the values, nor an unknown key that does not look like
+    an identifier (it could be a value pasted as a key).
     """
     if not isinstance(raw, dict):
         raise ValidationError([FieldError("body", "must be a JSON object")])
-    errors = [FieldError(str(name)[:64], "unknown field") for name in raw if name not in ("token", "birth_date")]
+    unknown = (unknown_field_error("", name) for name in raw if name not in ("token", "birth_date"))
+    errors = list(dict.fromkeys(unknown))  # several unsafe keys make one "body: contains an unknown field"
     token, birth_date = raw.get("token"), raw.get("birth_date")
     if not is_wellformed_token(token):
         errors.append(FieldError("token", "required: a base64url string of 22 to 64 characters"))

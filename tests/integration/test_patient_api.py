@@ -275,6 +275,28 @@ def test_malformed_bodies_answer_400_naming_fields_never_values(patient_env):
     assert audit_events("patient.view") == []  # malformed requests reach no link
 
 
+def test_an_unknown_key_that_could_be_personal_data_is_not_echoed(patient_env):
+    """Contract §2, §5: an error body never echoes a submitted value, not even one sent as a key."""
+    key = f"{GIVEN_NAME} {FAMILY_NAME} {BIRTH_DATE}"
+    for token in (UNKNOWN_TOKEN,):
+        body = {"token": token, "birth_date": BIRTH_DATE, key: True, "birthdate": True}
+        response = view_raw(patient_env["client"], body)
+        assert response.status_code == 400
+        document = problem(response)
+        assert [(e["field"], e["message"]) for e in document["errors"]] == [
+            ("body", "contains an unknown field"),  # the enclosing object, never the key
+            ("birthdate", "unknown field"),  # a key that looks like an identifier is named
+        ]
+        text = response.body.decode()
+        for value in (key, GIVEN_NAME, FAMILY_NAME, BIRTH_DATE):
+            assert value not in text
+    assert audit_events("patient.view") == []
+
+
+def view_raw(client, body: Any) -> Any:
+    return client.http.post(PATIENT_PATH, body=json.dumps(body), headers={"Content-Type": "application/json"})
+
+
 def test_wrong_media_type_size_and_method(patient_env):
     client = patient_env["client"]
     r = client.http.post(PATIENT_PATH, body=b"token=x", headers={"Content-Type": "text/plain"})

@@ -125,6 +125,17 @@ def test_the_view_request_is_parsed_strictly_without_echoing_values():
     assert "secret-but-short" not in str(caught.value) and "Martin" not in str(caught.value)
 
 
+def test_an_unknown_key_is_named_only_when_it_looks_like_an_identifier():
+    body = {"token": "A" * 43, "birth_date": "1984-12-03", "Claire Martin 1984-12-03": 1, "0612345678": 2, "nir": 3}
+    with pytest.raises(ValidationError) as caught:
+        parse_view_request(body)
+    assert [(e.field, e.message) for e in caught.value.errors] == [
+        ("body", "contains an unknown field"),  # once for both keys that could be personal data
+        ("nir", "unknown field"),
+    ]
+    assert "Claire" not in str(caught.value) and "0612345678" not in str(caught.value)
+
+
 def test_rate_windows_are_fixed_and_tell_when_they_end():
     index, left = rate_window(datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC), 600)
     assert left == 570
