@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 TOKEN_BYTES = 32  # 256 bits; the contract asks for at least 128
-#: What the API accepts as a token: base64url, 22 (128 bits) to 64 characters.
-TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+#: A string Relais could have issued as a token: base64url, 22 (128 bits) to 64 characters. Any other string is
+#: looked up as an unknown token, never hashed (services/patient.py).
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{22,64}")
 BIRTH_DATE_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_TTL_HOURS = 7 * 24  # contract §4: configurable up to 7 days
 
@@ -55,7 +56,7 @@ def token_hash(token: str) -> str:
 
 def is_wellformed_token(value: object) -> bool:
     """True for a string that could be a token (length and alphabet only)."""
-    return isinstance(value, str) and TOKEN_PATTERN.match(value) is not None
+    return isinstance(value, str) and TOKEN_PATTERN.fullmatch(value) is not None
 
 
 def is_wellformed_birth_date(value: object) -> bool:

@@ -17,7 +17,8 @@ Rules are those of ``contract.md`` section 2. Where the contract is silent, the 
 * Unknown fields anywhere are rejected as ``<path>.<name>: unknown field``. A field name is only
   echoed when it looks like an identifier (``[A-Za-z_][A-Za-z0-9_]{0,63}``); any other name could be
   personal data pasted into the wrong place, so the error is then reported on the enclosing object
-  (``patient: contains an unknown field``).
+  (``patient: contains an unknown field``). The rule is :func:`~chalicelib.domain.json_body.unknown_field_error`,
+  shared with the patient endpoint.
 * Free text (names, address line and city) has surrounding whitespace stripped and is NFC-normalised.
   It may not contain control characters: Unicode categories Cc, Cf (except the zero-width
   (non-)joiners U+200C/U+200D that some scripts need in names), Cs, Co, and the line/paragraph
@@ -68,6 +69,7 @@ from stdnum.fr import nir as stdnum_nir
 
 from chalicelib.domain.channels import NOTIFY_VALUES, parse_channel, parse_notify_value, required_addresses
 from chalicelib.domain.corrections import CORRECTION_WINDOW, WITHDRAWAL, CorrectionRequest, Reason
+from chalicelib.domain.json_body import unknown_field_error
 from chalicelib.domain.model import (
     Address,
     Channel,
@@ -111,7 +113,6 @@ _CORRECTION_FIELDS: Final = frozenset({"correction_reference", "reason", "result
 
 # --- patterns (all ASCII: \d would also match Arabic-Indic and other Unicode digits) --------------------
 
-_SAFE_FIELD_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _PHARMACY_REFERENCE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _RPPS_SHAPE: Final = re.compile(r"[0-9]{11}")
 _NIR_SHAPE: Final = re.compile(r"[0-9]{5}(?:[0-9]{2}|2A|2B)[0-9]{8}")
@@ -263,10 +264,6 @@ def parse_submission(
 # --- structure ---------------------------------------------------------------------------------------
 
 
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
 def _as_object(value: object, path: str, allowed: frozenset[str], errors: _Errors) -> Mapping[str, object] | None:
     """``value`` as a JSON object whose keys are all in ``allowed``, or None after recording errors.
 
@@ -278,10 +275,8 @@ def _as_object(value: object, path: str, allowed: frozenset[str], errors: _Error
     for key in value:
         if key in allowed:
             continue
-        if isinstance(key, str) and _SAFE_FIELD_NAME.fullmatch(key):
-            errors.add(_join(path, key), "unknown field")
-        else:
-            errors.add(path or "body", "contains an unknown field")
+        error = unknown_field_error(path, key)
+        errors.add(error.field, error.message)
     return {key: item for key, item in value.items() if key in allowed}
 
 

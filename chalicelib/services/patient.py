@@ -6,7 +6,9 @@ Order of the checks (each failure is the same 404 to the outside, with its own a
    (a conditional ``ADD``, refused at the limit → 429, ``Retry-After``), and a success takes its count back, so
    that requests in flight together can never answer more failures than the limit;
 2. the link, found by the token's hash: unknown, locked, revoked (older generation) or expired
-   (checked here against the clock) → 404, without decrypting anything;
+   (checked here against the clock) → 404, without decrypting anything. A token that is a string but not
+   one Relais could have issued (not 22 to 64 base64url characters) is an unknown token, answered and
+   audited alike; it is never hashed: the lookup is made with :data:`DUMMY_TOKEN_HASH` instead;
 3. one comparison is reserved on the link (a conditional ``ADD`` on its counter, refused once it reaches
    ``lock_attempts``: locked → 404), and only then the result is decrypted and the birth date compared in
    constant time. A wrong date keeps its reservation (the link locks for good at ``lock_attempts``) → 404; the
@@ -21,7 +23,8 @@ Timing. Unknown and known tokens do similar work: the link lookup always makes t
 an unknown or inactive link also reads a (missing) result, makes the conditional update a reservation makes
 (on an item that never exists, so it writes nothing) and compares the birth date with a dummy one,
 so that response times tell neither an unknown token from a known one nor an expired link from a wrong date.
-What remains is the decryption with a cached data key (about a millisecond), small against network jitter.
+What remains is the decryption with a cached data key (about a millisecond), small against network jitter,
+and, for a string that cannot be a token, the SHA-256 of a few dozen bytes it skips (about a microsecond).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn, Protocol
 
+from chalicelib.domain.json_body import unknown_field_error
 from chalicelib.domain.links import (
     ACTIVE,
     DUMMY_BIRTH_DATE,
@@ -77,14 +81,18 @@ class PatientResults(Protocol):
 def parse_view_request(raw: object) -> tuple[str, str]:
     """Check the body's shape strictly: ``{"token": str, "birth_date": "YYYY-MM-DD"}`` and nothing else.
 
-    ValidationError names the fields and rules only, never the values.
+    Any string is a token here: one that could not have been issued is for the service to answer as an unknown
+    one (contract §4: one 404 for every token that opens nothing), so that a 400 never tells a caller which
+    strings are shaped like tokens. ValidationError names the fields and rules only, never the values, nor an
+    unknown key that does not look like an identifier (it could be a value pasted as a key).
     """
     if not isinstance(raw, dict):
         raise ValidationError([FieldError("body", "must be a JSON object")])
-    errors = [FieldError(str(name)[:64], "unknown field") for name in raw if name not in ("token", "birth_date")]
+    unknown = (unknown_field_error("", name) for name in raw if name not in ("token", "birth_date"))
+    errors = list(dict.fromkeys(unknown))  # several unsafe keys make one "body: contains an unknown field"
     token, birth_date = raw.get("token"), raw.get("birth_date")
-    if not is_wellformed_token(token):
-        errors.append(FieldError("token", "required: a base64url string of 22 to 64 characters"))
+    if not isinstance(token, str):
+        errors.append(FieldError("token", "required: a string"))
     if not is_wellformed_birth_date(birth_date):
         errors.append(FieldError("birth_date", "required: a date written YYYY-MM-DD"))
     if errors:
@@ -114,7 +122,8 @@ class PatientService:
             self._audit(now, "anonymous", None, None, "rate_limited", "client_failures", request_id)
             raise RateLimitedError("too many failures from this client", retry_after=retry_after)
 
-        digest = token_hash(token)
+        # a token Relais could not have issued is looked up as the dummy hash, which no link has: never hashed
+        digest = token_hash(token) if is_wellformed_token(token) else DUMMY_TOKEN_HASH
         link, generation = self.links.find_link(digest)
         state = (
             link_state(link, now=now, current_generation=generation, lock_attempts=self.lock_attempts)

@@ -74,6 +74,16 @@ def test_a_wrong_birth_date_shows_the_generic_error(page, site):
     assert page.get_attribute("#birth-date", "aria-invalid") == "true"
 
 
+def test_a_link_cut_short_shows_the_generic_error_not_a_network_one(page, site):
+    """A token no link can have (a link truncated by a mail client) is an unknown token: the API answers its 404."""
+    _, token = site.new_link()
+    open_link(page, site, token[:12])
+    submit(page, RIGHT)
+    wait_for_answer(page)
+    assert GENERIC_ERROR in page.text_content("#error")
+    assert page.is_hidden("#result")
+
+
 def test_the_sixth_attempt_is_refused_even_with_the_right_date(page, site):
     _, token = site.new_link()
     open_link(page, site, token)

@@ -102,6 +102,71 @@ def test_unknown_expired_locked_and_wrong_date_all_answer_the_same_404(patient_e
     assert "unknown" in reasons and "expired" in reasons and "wrong_birth_date" in reasons and "locked" in reasons
 
 
+#: Strings that no link token can be (contract §4: still the one 404 of an unknown token, never a 400).
+MALFORMED_TOKENS = (
+    "unknown-token",
+    "short",
+    "",
+    "A" * 21,
+    "A" * 65,
+    UNKNOWN_TOKEN + "!",
+    "A" * 30 + "+/=",
+    "A" * 42 + "\n",
+    "é" * 30,
+    "Claire Martin 1984-12-03",
+)
+AUDITED = ("actor", "action", "outcome", "reason", "record", "pharmacy_id")
+
+
+def test_a_string_that_cannot_be_a_token_answers_the_unknown_token_404_and_counts_as_a_failure(
+    patient_env, monkeypatch, capfd
+):
+    from dataclasses import replace
+
+    from chalicelib import bootstrap
+    from chalicelib.services.patient import DUMMY_TOKEN_HASH
+
+    limit = len(MALFORMED_TOKENS) + 1
+    bootstrap.override(settings=replace(bootstrap.settings(), patient_ip_failures=limit))
+    service = bootstrap.patient_service()
+    client = patient_env["client"]
+    looked_up: list[str] = []
+    find_link = service.links.find_link
+
+    def spied_find_link(digest):
+        looked_up.append(digest)
+        return find_link(digest)
+
+    monkeypatch.setattr(service.links, "find_link", spied_find_link)
+    unknown = view(client, UNKNOWN_TOKEN)
+    assert unknown.status_code == 404
+    (unknown_event,) = audit_events("patient.view")
+    for token in MALFORMED_TOKENS:
+        response = view(client, token)
+        assert response.status_code == 404, token
+        assert response.body == unknown.body, token  # the same problem document, byte for byte
+        assert set(response.headers) == set(unknown.headers), token
+        assert_patient_headers(response, html=True)
+    assert looked_up == [hashlib.sha256(UNKNOWN_TOKEN.encode()).hexdigest()] + [DUMMY_TOKEN_HASH] * len(
+        MALFORMED_TOKENS
+    )  # the same lookup as an unknown token, made without hashing the string
+
+    events = audit_events("patient.view")
+    assert len(events) == 1 + len(MALFORMED_TOKENS)  # one event each, like an unknown token's
+    assert all({k: e.get(k) for k in AUDITED} == {k: unknown_event.get(k) for k in AUDITED} for e in events)
+    (counter,) = [i for i in scan("RELAIS_STATE_TABLE") if i["pk"]["S"].startswith("ipfail#")]
+    assert int(counter["n"]["N"]) == limit  # each one a failure of this address
+    assert view(client, "still-not-a-token").status_code == 429  # the limit reached by malformed tokens alone
+
+    out = capfd.readouterr()
+    logged, stored = out.out + out.err, stored_strings()
+    for token in (t for t in MALFORMED_TOKENS if len(t) >= 5):
+        assert token not in logged and token not in stored
+    for token in MALFORMED_TOKENS:
+        hashed = hashlib.sha256(token.encode()).hexdigest()
+        assert hashed not in logged and hashed not in stored
+
+
 def test_five_wrong_birth_dates_lock_the_link_for_good(patient_env):
     client = patient_env["client"]
     _, token = notified_token(patient_env["pharmacy"])
@@ -251,10 +316,12 @@ def test_failures_in_flight_together_never_pass_the_per_address_limit(patient_en
 
 # -- malformed requests -----------------------------------------------------------------------------------------
 MALFORMED: list[tuple[Any, set[str]]] = [
-    ({"token": "short", "birth_date": BIRTH_DATE}, {"token"}),
+    ({"birth_date": BIRTH_DATE}, {"token"}),
+    ({"token": None, "birth_date": BIRTH_DATE}, {"token"}),
+    ({"token": ["short"], "birth_date": BIRTH_DATE}, {"token"}),
     ({"token": UNKNOWN_TOKEN, "birth_date": "03/12/1984"}, {"birth_date"}),
     ({"token": UNKNOWN_TOKEN, "birth_date": "1984-02-30"}, {"birth_date"}),
-    ({"token": UNKNOWN_TOKEN + "!", "birth_date": BIRTH_DATE}, {"token"}),
+    ({"token": "short", "birth_date": "1984-02-30"}, {"birth_date"}),  # a string token is no error of its own
     ({"token": UNKNOWN_TOKEN, "birth_date": BIRTH_DATE, "nir": "284127512345687"}, {"nir"}),
     ({"token": 12345678901234567890123, "birth_date": 19841203}, {"token", "birth_date"}),
     ({}, {"token", "birth_date"}),
@@ -273,6 +340,28 @@ def test_malformed_bodies_answer_400_naming_fields_never_values(patient_env):
             assert value not in response.body.decode()
         assert_patient_headers(response)
     assert audit_events("patient.view") == []  # malformed requests reach no link
+
+
+def test_an_unknown_key_that_could_be_personal_data_is_not_echoed(patient_env):
+    """Contract §2, §5: an error body never echoes a submitted value, not even one sent as a key."""
+    key = f"{GIVEN_NAME} {FAMILY_NAME} {BIRTH_DATE}"
+    for token in (UNKNOWN_TOKEN, "not-a-token"):
+        body = {"token": token, "birth_date": BIRTH_DATE, key: True, "birthdate": True}
+        response = view_raw(patient_env["client"], body)
+        assert response.status_code == 400
+        document = problem(response)
+        assert [(e["field"], e["message"]) for e in document["errors"]] == [
+            ("body", "contains an unknown field"),  # the enclosing object, never the key
+            ("birthdate", "unknown field"),  # a key that looks like an identifier is named
+        ]
+        text = response.body.decode()
+        for value in (key, GIVEN_NAME, FAMILY_NAME, BIRTH_DATE, "not-a-token"):
+            assert value not in text
+    assert audit_events("patient.view") == []
+
+
+def view_raw(client, body: Any) -> Any:
+    return client.http.post(PATIENT_PATH, body=json.dumps(body), headers={"Content-Type": "application/json"})
 
 
 def test_wrong_media_type_size_and_method(patient_env):

@@ -112,7 +112,9 @@ def test_malformed_birth_dates(value):
     assert not is_wellformed_birth_date(value)
 
 
-@pytest.mark.parametrize("value", ["A" * 21, "A" * 65, "A" * 30 + "=", "A" * 30 + "+", "A" * 30 + "/", None, 42])
+@pytest.mark.parametrize(
+    "value", ["A" * 21, "A" * 65, "A" * 30 + "=", "A" * 30 + "+", "A" * 30 + "/", "A" * 30 + "\n", "", None, 42]
+)
 def test_malformed_tokens(value):
     assert not is_wellformed_token(value)
 
@@ -120,9 +122,26 @@ def test_malformed_tokens(value):
 def test_the_view_request_is_parsed_strictly_without_echoing_values():
     assert parse_view_request({"token": "A" * 43, "birth_date": "1984-12-03"}) == ("A" * 43, "1984-12-03")
     with pytest.raises(ValidationError) as caught:
-        parse_view_request({"token": "secret-but-short", "birth_date": "1984-12-03", "extra": "Martin"})
+        parse_view_request({"token": 12345, "birth_date": "1984-12-03", "extra": "Martin"})
     assert {e.field for e in caught.value.errors} == {"token", "extra"}
-    assert "secret-but-short" not in str(caught.value) and "Martin" not in str(caught.value)
+    assert "12345" not in str(caught.value) and "Martin" not in str(caught.value)
+
+
+def test_any_string_token_is_left_to_the_lookup_not_refused_by_its_shape():
+    """Contract §4: a token that opens nothing is one 404, whatever its shape; only a non-string is a 400."""
+    for token in ("unknown-token", "", "A" * 21, "A" * 65, "ab+/=", "é" * 30):
+        assert parse_view_request({"token": token, "birth_date": "1984-12-03"}) == (token, "1984-12-03")
+
+
+def test_an_unknown_key_is_named_only_when_it_looks_like_an_identifier():
+    body = {"token": "A" * 43, "birth_date": "1984-12-03", "Claire Martin 1984-12-03": 1, "0612345678": 2, "nir": 3}
+    with pytest.raises(ValidationError) as caught:
+        parse_view_request(body)
+    assert [(e.field, e.message) for e in caught.value.errors] == [
+        ("body", "contains an unknown field"),  # once for both keys that could be personal data
+        ("nir", "unknown field"),
+    ]
+    assert "Claire" not in str(caught.value) and "0612345678" not in str(caught.value)
 
 
 def test_rate_windows_are_fixed_and_tell_when_they_end():
