@@ -163,3 +163,17 @@ def test_every_finess_the_docs_show_passes_its_check_digit():
     }
     assert shown["README.md"], "README shows an onboarding"
     assert {doc: [f for f in found if finess_problem(f)] for doc, found in shown.items()} == {doc: [] for doc in shown}
+
+
+def test_the_key_rate_the_api_docs_give_is_the_code_default():
+    from dataclasses import fields
+
+    from chalicelib.config import Settings
+
+    default = next(f.default for f in fields(Settings) if f.name == "key_requests_per_second")
+    limits = API.split("## Limits\n", 1)[1]
+    assert f"| signed requests per key per second | {default} (`RELAIS_KEY_REQUESTS_PER_SECOND`" in limits
+    assert f"your key's rate ({default} signed requests a second by default, `Retry-After: 1`)" in API
+    openapi = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text(encoding="utf-8"))
+    rate_limited = _one_line(openapi["components"]["responses"]["RateLimited"]["description"])
+    assert f"the key's own rate on any signed request ({default} requests/s per key by default" in rate_limited
