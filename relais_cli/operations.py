@@ -245,7 +245,7 @@ def register(commands: Any, command: Any) -> None:
         "usage",
         "billable results per pharmacy for a month",
         usage,
-        'JSON: [{"pharmacy_id", "finess", "results"}]. --csv prints CSV instead.',
+        'JSON: [{"pharmacy_id", "finess", "results", "withdrawn_same_day"}]. --csv prints CSV instead.',
     )
     use.add_argument("--month", required=True, type=month_argument, metavar="YYYY-MM")
     use.add_argument("--csv", action="store_true", help="CSV on stdout (ignored with --json)")

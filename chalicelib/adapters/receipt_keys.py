@@ -1,8 +1,9 @@
 """The keys that sign receipts (contract §6): Ed25519 keys sealed by KMS, opened once per process.
 
 Why not a KMS asymmetric key (``Sign``): one KMS call per receipt — a thousand per thousand results, where intake
-costs one per thousand today — and 10-30 ms more on every 201 (a KMS round trip), with KMS's request quota shared by
-the peak's intake. Ed25519 in the function signs in about 50 µs. The price is that the private key is in the memory
+costs two per thousand from a cold process today (the data key's ``GenerateDataKey`` and the reference key's
+``Decrypt``) — and 10-30 ms more on every 201 (a KMS round trip), with KMS's request quota shared by the peak's
+intake. Ed25519 in the function signs in about 50 µs. The price is that the private key is in the memory
 of the API function while it runs; it is never in clear anywhere else: made by ``cryptography``, sealed at once
 through the one envelope (``adapters/crypto.py``, purpose ``receipt-key``, encryption context of the key's ``kid``),
 stored sealed in the state table with its public half (``receipt-keys``, no TTL), and opened by KMS ``Decrypt`` once

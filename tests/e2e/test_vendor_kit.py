@@ -1,10 +1,13 @@
 """The vendor kit against the local stack: a client with no library at all (``docs/examples/submit-with-openssl.sh``,
-openssl and curl only), onboarded as an operator does it, and the published test key, which the local stack accepts."""
+openssl and curl only), onboarded as an operator does it, the published test key, which the local stack accepts, and
+the Python examples of docs/api.md and of the README (keys, onboarding, a submission and its receipt)."""
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -122,3 +125,43 @@ def test_the_python_example_of_docs_api_submits_and_follows_a_result(local_stack
     submitted, followed = done.stdout.splitlines()
     assert submitted.startswith("201 {")
     assert "'national': {'status': " in followed
+
+
+def test_the_readme_client_example_makes_its_keys_onboards_and_gets_a_receipt(local_stack, tmp_path):
+    """README's two blocks as printed, but for where the stack and the CLI are and the pharmacy reference."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Pharmacy software\n", 1)[1].split("\n## ", 1)[0]
+    shell = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    python = section.split("```python\n", 1)[1].split("```", 1)[0]
+    _tool("openssl")
+    cli = f"{shlex.quote(sys.executable)} -m relais_cli.main"
+    assert ".venv/bin/relais " in shell
+
+    onboarded = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", shell.replace(".venv/bin/relais ", f"{cli} ")],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "RELAIS_STATE_DIR": str(local_stack.state_file.parent),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert onboarded.returncode == 0, onboarded.stderr
+    key_id = json.loads(onboarded.stdout.strip().splitlines()[-1])["key_id"]
+    script = python.replace("KEY_ID_FROM_relais_pharmacy_add", key_id).replace(
+        "http://127.0.0.1:8000", local_stack.api_url
+    )
+    script = script.replace(
+        '"pharmacy_reference": "A-2026-000123"', f'"pharmacy_reference": "README-{secrets.token_hex(6)}"'
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("201 {")
+    assert "'status': 'accepted', 'receipt': 'ey" in done.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -43,6 +44,11 @@ def test_usage_counts_each_accepted_result_once_and_never_duplicates_or_conflict
     assert counts[a.pharmacy_id] == 3
     assert counts[b.pharmacy_id] == 1
     assert set(rows[0]) == {"pharmacy_id", "finess", "results", "withdrawn_same_day"}
+    capsys.readouterr()
+    assert main(["usage", "--help"]) == 0
+    documented = re.search(r"JSON: \[\{([^}]*)\}\]", " ".join(capsys.readouterr().out.split()))
+    assert documented, "relais usage --help gives the JSON shape"
+    assert set(re.findall(r'"(\w+)"', documented.group(1))) == set(rows[0]), "--help names every field, no other"
     _, other = run(capsys, "usage", "--month", "2001-01")
     assert all(r["results"] == 0 for r in other)
 

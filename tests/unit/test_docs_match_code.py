@@ -124,3 +124,56 @@ def test_notify_retries_back_off_as_docs_patient_md_says(attempt, low, high, mon
         assert retry_delay(NotifyFailedError("x"), attempt) == round(expected)
     patient = _one_line((ROOT / "docs" / "patient.md").read_text(encoding="utf-8"))
     assert "(7.5 to 15 s, 15 to 30 s, 30 to 60 s, then 60 to 120 s;" in patient
+
+
+API = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+
+
+def _readme_client() -> tuple[str, str]:
+    """The README's pharmacy client example: its shell block (keys, onboarding) and its Python block (a POST)."""
+    section = README.split("## Pharmacy software\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0], section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_starts_with_the_two_commands_and_keeps_its_architecture_and_client_example():
+    assert README.split("```sh\n", 1)[1].startswith("make run ")
+    assert README.split("```sh\n", 1)[1].split("\n", 2)[1].startswith("make test ")
+    assert "\n## Architecture\n" in README
+    shell, python = _readme_client()
+    assert "relais --json pharmacy add --finess" in shell
+    assert 'requests.post(\n    "http://127.0.0.1:8000/v1/results"' in python
+
+
+def test_the_readme_client_example_is_the_start_of_the_one_docs_api_md_shows():
+    shell, python = _readme_client()
+    api_python = API.split("```python\n", 1)[1].split("```", 1)[0]
+    assert api_python.startswith(python), "README's Python block must be the start of docs/api.md's"
+    assert '"receipt": ' in python.rstrip().splitlines()[-1], "the answer shown holds the receipt"
+    api_keys = API.split("## Your key\n", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    assert shell.startswith(api_keys), "README makes the key pair as docs/api.md does"
+    assert "--public-key pharmacy.pub.pem" in shell and 'open("pharmacy.key.pem", "rb")' in python
+
+
+def test_every_finess_the_docs_show_passes_its_check_digit():
+    from relais_cli.identifiers import finess_problem
+
+    shown = {
+        doc: re.findall(r"--finess ([0-9AB]{9})\b", text)
+        for doc, text in (("README.md", README), ("docs/cli.md", CLI), ("docs/api.md", API))
+    }
+    assert shown["README.md"], "README shows an onboarding"
+    assert {doc: [f for f in found if finess_problem(f)] for doc, found in shown.items()} == {doc: [] for doc in shown}
+
+
+def test_the_key_rate_the_api_docs_give_is_the_code_default():
+    from dataclasses import fields
+
+    from chalicelib.config import Settings
+
+    default = next(f.default for f in fields(Settings) if f.name == "key_requests_per_second")
+    limits = API.split("## Limits\n", 1)[1]
+    assert f"| signed requests per key per second | {default} (`RELAIS_KEY_REQUESTS_PER_SECOND`" in limits
+    assert f"your key's rate ({default} signed requests a second by default, `Retry-After: 1`)" in API
+    openapi = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text(encoding="utf-8"))
+    rate_limited = _one_line(openapi["components"]["responses"]["RateLimited"]["description"])
+    assert f"the key's own rate on any signed request ({default} requests/s per key by default" in rate_limited
