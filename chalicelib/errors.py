@@ -6,6 +6,7 @@ No error message may carry a submitted value: messages name the field and the ru
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 class RelaisError(Exception):
@@ -62,7 +63,11 @@ class NotFoundError(RelaisError):
 
 
 class ConflictError(RelaisError):
-    """Same ``pharmacy_reference`` with a different body, or an existing entity (HTTP 409)."""
+    """The request conflicts with what is stored (HTTP 409). Each kind says which conflict in ``detail``: the fixed
+    sentence its 409 carries (``routes/problems.py``), the class's and never the instance's, so that it can hold no
+    submitted value. Every kind that reaches a client has a sentence of its own (``docs/openapi.yaml`` lists them)."""
+
+    detail: ClassVar[str] = "the request conflicts with what is stored"
 
 
 class PayloadTooLargeError(RelaisError):
@@ -102,4 +107,13 @@ class DecryptionError(RelaisError):
 
 
 class DuplicateReferenceError(ConflictError):
-    """The pharmacy already submitted a result under this ``pharmacy_reference``."""
+    """The pharmacy already submitted a result under this ``pharmacy_reference`` (the store's refusal: the service
+    then tells an identical body, 200, from another, :class:`PharmacyReferenceConflictError`)."""
+
+    detail: ClassVar[str] = "this pharmacy_reference was already used"
+
+
+class PharmacyReferenceConflictError(ConflictError):
+    """The ``pharmacy_reference`` was already used by this pharmacy for a different body (HTTP 409)."""
+
+    detail: ClassVar[str] = "this pharmacy_reference was already used for a different result"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import ClassVar, Final, Literal
 
 from chalicelib.domain.model import Patient, Submission, TestInfo, TestResult
 from chalicelib.domain.records import Correction
@@ -35,13 +35,23 @@ CORRECTION_WINDOW: Final = timedelta(days=30)
 class CorrectionWindowClosedError(ConflictError):
     """The result's correction window (30 days after ``sampled_at``) has closed (HTTP 409)."""
 
+    detail: ClassVar[str] = (
+        "this result can no longer be corrected: its correction window (30 days after test.sampled_at) has closed"
+    )
+
 
 class ResultWithdrawnError(ConflictError):
     """The result was withdrawn (recorded in error): it takes no further correction or message (HTTP 409)."""
 
+    detail: ClassVar[str] = (
+        "this result was withdrawn (entered_in_error): it takes no further correction, resend or slip"
+    )
+
 
 class CorrectionReferenceConflictError(ConflictError):
     """The ``correction_reference`` was already used on this result for another correction (HTTP 409)."""
+
+    detail: ClassVar[str] = "this correction_reference was already used on this result for a different correction"
 
 
 class VersionSupersededError(RelaisError):

@@ -52,16 +52,9 @@ def follow_result(result_id: str) -> Response:
 @pharmacy_api.route("/v1/results/{result_id}/resend", methods=["POST"], content_types=_ANY)
 @problem_boundary
 def resend_link(result_id: str) -> Response:
-    from chalicelib.services.resend import NoChannelError
-
     request = pharmacy_api.current_request
     signed = signed_request(request, max_body_bytes=bootstrap.settings().max_body_bytes)
-    try:
-        body = bootstrap.resend_service().resend(signed, result_id, request_id=request_id(request))
-    except NoChannelError:
-        return problem(
-            409, detail="the patient asked for no message: there is nothing to resend (a paper slip is made with /slip)"
-        )
+    body = bootstrap.resend_service().resend(signed, result_id, request_id=request_id(request))
     log_request_keys(result_id=result_id)
     return _json(202, body)
 

@@ -81,7 +81,7 @@ def to_problem(exc: RelaisError, *, explain_auth_failures: bool = False) -> Resp
     if isinstance(exc, NotFoundError):
         return problem(404)
     if isinstance(exc, ConflictError):
-        return problem(409, detail="this pharmacy_reference was already used for a different result")
+        return problem(409, detail=type(exc).detail)  # the kind's fixed sentence, never the instance's
     if isinstance(exc, PayloadTooLargeError):
         return problem(413)
     if isinstance(exc, UnsupportedMediaTypeError):

@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from chalicelib.domain.channels import message_channels
 from chalicelib.domain.corrections import (
@@ -54,6 +54,8 @@ RACE_ATTEMPTS = 3
 
 class TooManyCorrectionsError(ConflictError):
     """The result already has ``MAX_CORRECTIONS`` corrections (HTTP 409)."""
+
+    detail: ClassVar[str] = f"this result already has {MAX_CORRECTIONS} corrections, the most a result may have"
 
 
 class CorrectionCommits(Protocol):

@@ -11,20 +11,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from chalicelib.domain.channels import message_channels
 from chalicelib.domain.corrections import ResultWithdrawnError
 from chalicelib.domain.records import AuditEvent, AuthGrant
-from chalicelib.errors import FieldError, RateLimitedError, RelaisError, ValidationError
+from chalicelib.errors import ConflictError, FieldError, RateLimitedError, ValidationError
 from chalicelib.services.authn import SignedRequest
 from chalicelib.services.notify import NotifyService
 from chalicelib.services.pharmacy_request import PharmacyGate
 from chalicelib.services.ports import ResultStore
 
 
-class NoChannelError(RelaisError):
+class NoChannelError(ConflictError):
     """The patient asked for no message (none, or only a paper slip): there is nothing to resend (HTTP 409)."""
+
+    detail: ClassVar[str] = (
+        "the patient asked for no message: there is nothing to resend (a paper slip is made with /slip)"
+    )
 
 
 class ResendStore(Protocol):

@@ -17,7 +17,12 @@ from typing import Any
 from chalicelib.domain.json_body import canonical_json
 from chalicelib.domain.records import ResultRecord, new_id
 from chalicelib.domain.validation import is_valid_pharmacy_reference, parse_submission
-from chalicelib.errors import ConflictError, DuplicateReferenceError, RateLimitedError, ValidationError
+from chalicelib.errors import (
+    DuplicateReferenceError,
+    PharmacyReferenceConflictError,
+    RateLimitedError,
+    ValidationError,
+)
 from chalicelib.services.authn import SignedRequest
 from chalicelib.services.pharmacy_request import PharmacyGate, PharmacyRequest
 from chalicelib.services.ports import PharmacyDirectory, ResultStore
@@ -66,7 +71,7 @@ class ResultsService:
         """Authenticate, validate, encrypt and store one result.
 
         Raises AuthenticationError (401), UnsupportedMediaTypeError (415), ValidationError (400),
-        ConflictError (409), RateLimitedError (429), DependencyUnavailableError (503).
+        PharmacyReferenceConflictError (409), RateLimitedError (429), DependencyUnavailableError (503).
         """
         req = self.gate.open(request, "result.create", request_id)
         # The signing key opens before anything is committed (KMS trouble: 503, nothing stored), and this very key
@@ -153,7 +158,7 @@ class ResultsService:
         existing_id, same = self._stored_body_matches(req, reference, body_sha256)
         req.commit("duplicate" if same else "conflict", existing_id)
         if same is None:
-            raise ConflictError("pharmacy_reference was already used for a different result")
+            raise PharmacyReferenceConflictError("pharmacy_reference was already used for a different result")
         return self._accepted(req, signer, same, reference, created=False)
 
     # -- GET /v1/results/{id} -------------------------------------------------------------------

@@ -5,7 +5,9 @@ the demo's key, the CLI's files), ``bench/results/`` or a test cache restarted t
 and its stat poller walked ``.venv`` and ``build`` (tens of thousands of files) every second. Here it watches what
 ``chalice local`` actually serves: ``app.py``, ``chalicelib/`` and ``.chalice/``. And it prints each application log
 line once: ``chalice local`` adds a plain root handler that repeated the message of every line the Powertools logger
-(``relais``) already prints as JSON.
+(``relais``) already prints as JSON. And a path no route declares gets what the deployed gateway answers (the
+``MISSING_AUTHENTICATION_TOKEN`` gateway response of ``infra/template.py``: a 404 problem), not ``chalice local``'s
+``403 {"message": "Missing Authentication Token"}``.
 
 ``python -m infra.local.api local --stage local --host H --port P`` takes the arguments of ``chalice``.
 """
@@ -72,6 +74,58 @@ def _console() -> None:
 LISTEN_BACKLOG = 256
 
 
+#: The gateway response API Gateway gives a request no resource of the API matches (``infra/template.py``).
+UNKNOWN_PATH = "MISSING_AUTHENTICATION_TOKEN"
+_HEADER = "gatewayresponse.header."
+
+
+def gateway_answer(response_type: str) -> dict[str, Any]:
+    """What the deployed gateway answers for ``response_type``, read from the template's gateway responses
+    (``infra.template.gateway_responses``): status, headers and body, as ``chalice local`` sends a response."""
+    from infra.template import gateway_responses
+
+    given = gateway_responses()[response_type]
+    headers = {name.removeprefix(_HEADER): value[1:-1] for name, value in given["responseParameters"].items()}
+    return {
+        "statusCode": int(given["statusCode"]),
+        "headers": headers,
+        "multiValueHeaders": {},
+        "body": given["responseTemplates"]["application/json"],
+    }
+
+
+def answer_unknown_paths_as_the_gateway() -> None:
+    """Make ``chalice local`` answer a path that no route declares as the deployed gateway does.
+
+    ``chalice local`` answers it ``403 {"message": "Missing Authentication Token"}`` (API Gateway's default text,
+    echoing the ``Authorization`` header when there is one); the deployed stages replace that gateway response
+    with a 404 problem (``infra/template.py``, ``GATEWAY_PROBLEMS``). Paths are matched as ``chalice local`` matches
+    them (a trailing slash is dropped, as API Gateway does): a path it routes is left to it."""
+    from chalice import local as chalice_local
+
+    gateway = chalice_local.LocalGateway
+    routed = gateway.handle_request
+    if getattr(routed, "answers_unknown_paths", False):
+        return
+
+    def handle_request(self: Any, method: str, path: str, headers: dict[str, Any], body: bytes | None) -> Any:
+        try:
+            self.event_converter._route_matcher.match_route(path)
+        except ValueError:  # chalice local's own test for "no route": it would raise its 403 here
+            answer = gateway_answer(UNKNOWN_PATH)
+            answer["headers"].update(
+                {
+                    "x-amzn-RequestId": self._generate_lambda_context().aws_request_id,
+                    "x-amzn-ErrorType": "MissingAuthenticationTokenException",
+                }
+            )
+            return answer
+        return routed(self, method, path, headers, body)
+
+    handle_request.answers_unknown_paths = True  # type: ignore[attr-defined]
+    gateway.handle_request = handle_request  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> int:
     from chalice import local as chalice_local
     from chalice.cli import cli, reloader
@@ -81,6 +135,7 @@ def main(argv: list[str]) -> int:
     # http.server writes headers and body apart: with Nagle's algorithm on, a kept-alive client waited ~40 ms for a
     # delayed ACK on every request (API Gateway has no such delay).
     chalice_local.ChaliceRequestHandler.disable_nagle_algorithm = True
+    answer_unknown_paths_as_the_gateway()
 
     run_with_reloader = reloader.run_with_reloader
 
