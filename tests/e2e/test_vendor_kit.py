@@ -110,16 +110,8 @@ def test_the_python_example_of_docs_api_submits_and_follows_a_result(local_stack
         private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     )
     key_id = _onboard(local_stack, tmp_path / "pharmacy.pub.pem")
-    script = example.replace("KEY_ID_FROM_relais_pharmacy_add", key_id).replace(
-        "http://127.0.0.1:8000", local_stack.api_url
-    )
-    script = script.replace(
-        '"pharmacy_reference": "A-2026-000123"', f'"pharmacy_reference": "PY-{secrets.token_hex(6)}"'
-    )
 
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
-    )
+    done = _run_python_example(example, local_stack, key_id, tmp_path, reference_prefix="PY")
 
     assert done.returncode == 0, done.stderr
     submitted, followed = done.stdout.splitlines()
@@ -153,15 +145,22 @@ def test_the_readme_client_example_makes_its_keys_onboards_and_gets_a_receipt(lo
 
     assert onboarded.returncode == 0, onboarded.stderr
     key_id = json.loads(onboarded.stdout.strip().splitlines()[-1])["key_id"]
-    script = python.replace("KEY_ID_FROM_relais_pharmacy_add", key_id).replace(
-        "http://127.0.0.1:8000", local_stack.api_url
-    )
-    script = script.replace(
-        '"pharmacy_reference": "A-2026-000123"', f'"pharmacy_reference": "README-{secrets.token_hex(6)}"'
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
-    )
+    done = _run_python_example(python, local_stack, key_id, tmp_path, reference_prefix="README")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("201 {")
     assert "'status': 'accepted', 'receipt': 'ey" in done.stdout
+
+
+def _run_python_example(
+    example: str, stack: LocalStack, key_id: str, cwd: Path, *, reference_prefix: str
+) -> subprocess.CompletedProcess[str]:
+    """A documented Python client example run as printed, but for the stack's URL, the key id and a fresh
+    pharmacy reference (each run a new result)."""
+    script = example.replace("KEY_ID_FROM_relais_pharmacy_add", key_id).replace("http://127.0.0.1:8000", stack.api_url)
+    script = script.replace(
+        '"pharmacy_reference": "A-2026-000123"',
+        f'"pharmacy_reference": "{reference_prefix}-{secrets.token_hex(6)}"',
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
