@@ -24,7 +24,8 @@ items (condition checks included) from its arrival, before it waits for its turn
 
 SQS (:mod:`infra.local.moto_sqs`) and throttling (:mod:`infra.local.throttling`) are patched by :func:`patch_moto`
 too, and so is the server's request dispatch (:func:`_patch_dispatch`), which cost more than most calls
-themselves. Only the embedded AWS is patched; nothing of it ships.
+themselves, and so are the serialization of DynamoDB's answers and the parsing of update expressions
+(:mod:`infra.local.moto_fast`). Only the embedded AWS is patched; nothing of it ships.
 """
 
 from __future__ import annotations
@@ -264,6 +265,9 @@ def patch_moto(env: Mapping[str, str] | None = None) -> None:
 
     patch_idempotent_transactions()
     _patch_model_data()
+    from infra.local.moto_fast import patch_fast_paths
+
+    patch_fast_paths()
     _PATCHED = True
 
 
