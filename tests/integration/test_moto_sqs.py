@@ -76,6 +76,26 @@ def test_a_receive_never_walks_the_queue_and_looks_at_a_few_messages_only(sqs, m
     assert len(looked_at) <= 20
 
 
+def test_queue_counts_read_the_clock_once_per_count_and_count_as_moto_does(sqs, monkeypatch):
+    from moto.core import utils
+    from moto.sqs import models
+
+    url = _queue(sqs, VisibilityTimeout="300")
+    for i in range(30):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{i}", **({"DelaySeconds": 60} if i < 5 else {}))
+    sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)  # 10 in flight, 5 delayed, 15 visible
+    names = [f"ApproximateNumberOfMessages{what}" for what in ("", "NotVisible", "Delayed")]
+    reads = []
+    clock = utils.unix_time_millis
+    monkeypatch.setattr(utils, "unix_time_millis", lambda *a: reads.append(1) or clock(*a))
+    monkeypatch.setattr(models, "unix_time_millis", utils.unix_time_millis)
+
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+
+    assert counts == {names[0]: "15", names[1]: "10", names[2]: "5"}
+    assert len(reads) <= 10, f"{len(reads)} clock reads for 30 messages: one per message or more"
+
+
 def test_a_delete_and_a_visibility_change_find_their_message_without_walking_the_queue(sqs):
     url = _queue(sqs)
     backend = _backend()
