@@ -13,6 +13,16 @@ rate by the notifier's concurrency. Both counters therefore live in the state ta
 
 One second's slot item takes at most ``rate`` writes: far below a partition's 1,000 writes per second.
 
+Both are taken in blocks (``block``, 5 by default): one ``ADD k`` reserves up to ``k`` slots of the current second,
+or ``k`` sends of the month's budget, and the process hands them out until they are used (slots only within their
+second). When a whole block no longer fits (the second or the budget nearly full) a single one is asked for. A
+notifier sending a batch of results thus makes two pacing writes per five messages instead of two per message
+(moto's and DynamoDB's cost; the account's limits hold exactly as before, since nothing is sent that was not
+counted). What it costs: slots left unused when their second ends are lost (an instance that reserved five and had
+three messages to send: the account sends fewer than ``rate`` that second, never more), and budget reserved by an
+instance that stops is never used (at most ``block - 1`` sends per instance and month: the budget stops sends that
+many early).
+
 Per pharmacy, :class:`PharmacyDailyCap` bounds what one key can make Relais send: ``cap#<channel>#<pharmacy
 id>#<YYYY-MM-DD>`` counts a pharmacy's messages of the UTC day, ``ADD 1`` only while below the cap. It is taken
 *before* the account's slot and budget, so that a pharmacy past its cap spends nothing of the account's.
@@ -22,12 +32,11 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-from pynamodb.expressions.update import Action
 
 from chalicelib.adapters.dynamodb import dynamodb_errors, update_if
 from chalicelib.adapters.tables import StateItem
@@ -62,6 +71,10 @@ class AccountPacer:
     now: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     jitter: Callable[[], float] = field(default=random.random)
+    block: int = 5  # slots (and budget) reserved per write, see the module
+    _slots: tuple[int, int] = field(default=(0, 0), init=False, repr=False)  # (second, its slots still reserved)
+    _counts: tuple[str, list[int]] = field(default_factory=lambda: ("", []), init=False, repr=False)  # (month, ...)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def acquire(self) -> Slot:
         """Wait for a send slot, then count the send against the month's budget.
@@ -74,11 +87,7 @@ class AccountPacer:
         while True:
             moment = self.now()
             second = int(moment)
-            if update_if(
-                StateItem(pk=f"pace#{self.channel}#{second}"),
-                [StateItem.n.add(1), StateItem.expires_at.set(second + 120)],
-                StateItem.n.does_not_exist() | (StateItem.n < self.rate),
-            ):
+            if self._take_slot(second):
                 break
             pause = (second + 1 - moment) + 0.05 * self.jitter()  # the next second, senders spread a little
             if waited + pause > budget:
@@ -90,17 +99,44 @@ class AccountPacer:
             self.on_count(self.channel, count, self.monthly_budget)
         return Slot(second, count)
 
+    def _take_slot(self, second: int) -> bool:
+        """One of this process's reserved slots of ``second``, or a new block of them (or a single one)."""
+        with self._lock:
+            reserved_second, left = self._slots
+            if reserved_second == second and left > 0:
+                self._slots = (second, left - 1)
+                return True
+            for size in dict.fromkeys((min(self.block, self.rate), 1)):  # a whole block, else one
+                if update_if(
+                    StateItem(pk=f"pace#{self.channel}#{second}"),
+                    [StateItem.n.add(size), StateItem.expires_at.set(second + 120)],
+                    StateItem.n.does_not_exist() | (StateItem.n <= self.rate - size),
+                ):
+                    self._slots = (second, size - 1)
+                    return True
+            return False
+
     def _count_in_budget(self, moment: float) -> int:
+        """This send's number in the month: from this process's reserved counts, or a new block of them."""
         month = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m")
-        item = StateItem(pk=f"budget#{self.channel}#{month}")
-        actions: list[Action] = [StateItem.n.add(1), StateItem.expires_at.set(int(moment) + 40 * 86_400)]
-        if self.monthly_budget <= 0:  # no budget: count only
-            condition = StateItem.n.does_not_exist() | StateItem.n.exists()
-        else:
-            condition = StateItem.n.does_not_exist() | (StateItem.n < self.monthly_budget)
-        if not update_if(item, actions, condition):
+        with self._lock:
+            reserved_month, counts = self._counts
+            if reserved_month == month and counts:
+                return counts.pop(0)
+            item = StateItem(pk=f"budget#{self.channel}#{month}")
+            expires = StateItem.expires_at.set(int(moment) + 40 * 86_400)
+            sizes = (self.block, 1) if self.monthly_budget <= 0 else (min(self.block, self.monthly_budget), 1)
+            for size in dict.fromkeys(sizes):
+                if self.monthly_budget <= 0:  # no budget: count only
+                    condition = StateItem.n.does_not_exist() | StateItem.n.exists()
+                else:
+                    condition = StateItem.n.does_not_exist() | (StateItem.n <= self.monthly_budget - size)
+                if update_if(item, [StateItem.n.add(size), expires], condition):
+                    last = int(item.n or 0)
+                    reserved = list(range(last - size + 1, last + 1))
+                    self._counts = (month, reserved[1:])
+                    return reserved[0]
             raise BudgetExhaustedError(f"{self.channel}-budget")
-        return int(item.n or 0)
 
 
 @dataclass

@@ -75,6 +75,58 @@ def test_the_monthly_budget_stops_sends_and_reports_each_count(state):
     assert counts == [("sms", 1, 3), ("sms", 2, 3), ("sms", 3, 3)]
 
 
+def _count(pk: str) -> int:
+    from chalicelib.adapters.tables import StateItem
+
+    try:
+        return int(StateItem.get(pk, consistent_read=True).n or 0)
+    except StateItem.DoesNotExist:
+        return 0
+
+
+def test_slots_and_budget_are_reserved_in_blocks_one_write_each_per_five_sends(state, monkeypatch):
+    from chalicelib.adapters import pacing
+
+    writes: list[str] = []
+    update_if = pacing.update_if
+    monkeypatch.setattr(pacing, "update_if", lambda item, *a: writes.append(item.pk) or update_if(item, *a))
+    clock = FakeTime(1_796_000_000.0)
+    pacer = AccountPacer("sms", rate=20, monthly_budget=0, now=lambda: clock.now, sleep=clock.sleep)
+
+    slots = [pacer.acquire() for _ in range(6)]
+
+    assert [slot.month_count for slot in slots] == [1, 2, 3, 4, 5, 6]
+    assert writes == ["pace#sms#1796000000", "budget#sms#2026-11"] * 2, "one write of each per five sends"
+    assert _count("pace#sms#1796000000") == 10 and _count("budget#sms#2026-11") == 10
+    clock.now += 1.0
+    pacer.acquire()
+    assert writes[4:] == ["pace#sms#1796000001"], "slots of a second that ended are not used; counts of the month are"
+    assert _count("pace#sms#1796000001") == 5 and _count("budget#sms#2026-11") == 10
+
+
+def test_blocks_never_let_instances_together_pass_the_rate_or_the_budget(state):
+    clock = FakeTime(1_796_000_000.0)
+    pacers = [
+        AccountPacer("sms", rate=7, monthly_budget=12, now=lambda: clock.now, sleep=clock.sleep, max_wait_seconds=0)
+        for _ in range(2)
+    ]
+    first, second = pacers
+    granted = [first.acquire().month_count]  # reserves 5 slots and 5 counts
+    for _ in range(2):  # a block of 5 no longer fits in the second's 7: one slot at a time
+        granted.append(second.acquire().month_count)
+    with pytest.raises(PacingBusyError):
+        second.acquire()  # 5 + 2 slots taken: none left this second for the second instance
+    granted += [first.acquire().month_count for _ in range(4)]  # the first's reserved slots are still its own
+    with pytest.raises(PacingBusyError):
+        first.acquire()
+    assert _count("pace#sms#1796000000") == 7
+    clock.now += 1.0
+    granted += [second.acquire().month_count for _ in range(5)]
+    with pytest.raises(BudgetExhaustedError):
+        second.acquire()
+    assert sorted(granted) == list(range(1, 13)), "each count of the budget given once, none past it"
+
+
 def test_several_notifier_processes_together_never_exceed_the_account_rate(tmp_path):
     """Three processes, one moto server: the sends granted in any one second, all processes together, never
     exceed the rate (a per-process limiter would grant three times as many)."""
