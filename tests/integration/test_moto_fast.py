@@ -127,14 +127,18 @@ def _shape(node: Any) -> Any:
     return node
 
 
-def test_each_caller_of_the_update_parser_gets_a_tree_of_its_own():
+def test_a_parsed_update_expression_is_shared_and_its_validator_works_on_a_copy():
+    from moto.dynamodb.parsing import validators
     from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
 
     text = "SET #a = :a, #b = if_not_exists(#b, :b) ADD #c :c"
-    first, second, third = (UpdateExpressionParser.make(text) for _ in range(3))
-    assert len({id(first), id(second), id(third)}) == 3, "moto's validator rewrites the tree it is given"
-    assert _shape(first) == _shape(second) == _shape(UpdateExpressionParser.make.__wrapped__(text))
+    first, second = UpdateExpressionParser.make(text), UpdateExpressionParser.make(text)
+    assert first is second, "parsed once per text"
+    fresh = UpdateExpressionParser.make.__wrapped__(text)
+    assert _shape(first) == _shape(fresh)
     assert "if_not_exists" in str(_shape(first)), "the comparison sees the tree's content"
+    copied = validators.deepcopy(first)
+    assert copied is not first and _shape(copied) == _shape(fresh)
     with pytest.raises(Exception, match=r"Invalid UpdateExpression|Syntax error"):
         UpdateExpressionParser.make("SET = = nonsense")
 
@@ -153,3 +157,15 @@ def test_an_update_expression_used_twice_updates_with_each_call_values(compared)
         )
         assert client.get_item(TableName="t", Key=key)["Item"]["v"] == {"S": value}
     assert compared == []
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
+
+    shared = UpdateExpressionParser.make("SET #v = :v")
+    assert _shape(shared) == _shape(UpdateExpressionParser.make.__wrapped__("SET #v = :v")), "no update changed it"
+
+
+def test_a_handler_class_methods_are_listed_once():
+    from moto.core import responses
+    from moto.dynamodb.responses import DynamoHandler
+
+    assert responses.method_names_from_class(DynamoHandler) is responses.method_names_from_class(DynamoHandler)
+    assert "transact_write_items" in responses.method_names_from_class(DynamoHandler)
