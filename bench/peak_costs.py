@@ -305,6 +305,8 @@ def measure(n: int = 200) -> dict[str, StageCost]:
     costs: dict[str, StageCost] = {}
     with mock_aws():
         os.environ.update(provision(boto3.client("cloudformation"), "peak"))
+        # One key sends every result here, far faster than one pharmacy could: the per-key rate would refuse most.
+        os.environ["RELAIS_KEY_REQUESTS_PER_SECOND"] = "10000"
         server, _ = serve(0, "peak-token")
         boto3.client("ssm").put_parameter(Name="/peak/token", Value="peak-token", Type="SecureString")
         os.environ.update(
