@@ -181,7 +181,7 @@ def _replay_ms(client: Any, items: list[dict[str, Any]], n: int, tag: str) -> fl
     """ms per TransactWriteItems of ``items`` sent bare (boto3), each time under fresh keys for the puts."""
     keys: dict[str, list[str]] = {}
     for item in items:
-        table = item.get("Put", {}).get("TableName")
+        table = (item.get("Put") or item.get("Update") or {}).get("TableName")
         if table and table not in keys:
             schema = client.describe_table(TableName=table)["Table"]["KeySchema"]
             keys[table] = [k["AttributeName"] for k in schema if k["KeyType"] == "HASH"]
@@ -189,10 +189,14 @@ def _replay_ms(client: Any, items: list[dict[str, Any]], n: int, tag: str) -> fl
     for i in range(n):  # built before the clock starts: only the calls are timed
         batch = copy.deepcopy(items)
         for item in batch:
-            put = item.get("Put")
+            put, update = item.get("Put"), item.get("Update")
             if put:
                 for name in keys[put["TableName"]]:
                     put["Item"][name] = {"S": f"{put['Item'][name]['S']}#{tag}{i}"}
+            elif update and "attribute_not_exists" in update.get("ConditionExpression", ""):
+                # a first-write guard (the pharmacy reference's): passes once per key, so a fresh key each time
+                for name in keys[update["TableName"]]:
+                    update["Key"][name] = {"S": f"{update['Key'][name]['S']}#{tag}{i}"}
         batches.append(batch)
     started = time.perf_counter()
     for batch in batches:
