@@ -32,7 +32,7 @@ from chalicelib.adapters.tables import connection as dynamodb_connection
 from chalicelib.adapters.transaction import Transaction
 from chalicelib.config import Settings
 from chalicelib.domain.channels import channel_spec
-from chalicelib.domain.links import ClaimBusyError, Link, SupersededError
+from chalicelib.domain.links import ClaimBusyError, Link, SendRecord, SupersededError
 from chalicelib.domain.records import AuditEvent, AuthGrant, seconds_to_midnight_utc
 from chalicelib.errors import DependencyUnavailableError, RateLimitedError
 
@@ -76,6 +76,13 @@ class ClaimItem(Model):
 
 #: The claim's "sent at" attribute of each channel (a test checks it covers ``domain.channels.CHANNELS``).
 SENT_AT: dict[str, UTCDateTimeAttribute] = {"sms": ClaimItem.sms_sent_at, "email": ClaimItem.email_sent_at}
+
+
+def _sent_actions(channel: str, link_expires_at: datetime | None, at: datetime) -> list[Action]:
+    """The claim's update for one channel sent at ``at``: its own attribute, and the link's expiry (or none)."""
+    attribute = SENT_AT[channel_spec(channel).name]  # an unknown channel raises: never recorded as another
+    expiry = ClaimItem.link_expires_at
+    return [attribute.set(at), expiry.set(link_expires_at) if link_expires_at else expiry.remove()]
 
 
 def bind_link_tables(settings: Settings) -> None:
@@ -227,15 +234,9 @@ class LinkStore:
     ) -> None:
         """Mark one channel sent for this generation and write its audit event, atomically (``link_expires_at``
         None: a message without a link, a withdrawal's)."""
-        attribute = SENT_AT[channel_spec(channel).name]  # an unknown channel raises: never recorded as another
         claim = ClaimItem(pk=f"notify#{result_id}#{generation}")
-        expiry = ClaimItem.link_expires_at
         tx = Transaction(self._connection)
-        tx.update(
-            "claim",
-            claim,
-            actions=[attribute.set(audit.at), expiry.set(link_expires_at) if link_expires_at else expiry.remove()],
-        )
+        tx.update("claim", claim, actions=_sent_actions(channel, link_expires_at, audit.at))
         tx.put("audit", audit_item(audit, self._audit_retention_days))
         tx.commit()  # no condition: it writes both or raises
 
@@ -247,30 +248,52 @@ class LinkStore:
                 lambda: claim.update(actions=[ClaimItem.lease_until.set(0)], condition=ClaimItem.pk.exists())
             )
 
-    def finish(self, result_id: str, generation: int, *, sent_at: datetime, link_expires_at: datetime | None) -> None:
+    def finish(
+        self,
+        result_id: str,
+        generation: int,
+        *,
+        sent_at: datetime,
+        link_expires_at: datetime | None,
+        last_send: SendRecord | None = None,
+    ) -> None:
         """Close the claim and set the result's patient status to ``sent``, if the generation is still current
-        (``link_expires_at`` None: the message had no link).
+        (``link_expires_at`` None: the message had no link), recording ``last_send`` (the attempt's last channel sent,
+        which :meth:`record_send` has not written) in the same transaction: one write after a send, not two.
 
-        Raises SupersededError when a resend moved the generation on meanwhile.
+        Raises SupersededError when a resend moved the generation on meanwhile. Whatever happens to the status, the
+        last send is recorded, as :meth:`record_send` would have (its audit event included): on its own after a
+        failed or refused transaction, before the error is raised.
         """
         expiry = ResultItem.link_expires_at
-        self._set_status(
-            result_id,
-            generation,
-            [
-                ResultItem.patient_status.set("sent"),
-                ResultItem.patient_sent_at.set(sent_at),
-                expiry.set(link_expires_at) if link_expires_at else expiry.remove(),
-            ],
-            close_claim_at=sent_at,
-        )
+        try:
+            self._set_status(
+                result_id,
+                generation,
+                [
+                    ResultItem.patient_status.set("sent"),
+                    ResultItem.patient_sent_at.set(sent_at),
+                    expiry.set(link_expires_at) if link_expires_at else expiry.remove(),
+                ],
+                close_claim_at=sent_at,
+                last_send=last_send,
+            )
+        except (SupersededError, DependencyUnavailableError):
+            if last_send is not None:
+                self.record_send(result_id, generation, last_send.channel, last_send.link_expires_at, last_send.audit)
+            raise
 
     def mark_failed(self, result_id: str, generation: int) -> None:
         """Set the result's patient status to ``failed`` (last attempt), if the generation is still current."""
         self._set_status(result_id, generation, [ResultItem.patient_status.set("failed")], close_claim_at=None)
 
     def _set_status(
-        self, result_id: str, generation: int, actions: list[Action], close_claim_at: datetime | None
+        self,
+        result_id: str,
+        generation: int,
+        actions: list[Action],
+        close_claim_at: datetime | None,
+        last_send: SendRecord | None = None,
     ) -> None:
         if generation == 0:
             condition = StateItem.n.does_not_exist() | (StateItem.n == 0)
@@ -280,11 +303,12 @@ class LinkStore:
         tx.check("generation", StateItem, f"linkcur#{result_id}", condition=condition)
         tx.update("result", ResultItem(id=result_id), actions=actions, condition=ResultItem.id.exists())
         if close_claim_at is not None:
-            tx.update(
-                "claim",
-                ClaimItem(pk=f"notify#{result_id}#{generation}"),
-                actions=[ClaimItem.done_at.set(close_claim_at)],
-            )
+            claim_actions: list[Action] = [ClaimItem.done_at.set(close_claim_at)]
+            if last_send is not None:
+                claim_actions += _sent_actions(last_send.channel, last_send.link_expires_at, last_send.audit.at)
+            tx.update("claim", ClaimItem(pk=f"notify#{result_id}#{generation}"), actions=claim_actions)
+            if last_send is not None:
+                tx.put("audit", audit_item(last_send.audit, self._audit_retention_days))
         if tx.commit():
             return
         if tx.failed("generation"):

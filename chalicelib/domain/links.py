@@ -15,6 +15,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from chalicelib.domain.records import AuditEvent
+
 TOKEN_BYTES = 32  # 256 bits; the contract asks for at least 128
 #: A string Relais could have issued as a token: base64url, 22 (128 bits) to 64 characters. Any other string is
 #: looked up as an unknown token, never hashed (services/patient.py).
@@ -39,6 +41,15 @@ class ClaimBusyError(Exception):
 
 class SupersededError(Exception):
     """The result's link generation moved on (a resend): the write of an older generation is dropped."""
+
+
+@dataclass(frozen=True)
+class SendRecord:
+    """A channel sent and not yet recorded on its claim: written with the attempt's end (``LinkStore.finish``)."""
+
+    channel: str
+    link_expires_at: datetime | None  # None: a message without a link (a withdrawal's)
+    audit: AuditEvent  # the send's audit event (its ``at`` is the send's time)
 
 
 def new_token() -> str:

@@ -36,7 +36,15 @@ from typing import Any, Protocol
 
 from chalicelib.domain.channels import channel_spec, message_channels
 from chalicelib.domain.delivery import backoff_seconds
-from chalicelib.domain.links import ClaimBusyError, Link, SupersededError, link_expiry, new_token, token_hash
+from chalicelib.domain.links import (
+    ClaimBusyError,
+    Link,
+    SendRecord,
+    SupersededError,
+    link_expiry,
+    new_token,
+    token_hash,
+)
 from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, MessageKind, link_url
 from chalicelib.domain.model import Submission
 from chalicelib.domain.records import AuditEvent, Pharmacy, ResultRecord, new_id
@@ -83,7 +91,13 @@ class Links(Protocol):
     def release_claim(self, result_id: str, generation: int) -> None: ...
 
     def finish(
-        self, result_id: str, generation: int, *, sent_at: datetime, link_expires_at: datetime | None
+        self,
+        result_id: str,
+        generation: int,
+        *,
+        sent_at: datetime,
+        link_expires_at: datetime | None,
+        last_send: SendRecord | None = None,
     ) -> None: ...
 
     def mark_failed(self, result_id: str, generation: int) -> None: ...
@@ -126,6 +140,7 @@ class _Sent:
 
     link_expires_at: datetime | None  # None: a withdrawal's message, which has no link
     capped: tuple[str, ...] = ()
+    pending: SendRecord | None = None  # the last channel sent, recorded by finish (or on its own when capped)
 
 
 @dataclass
@@ -170,9 +185,18 @@ class NotifyService:
             sent = self._send(record, generation, claim)
             try:
                 if sent.capped:
+                    if sent.pending is not None:
+                        last = sent.pending
+                        self.links.record_send(result_id, generation, last.channel, last.link_expires_at, last.audit)
                     self._capped(record, generation, sent.capped)
                     return "capped"
-                self.links.finish(result_id, generation, sent_at=self.clock(), link_expires_at=sent.link_expires_at)
+                self.links.finish(
+                    result_id,
+                    generation,
+                    sent_at=self.clock(),
+                    link_expires_at=sent.link_expires_at,
+                    last_send=sent.pending,
+                )
             except SupersededError:
                 return "superseded"
         except Exception as exc:
@@ -205,7 +229,11 @@ class NotifyService:
             self.links.put_link(link)
             url, sent = link_url(self.public_base_url, token), f"link:{link.link_id}"
         capped: list[str] = []
+        pending: SendRecord | None = None  # the last channel sent, not recorded yet (finish records it)
         for channel in remaining:
+            if pending is not None:  # the previous channel sent: recorded before anything else is tried
+                self.links.record_send(record.id, generation, pending.channel, pending.link_expires_at, pending.audit)
+                pending = None
             message = channel.template(
                 pharmacy_name=pharmacy.name,
                 url=url,
@@ -234,14 +262,10 @@ class NotifyService:
                 if cap is not None:  # not sent (no slot, provider error): the retry counts it again
                     cap.release(record.pharmacy_id)
                 raise
-            self.links.record_send(
-                record.id,
-                generation,
-                channel.name,
-                expires if url else None,
-                self._event(record, "success", f"{channel.name}:{sent}"),
+            pending = SendRecord(
+                channel.name, expires if url else None, self._event(record, "success", f"{channel.name}:{sent}")
             )
-        return _Sent(expires if url else None, tuple(capped))
+        return _Sent(expires if url else None, tuple(capped), pending)
 
     def _capped(self, record: ResultRecord, generation: int, channels: tuple[str, ...]) -> None:
         """Channels refused by the pharmacy's daily cap: audited, and the patient status ``failed`` for good

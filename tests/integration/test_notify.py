@@ -181,6 +181,90 @@ def test_a_message_of_a_superseded_generation_is_dropped(patient_env):
     assert sent_sms() == []
 
 
+def _transactions_during(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The item count of every TransactWriteItems sent from now on."""
+    from pynamodb.connection.base import Connection
+
+    sizes: list[int] = []
+    real = Connection._make_api_call
+
+    def recording(self: Any, operation_name: str, operation_kwargs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if operation_name == "TransactWriteItems":
+            sizes.append(len(operation_kwargs["TransactItems"]))
+        return real(self, operation_name, operation_kwargs, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "_make_api_call", recording)
+    return sizes
+
+
+def test_the_last_send_is_recorded_with_the_attempt_end_in_one_transaction(patient_env, monkeypatch):
+    sms_only = new_result(patient_env["pharmacy"], notify=("sms",))
+    both = new_result(patient_env["pharmacy"], notify=("sms", "email"))
+    sizes = _transactions_during(monkeypatch)
+
+    assert notify(sms_only) == "sent"
+    assert sizes == [4], "one write after the send: generation check, result, claim and the send's audit event"
+    assert notify(both) == "sent"
+    assert sizes[1:] == [2, 4], "the first channel recorded on its own (claim + audit), the last with the end"
+
+    for rid, channels in ((sms_only, {"sms"}), (both, {"sms", "email"})):
+        claim = next(i for i in scan("RELAIS_STATE_TABLE") if i["pk"]["S"] == f"notify#{rid}#0")
+        assert {c for c in ("sms", "email") if f"{c}_sent_at" in claim} == channels and "done_at" in claim
+        events = [e for e in audit_events("patient.notify", "success") if e["record"] == rid]
+        assert sorted(e["reason"].split(":")[0] for e in events) == sorted(channels), "one event per send"
+
+
+def test_a_send_whose_generation_moved_on_meanwhile_is_still_recorded_once(patient_env, monkeypatch):
+    """A resend between the send and the attempt's end: the end is refused (superseded) and the send is recorded on
+    its own, its audit event written once, so that a redelivery does not send it again."""
+    from chalicelib.adapters.links import LinkStore
+    from chalicelib.adapters.tables import StateItem
+
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    finish = LinkStore.finish
+
+    def resend_first(self: Any, result_id: str, generation: int, **kwargs: Any) -> None:
+        StateItem(pk=f"linkcur#{result_id}").update(actions=[StateItem.n.set(generation + 1)])  # a resend's move
+        finish(self, result_id, generation, **kwargs)
+
+    monkeypatch.setattr(LinkStore, "finish", resend_first)
+
+    assert notify(rid) == "superseded"
+    assert len(sent_sms()) == 1
+    claim = next(i for i in scan("RELAIS_STATE_TABLE") if i["pk"]["S"] == f"notify#{rid}#0")
+    assert "sms_sent_at" in claim and "done_at" not in claim
+    events = [e for e in audit_events("patient.notify", "success") if e["record"] == rid]
+    assert len(events) == 1 and events[0]["reason"].startswith("sms:")
+    assert result_item(rid)["patient_status"]["S"] == "pending", "the end of generation 0 was not written"
+
+
+def test_a_failed_end_still_records_the_send_and_the_retry_sends_nothing_again(patient_env, monkeypatch):
+    from chalicelib.adapters import links
+    from chalicelib.errors import DependencyUnavailableError
+
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    real_set_status = links.LinkStore._set_status
+    failures = iter([DependencyUnavailableError("dynamodb")])
+
+    def failing_once(self: Any, *args: Any, **kwargs: Any) -> None:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        real_set_status(self, *args, **kwargs)
+
+    monkeypatch.setattr(links.LinkStore, "_set_status", failing_once)
+    from chalicelib.services.notify import NotifyFailedError
+
+    with pytest.raises(NotifyFailedError):
+        notify(rid)
+    claim = next(i for i in scan("RELAIS_STATE_TABLE") if i["pk"]["S"] == f"notify#{rid}#0")
+    assert "sms_sent_at" in claim, "recorded on its own when the end failed"
+    assert notify(rid, attempt=2) == "sent"
+    assert len(sent_sms()) == 1, "the retry did not send it again"
+    events = [e for e in audit_events("patient.notify", "success") if e["record"] == rid]
+    assert len(events) == 1
+
+
 def test_no_personal_value_in_the_batch_log_lines(patient_env, capfd):
     rid = new_result(patient_env["pharmacy"])
     use_sender({"sms"})
@@ -221,6 +305,8 @@ def test_past_its_daily_sms_cap_a_pharmacy_s_result_gets_no_sms_and_fails_its_pa
     assert len(sent_sms()) == 2 and len(sent_emails()) == 3  # its e-mail still went
     assert budget_count() == 2  # the refused SMS spent nothing of the account's budget
     assert result_item(third)["patient_status"]["S"] == "failed"
+    third_sends = [e for e in audit_events("patient.notify", "success") if e["record"] == third]
+    assert [e["reason"].split(":")[0] for e in third_sends] == ["email"], "its e-mail's send recorded, once"
     (capped,) = audit_events("patient.notify", "failed")
     assert (capped["record"], capped["reason"]) == (third, "sms:daily_cap")
     assert notify(third) == "not_pending"  # a redelivery sends nothing more

@@ -77,6 +77,7 @@ class Recorder:
     def __init__(self, record: ResultRecord) -> None:
         self.record = record
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.keywords: list[tuple[str, dict[str, Any]]] = []
 
     def get_result(self, result_id):
         return self.record
@@ -88,7 +89,11 @@ class Recorder:
         return type("Claim", (), {"sent": frozenset(), "done": False, "link_expires_at": None})()
 
     def __getattr__(self, name):
-        return lambda *args, **kwargs: self.calls.append((name, args))
+        def call(*args, **kwargs):
+            self.calls.append((name, args))
+            self.keywords.append((name, kwargs))
+
+        return call
 
 
 def notifier(channels: tuple[str, ...]) -> tuple[Any, Recorder]:
@@ -128,7 +133,10 @@ def test_the_notifier_sends_each_channel_with_its_transport_to_its_address():
     sends = [(name, args[0]) for name, args in fake.calls if name in ("send_sms", "send_email")]
     assert sends == [("send_email", patient.email), ("send_sms", patient.phone)]
     recorded = [args[2] for name, args in fake.calls if name == "record_send"]
-    assert recorded == ["email", "sms"]
+    ((_, finished),) = [(name, kwargs) for name, kwargs in fake.keywords if name == "finish"]
+    assert recorded == ["email"], "each channel but the last recorded on its own, before the next is tried"
+    assert finished["last_send"].channel == "sms", "the last one recorded with the attempt's end"
+    assert finished["last_send"].audit.reason.startswith("sms:")
 
 
 def test_an_unknown_channel_fails_the_attempt_before_anything_is_issued_or_sent():
