@@ -103,13 +103,14 @@ def _patch_answers() -> None:
 
     @functools.wraps(original)
     def serialized(self: Any, action_result: Any) -> Any:
-        body = fast_answer(self._get_action(), action_result.result) if type(action_result) in kinds else None
+        action = self._get_action()
+        body = fast_answer(action, action_result.result) if type(action_result) in kinds else None
         if body is None:
             return original(self, action_result)
         if compare is not None:
-            _, _, expected = original(self, action_result)
-            if json.loads(expected) != json.loads(body):
-                compare.append((self._get_action(), json.loads(expected), json.loads(body)))
+            expected, answered = json.loads(original(self, action_result)[2]), json.loads(body)
+            if expected != answered:
+                compare.append((action, expected, answered))
         headers = {"Content-Type": CONTENT_TYPE}
         headers.update(self.response_headers)
         return 200, headers, body
@@ -159,7 +160,7 @@ def _patch_method_lookup() -> None:
 
 
 def patch_fast_paths() -> None:
-    """Install both (called once per process by :func:`infra.local.moto_patches.patch_moto`)."""
+    """Install the three (called once per process by :func:`infra.local.moto_patches.patch_moto`)."""
     _patch_answers()
     _patch_update_parser()
     _patch_method_lookup()
