@@ -78,11 +78,11 @@ class ClaimItem(Model):
 SENT_AT: dict[str, UTCDateTimeAttribute] = {"sms": ClaimItem.sms_sent_at, "email": ClaimItem.email_sent_at}
 
 
-def _sent_actions(channel: str, link_expires_at: datetime | None, at: datetime) -> list[Action]:
-    """The claim's update for one channel sent at ``at``: its own attribute, and the link's expiry (or none)."""
-    attribute = SENT_AT[channel_spec(channel).name]  # an unknown channel raises: never recorded as another
+def _sent_actions(send: SendRecord) -> list[Action]:
+    """The claim's update for one channel sent: its own attribute (the send's time), and the link's expiry (or none)."""
+    attribute = SENT_AT[channel_spec(send.channel).name]  # an unknown channel raises: never recorded as another
     expiry = ClaimItem.link_expires_at
-    return [attribute.set(at), expiry.set(link_expires_at) if link_expires_at else expiry.remove()]
+    return [attribute.set(send.audit.at), expiry.set(send.link_expires_at) if send.link_expires_at else expiry.remove()]
 
 
 def bind_link_tables(settings: Settings) -> None:
@@ -229,15 +229,12 @@ class LinkStore:
         sent = {name for name, attribute in SENT_AT.items() if getattr(item, attribute.attr_name) is not None}
         return Claim(sent=frozenset(sent), done=item.done_at is not None, link_expires_at=item.link_expires_at)
 
-    def record_send(
-        self, result_id: str, generation: int, channel: str, link_expires_at: datetime | None, audit: AuditEvent
-    ) -> None:
-        """Mark one channel sent for this generation and write its audit event, atomically (``link_expires_at``
-        None: a message without a link, a withdrawal's)."""
+    def record_send(self, result_id: str, generation: int, send: SendRecord) -> None:
+        """Mark one channel sent for this generation and write its audit event, atomically."""
         claim = ClaimItem(pk=f"notify#{result_id}#{generation}")
         tx = Transaction(self._connection)
-        tx.update("claim", claim, actions=_sent_actions(channel, link_expires_at, audit.at))
-        tx.put("audit", audit_item(audit, self._audit_retention_days))
+        tx.update("claim", claim, actions=_sent_actions(send))
+        tx.put("audit", audit_item(send.audit, self._audit_retention_days))
         tx.commit()  # no condition: it writes both or raises
 
     def release_claim(self, result_id: str, generation: int) -> None:
@@ -280,7 +277,7 @@ class LinkStore:
             )
         except (SupersededError, DependencyUnavailableError):
             if last_send is not None:
-                self.record_send(result_id, generation, last_send.channel, last_send.link_expires_at, last_send.audit)
+                self.record_send(result_id, generation, last_send)
             raise
 
     def mark_failed(self, result_id: str, generation: int) -> None:
@@ -305,7 +302,7 @@ class LinkStore:
         if close_claim_at is not None:
             claim_actions: list[Action] = [ClaimItem.done_at.set(close_claim_at)]
             if last_send is not None:
-                claim_actions += _sent_actions(last_send.channel, last_send.link_expires_at, last_send.audit.at)
+                claim_actions += _sent_actions(last_send)
             tx.update("claim", ClaimItem(pk=f"notify#{result_id}#{generation}"), actions=claim_actions)
             if last_send is not None:
                 tx.put("audit", audit_item(last_send.audit, self._audit_retention_days))

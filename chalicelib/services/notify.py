@@ -84,9 +84,7 @@ class Links(Protocol):
 
     def acquire_claim(self, result_id: str, generation: int, *, lease_seconds: int, keep_until: int) -> ClaimView: ...
 
-    def record_send(
-        self, result_id: str, generation: int, channel: str, link_expires_at: datetime | None, audit: AuditEvent
-    ) -> None: ...
+    def record_send(self, result_id: str, generation: int, send: SendRecord) -> None: ...
 
     def release_claim(self, result_id: str, generation: int) -> None: ...
 
@@ -186,8 +184,7 @@ class NotifyService:
             try:
                 if sent.capped:
                     if sent.pending is not None:
-                        last = sent.pending
-                        self.links.record_send(result_id, generation, last.channel, last.link_expires_at, last.audit)
+                        self.links.record_send(result_id, generation, sent.pending)
                     self._capped(record, generation, sent.capped)
                     return "capped"
                 self.links.finish(
@@ -232,7 +229,7 @@ class NotifyService:
         pending: SendRecord | None = None  # the last channel sent, not recorded yet (finish records it)
         for channel in remaining:
             if pending is not None:  # the previous channel sent: recorded before anything else is tried
-                self.links.record_send(record.id, generation, pending.channel, pending.link_expires_at, pending.audit)
+                self.links.record_send(record.id, generation, pending)
                 pending = None
             message = channel.template(
                 pharmacy_name=pharmacy.name,

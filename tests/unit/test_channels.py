@@ -132,7 +132,7 @@ def test_the_notifier_sends_each_channel_with_its_transport_to_its_address():
     patient = parse_submission(valid_body(), now=FIXED_NOW).patient
     sends = [(name, args[0]) for name, args in fake.calls if name in ("send_sms", "send_email")]
     assert sends == [("send_email", patient.email), ("send_sms", patient.phone)]
-    recorded = [args[2] for name, args in fake.calls if name == "record_send"]
+    recorded = [args[2].channel for name, args in fake.calls if name == "record_send"]
     ((_, finished),) = [(name, kwargs) for name, kwargs in fake.keywords if name == "finish"]
     assert recorded == ["email"], "each channel but the last recorded on its own, before the next is tried"
     assert finished["last_send"].channel == "sms", "the last one recorded with the attempt's end"
