@@ -41,14 +41,12 @@ def _summary(values: list[float]) -> dict[str, float]:
 def figures() -> dict[str, Any]:
     import requests
 
-    from bench.client import post_signed
+    from bench.client import LIFTED_KEY_RATE, post_signed
     from tests.e2e.conftest import start_stack
     from tests.factories import valid_body
 
     with tempfile.TemporaryDirectory(prefix="relais-bench-") as directory:
-        # One key sends every result, faster than the per-key rate lets one pharmacy (20/s): lifted, as in the
-        # other benches, so that the figures measure delivery, not 429s.
-        stack = start_stack(Path(directory), {"RELAIS_KEY_REQUESTS_PER_SECOND": "10000"})
+        stack = start_stack(Path(directory), dict(LIFTED_KEY_RATE))
         try:
             _, key_id, private_key = stack.register_pharmacy("Pharmacie du Banc")
 

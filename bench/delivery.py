@@ -27,14 +27,12 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def local_stack_figures() -> dict[str, Any]:
-    from bench.client import post_signed
+    from bench.client import LIFTED_KEY_RATE, post_signed
     from tests.e2e.conftest import start_stack
     from tests.factories import valid_body
 
     with tempfile.TemporaryDirectory() as directory:
-        # One key sends every result, faster than the per-key rate lets one pharmacy (20/s): lifted, as in the
-        # other benches, so that the figures measure delivery, not 429s.
-        stack = start_stack(Path(directory), {"RELAIS_KEY_REQUESTS_PER_SECOND": "10000"})
+        stack = start_stack(Path(directory), dict(LIFTED_KEY_RATE))
         try:
             _pharmacy_id, key_id, private_key = stack.register_pharmacy("Pharmacie bench")
             url = f"{stack.api_url}/v1/results"

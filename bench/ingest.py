@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from bench.client import LIFTED_KEY_RATE
+
 N = int(os.environ.get("BENCH_N", "1000"))
 
 
@@ -58,7 +60,7 @@ def moto_with_one_pharmacy(name: str, daily_quota: int) -> Iterator[tuple[str, s
     patch_moto()
     with mock_aws():
         os.environ.update(provision(boto3.client("cloudformation"), "bench"))
-        os.environ["RELAIS_KEY_REQUESTS_PER_SECOND"] = "10000"
+        os.environ.update(LIFTED_KEY_RATE)
         bootstrap.reset()
         private_key, pem = new_keypair()
         pharmacy_id, key_id = new_id(16), new_id(16)

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import requests
 
+from bench.client import LIFTED_KEY_RATE
 from infra.local.stack import HOST, Child, Console, Stack
 
 FLOOR_DIR = Path(__file__).resolve().with_name("floor_app")
@@ -87,8 +88,7 @@ class BenchStack(Stack):
             RELAIS_NATIONAL_PORT=str(ports["national"]),
             RELAIS_STATE_DIR=str(directory / "state"),
             RELAIS_LOCAL_AUTORELOAD="0",
-            # each bench client stands for many pharmacies: one key's own rate (20/s) is not what is measured
-            RELAIS_KEY_REQUESTS_PER_SECOND="10000",
+            **LIFTED_KEY_RATE,  # each bench client stands for many pharmacies: one key's own rate is not measured
             # speed, not robustness: no random throttling, duplicates or held-back messages (reordered ones wait up
             # to 5 s, which a p95 would measure); transaction conflicts stay, as in DynamoDB. BENCH_FAULTS=on keeps
             # them (the stack's default).

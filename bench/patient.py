@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.client import LIFTED_KEY_RATE
 from bench.page_weight import BUDGET_BYTES, PAGE_FILES, STATIC_DIR
 
 PAGE_RUNS = int(os.environ.get("BENCH_PAGE_RUNS", "10"))
@@ -103,9 +104,7 @@ def sms_figures() -> dict[str, Any]:
     from tests.signing import sign
 
     with tempfile.TemporaryDirectory(prefix="relais-bench-") as directory:
-        # One key sends every result, faster than the per-key rate lets one pharmacy (20/s): lifted, as in the
-        # other benches, so that the figures measure delivery, not 429s.
-        stack = start_stack(Path(directory), {"RELAIS_KEY_REQUESTS_PER_SECOND": "10000"})
+        stack = start_stack(Path(directory), dict(LIFTED_KEY_RATE))
         try:
             _, key_id, private_key = stack.register_pharmacy("Pharmacie du Banc")
             seen: dict[str, float] = {}

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bench.client import LIFTED_KEY_RATE
+
 #: Share of results by notification channels asked (an assumption: a patient gives a mobile number nearly always,
 #: an e-mail address sometimes). 20 results measured per pattern repeat.
 CHANNEL_MIX: tuple[tuple[tuple[str, ...], int], ...] = (
@@ -305,8 +307,7 @@ def measure(n: int = 200) -> dict[str, StageCost]:
     costs: dict[str, StageCost] = {}
     with mock_aws():
         os.environ.update(provision(boto3.client("cloudformation"), "peak"))
-        # One key sends every result here, far faster than one pharmacy could: the per-key rate would refuse most.
-        os.environ["RELAIS_KEY_REQUESTS_PER_SECOND"] = "10000"
+        os.environ.update(LIFTED_KEY_RATE)
         server, _ = serve(0, "peak-token")
         boto3.client("ssm").put_parameter(Name="/peak/token", Value="peak-token", Type="SecureString")
         os.environ.update(
