@@ -8,7 +8,8 @@ transaction fails, without a lock. Problems follow:
 - a transaction costs O(size of the tables it touches), not O(items it touches): after a few thousand
   results the local stack spends ~200 ms per accepted result copying tables, and keeps slowing down.
 
-The patch runs moto's DynamoDB writes one at a time (moto's structures are not thread-safe), makes reads and stream
+The patch runs moto's DynamoDB writes one at a time (moto's structures are not thread-safe; a single write's whole
+request, so that it answers the item as its own write found and left it), makes reads and stream
 reads wait for a transaction in progress, and replaces the table copies with an undo log of the items the
 transaction actually writes (and of the stream records it appended): a failed transaction restores exactly those,
 in time proportional to the transaction.
@@ -158,19 +159,30 @@ def _refuse_if_held(backend: Any, table_name: str, key: dict[str, Any]) -> None:
         raise DynamodbException(ERROR_TYPE_PREFIX + "TransactionConflictException", CONFLICT_MESSAGE)
 
 
-def _refused_when_held(original: Any, key_of: Any) -> Any:
-    """A PutItem, UpdateItem or DeleteItem request (moto's handler): checked at its arrival, before moto reads or
-    waits for anything (its UpdateItem reads the item first, which waits for a transaction in progress)."""
+def _refuse_if_held_request(handler: Any, key_of: Any) -> None:
+    try:
+        table_name, key = handler.body["TableName"], key_of(handler.dynamodb_backend, handler.body)
+    except Exception:  # malformed: moto's own validation answers it
+        return
+    _refuse_if_held(handler.dynamodb_backend, table_name, key)
+
+
+def _single_write(original: Any, key_of: Any) -> Any:
+    """A PutItem, UpdateItem or DeleteItem request (moto's handler), atomic as DynamoDB's.
+
+    With ``transaction_conflicts`` on, it is checked at its arrival, before moto reads or waits for anything (its
+    UpdateItem reads the item first, which waits for a transaction in progress). Then the whole handler runs under
+    the write lock: moto reads the item before the write (for ``ALL_OLD``, ``UPDATED_*``) and writes the answer's
+    attributes from the live item after it, each outside the backend's write, so a concurrent write to the same
+    item could slip in between and two ``ADD n :one`` could both answer the same ``n`` (DynamoDB answers each
+    write's own before and after)."""
 
     @functools.wraps(original)
     def handle(self: Any) -> Any:
         if faults.current().transaction_conflicts:
-            try:
-                table_name, key = self.body["TableName"], key_of(self.dynamodb_backend, self.body)
-            except Exception:  # malformed: moto's own validation answers it
-                return original(self)
-            _refuse_if_held(self.dynamodb_backend, table_name, key)
-        return original(self)
+            _refuse_if_held_request(self, key_of)
+        with _LOCK:
+            return original(self)
 
     return handle
 
@@ -242,11 +254,11 @@ def patch_moto(env: Mapping[str, str] | None = None) -> None:
     from moto.dynamodb.responses import DynamoHandler
 
     handler = DynamoHandler
-    handler.put_item = _refused_when_held(  # type: ignore[method-assign]
+    handler.put_item = _single_write(  # type: ignore[method-assign]
         handler.put_item, lambda backend, body: _key_of_put(backend, body["TableName"], body["Item"])
     )
-    handler.update_item = _refused_when_held(handler.update_item, lambda backend, body: body["Key"])  # type: ignore[method-assign]
-    handler.delete_item = _refused_when_held(handler.delete_item, lambda backend, body: body["Key"])  # type: ignore[method-assign]
+    handler.update_item = _single_write(handler.update_item, lambda backend, body: body["Key"])  # type: ignore[method-assign]
+    handler.delete_item = _single_write(handler.delete_item, lambda backend, body: body["Key"])  # type: ignore[method-assign]
     _without_table_snapshots(models)
     # Reads wait for a transaction in progress: no read (and no stream reader) sees a write it may undo. A stream
     # reader that saw a record later undone would also skip the next record, which reuses its sequence number.

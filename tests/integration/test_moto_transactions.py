@@ -4,6 +4,7 @@ included; no message lost to a concurrent delete."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -443,3 +444,46 @@ def test_with_conflicts_off_a_transaction_sharing_an_item_waits_and_succeeds(tab
         second.join(10)
 
     assert _n(table, "a") == "3"
+
+
+def test_concurrent_single_writes_each_answer_their_own_before_and_after(table, monkeypatch):
+    """Writes to one item at once each answer the item as their own write left it or found it, as DynamoDB does,
+    even when moto is slow to write its answer (it reads the item before the write and again after it)."""
+    from moto.dynamodb.models.dynamo_type import Item
+
+    to_json = Item.to_json
+
+    def slow_to_json(self: Any) -> Any:
+        time.sleep(0.002)  # room for another write between moto's write and its answer
+        return to_json(self)
+
+    monkeypatch.setattr(Item, "to_json", slow_to_json)
+    key = {"pk": {"S": "a"}, "sk": {"S": "1"}}
+
+    def at_once(write: Callable[[int], int]) -> list[int]:
+        answers: list[int] = []
+        threads = [threading.Thread(target=lambda i=i: answers.append(write(i))) for i in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        return answers
+
+    def add(_: int) -> int:
+        answer = table.update_item(
+            TableName="t",
+            Key=key,
+            UpdateExpression="ADD n :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues="ALL_NEW",
+        )
+        return int(answer["Attributes"]["n"]["N"])
+
+    def put(i: int) -> int:
+        answer = table.put_item(TableName="t", Item={**key, "n": {"N": str(100 + i)}}, ReturnValues="ALL_OLD")
+        return int(answer["Attributes"]["n"]["N"])
+
+    assert sorted(at_once(add)) == list(range(2, 22))  # n was 1: each ADD answers the count it made
+    replaced = at_once(put)
+    final = int(_n(table, "a") or 0)
+    assert sorted(replaced) == sorted({21} | {100 + i for i in range(20)} - {final})  # each value replaced once
