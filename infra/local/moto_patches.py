@@ -270,6 +270,10 @@ def patch_moto(env: Mapping[str, str] | None = None) -> None:
     ):
         for name in names:
             setattr(cls, name, _under(_LOCK, getattr(cls, name)))
+    # moto's read handlers turn the live item into the answer after the backend's read: a write in between would
+    # answer half of it. DynamoDB reads each item whole (and a TransactGetItems all of them at once).
+    for name in ("get_item", "batch_get_item", "query", "scan", "transact_get_items"):
+        setattr(handler, name, _under(_LOCK, getattr(handler, name)))
     patch_sqs()
     patch_throttling()
     _patch_dispatch()

@@ -487,3 +487,70 @@ def test_concurrent_single_writes_each_answer_their_own_before_and_after(table, 
     replaced = at_once(put)
     final = int(_n(table, "a") or 0)
     assert sorted(replaced) == sorted({21} | {100 + i for i in range(20)} - {final})  # each value replaced once
+
+
+@pytest.mark.parametrize("read", ["get_item", "query", "scan", "batch_get_item", "transact_get_items"])
+def test_a_read_sees_a_concurrent_write_whole_or_not_at_all(table, monkeypatch, read):
+    """An update setting two attributes at once, read while it runs: both old or both new, never one of each, even
+    when moto is slow to turn the item it read into its answer."""
+    from moto.dynamodb import responses
+    from moto.dynamodb.models import utilities
+
+    to_dict = utilities.dynamo_to_dict
+
+    def slow_to_dict(value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"a", "b", "pk", "sk"}:  # an item: one attribute at a time
+            converted = {}
+            for name in sorted(value):
+                converted[name] = to_dict(value[name])
+                time.sleep(0.0005)
+            return converted
+        return to_dict(value)
+
+    monkeypatch.setattr(responses, "dynamo_to_dict", slow_to_dict)
+    monkeypatch.setattr(utilities, "dynamo_to_dict", slow_to_dict)  # moto's recursion calls it there
+    key = {"pk": {"S": "a"}, "sk": {"S": "1"}}
+    table.put_item(TableName="t", Item={**key, "a": {"N": "0"}, "b": {"N": "0"}})
+    reads = {
+        "get_item": lambda: [table.get_item(TableName="t", Key=key)["Item"]],
+        "query": lambda: table.query(
+            TableName="t", KeyConditionExpression="pk = :a", ExpressionAttributeValues={":a": {"S": "a"}}
+        )["Items"],
+        "scan": lambda: [i for i in table.scan(TableName="t")["Items"] if i["pk"]["S"] == "a"],
+        "batch_get_item": lambda: table.batch_get_item(RequestItems={"t": {"Keys": [key]}})["Responses"]["t"],
+        "transact_get_items": lambda: [
+            r["Item"]
+            for r in table.transact_get_items(TransactItems=[{"Get": {"TableName": "t", "Key": key}}])["Responses"]
+        ],
+    }
+    done = threading.Event()
+    torn: list[tuple[str, str]] = []
+    seen: set[str] = set()
+
+    def write() -> None:
+        for v in range(1, 2000):
+            if len(seen) > 10:  # the readers have seen this many writes
+                break
+            table.update_item(
+                TableName="t",
+                Key=key,
+                UpdateExpression="SET a = :v, b = :v",
+                ExpressionAttributeValues={":v": {"N": str(v)}},
+            )
+        done.set()
+
+    def watch() -> None:
+        while not done.is_set():
+            for item in reads[read]():
+                seen.add(item["a"]["N"])
+                if item["a"] != item["b"]:
+                    torn.append((item["a"]["N"], item["b"]["N"]))
+
+    threads = [threading.Thread(target=write), threading.Thread(target=watch), threading.Thread(target=watch)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert torn == []
+    assert len(seen) > 10  # the reads did run while the writes went on
