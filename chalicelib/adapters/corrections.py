@@ -61,6 +61,7 @@ class CorrectionStore:
             # National delivery starts again for the new version, with its own attempt budget (the lease, if a
             # copy holds one for an earlier version, stays: that copy ends and the new version follows).
             ResultItem.national_status.set("pending"),
+            ResultItem.national_reported_at.remove(),  # the new version's, once reported (the first is audited)
             ResultItem.pending_national.set(pending_key(record.id)),
             ResultItem.national_attempts.set(0),
             ResultItem.national_failure.remove(),

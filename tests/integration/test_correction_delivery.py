@@ -40,19 +40,23 @@ def test_a_corrected_result_reaches_the_receiver_as_version_2_with_status_correc
     _, key_id, private_key = _pharmacy()
     rid = _submit(key_id, private_key, "V-1")
     _deliver(rid)
+    first_reported_at = bootstrap.store().get_result(rid).national_reported_at
+    assert first_reported_at is not None
     assert (
         _correct(
             key_id, private_key, rid, {"correction_reference": "C1", "reason": "wrong_result", "result": "positive"}
         )
         == 2
     )
-    assert bootstrap.store().get_result(rid).national_status == "pending"
+    pending = bootstrap.store().get_result(rid)
+    assert (pending.national_status, pending.national_reported_at) == ("pending", None)  # not reported: no time
     _deliver(rid)
     assert _kept(national, rid) == [(1, "final", True), (2, "corrected", False)]
     latest = national.state.records[-1]["bundle"]
     assert latest["meta"] == {"versionId": "2"} and latest["identifier"]["value"] == rid
     record = bootstrap.store().get_result(rid)
     assert record.national_status == "reported"
+    assert record.national_reported_at is not None and record.national_reported_at > first_reported_at  # v2's
     events = [(e["action"], e["outcome"], e.get("reason")) for e in bootstrap.store().audit_events(rid)]
     assert ("result.report", "success", "v2") in events
 
