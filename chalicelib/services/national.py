@@ -16,10 +16,16 @@ duplicate message can only ever send the latest version, and a version supersede
 sent. A correction committed while an earlier version's POST is under way makes that POST's outcome moot: the status
 store raises VersionSupersededError and the message comes back soon to deliver the later version (the receiver that
 got the earlier one keeps the later one when it comes, and would keep a later one it already had).
+
+Unexpected failures (AWS refusing past the clients' retries: DynamoDB, KMS, the audit write) keep the message too,
+and it comes back once this copy's delivery lease has ended (the invocation's time left, at most the function's
+timeout) rather than after the queue's visibility timeout (six times the function's timeout): another copy could
+not deliver it before the lease ends anyway. If the queue refuses that too, the visibility timeout brings it back.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +39,7 @@ from chalicelib.domain.fhir import build_bundle, observation_status
 from chalicelib.domain.model import Submission
 from chalicelib.domain.records import AuditEvent, ResultRecord
 from chalicelib.errors import NotFoundError
+from chalicelib.observability import logger
 
 
 class NationalPort(Protocol):
@@ -102,7 +109,25 @@ class NationalDelivery:
     lease_seconds: float = 60.0
 
     def deliver(self, delivery: Delivery) -> str:
-        """Deliver one result; returns the outcome, raises RetryLater to keep the message."""
+        """Deliver one result; returns the outcome, raises RetryLater (or what failed) to keep the message."""
+        try:
+            return self._deliver(delivery)
+        except RetryLater:
+            raise
+        except Exception:
+            self._come_back_after_lease(delivery)
+            raise
+
+    def _come_back_after_lease(self, delivery: Delivery) -> None:
+        """After an unexpected failure: the message back once this copy's lease has ended (see the module)."""
+        try:
+            self.queue.retry_later(delivery.receipt_handle, max(1, math.ceil(self._lease())))
+        except Exception as exc:  # the queue's visibility timeout brings it back instead
+            logger().info(
+                "national retry not rescheduled", extra={"result_id": delivery.result_id, "error": type(exc).__name__}
+            )
+
+    def _deliver(self, delivery: Delivery) -> str:
         record = self.get_result(delivery.result_id)
         if record is None:
             return "gone"  # erased or past retention: nothing left to deliver

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from chalicelib.deadline import deadline_in
 from chalicelib.domain.delivery import Answer, Verdict, backoff_seconds, classify, outcome_reason
 from chalicelib.domain.model import Submission
 from chalicelib.domain.records import Pharmacy, ResultRecord
@@ -337,4 +338,42 @@ def test_an_attempt_whose_audit_cannot_be_written_fails_and_records_nothing(answ
     )
     with pytest.raises(DependencyUnavailableError):
         service.deliver(Delivery(RID, "rh", 1))
-    assert statuses.calls == [] and queue.calls == []  # the message comes back: sent and audited again
+    assert statuses.calls == []  # the message comes back (after the lease): sent and audited again
+    assert queue.calls == [("retry_later", "rh", LEASE_OUTSIDE_DEADLINE)]  # no dead letter, no count
+
+
+#: The lease (and so the wait after an unexpected failure) outside any invocation deadline: 60 s + the margin.
+LEASE_OUTSIDE_DEADLINE = 61
+
+
+class FailingOnce(Statuses):
+    def mark_reported(self, rid, at, version=1, **_billing):
+        raise DependencyUnavailableError("dynamodb")
+
+
+def test_an_unexpected_failure_brings_the_message_back_once_the_lease_has_ended():
+    """Not after the queue's visibility timeout (six times the function's): once no other copy is kept out."""
+    queue, statuses = Recorder(), FailingOnce()
+    service = make_service(FakeNational(Answer(201)), statuses=statuses, queue=queue)
+    with pytest.raises(DependencyUnavailableError):
+        service.deliver(Delivery(RID, "rh", 1))
+    assert queue.calls == [("retry_later", "rh", LEASE_OUTSIDE_DEADLINE)]
+
+    queue.calls.clear()
+    statuses.leased = False  # the first copy's lease ended
+    with deadline_in(20.0), pytest.raises(DependencyUnavailableError):  # a Lambda invocation with 20 s left
+        service.deliver(Delivery(RID, "rh", 2))
+    assert queue.calls == [("retry_later", "rh", 20)]  # 19 s left to answer in, plus the answer's margin
+
+
+def test_a_failure_the_queue_cannot_reschedule_still_raises_the_first_error(capsys):
+    class Refusing(Recorder):
+        def retry_later(self, receipt_handle, seconds):
+            raise ConnectionError("sqs")
+
+    with pytest.raises(DependencyUnavailableError):
+        make_service(FakeNational(Answer(201)), statuses=FailingOnce(), queue=Refusing()).deliver(
+            Delivery(RID, "rh", 1)
+        )
+    logged = capsys.readouterr().out
+    assert "national retry not rescheduled" in logged and '"error":"ConnectionError"' in logged.replace(" ", "")
