@@ -17,6 +17,7 @@ BENCHES = [
     ("peak", [sys.executable, "-m", "bench.peak"]),
     ("validation", [sys.executable, "-m", "bench.validation"]),  # a second: the worst 16 KiB body
     ("receipts", [sys.executable, "-m", "bench.receipts"]),  # about a minute: a receipt's cost, KMS calls, imports
+    ("package", [sys.executable, "-m", "bench.package_cold"]),  # cold imports from the deployment zip
     ("http", [sys.executable, "-m", "bench.http_intake"]),  # about 10 minutes: the local stack over HTTP
 ]
 

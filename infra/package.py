@@ -12,6 +12,12 @@
 4. **Finishing.** :func:`infra.template.finalize` (pure) wires event sources, environment, roles
    (:func:`infra.iam.function_policy`, pure), log groups, alarms and API settings; the zip is rewritten with sorted
    entries, fixed timestamps and modes: the same sources give the same bytes.
+5. **Bytecode.** Every module's bytecode is written beside it in the zip (``__pycache__/*.cpython-311.pyc``,
+   :func:`finish_zip`). Lambda's code directory is read-only: without them each cold start compiles every module
+   it imports, and throws the result away (importing all of ``chalicelib`` with its dependencies took 1.2-1.4 s
+   from sources, 0.4-0.6 s from bytecode). The files are unchecked-hash ``.pyc`` (PEP 552: the timestamps of the
+   zip are fixed, so a timestamp check would always fail) naming ``/var/task/…``, where Lambda unpacks the zip, in
+   tracebacks; they are built by the Python that builds the package, which must be the runtime's 3.11.
 
 ``build(..., with_dependencies=False)`` skips steps 1-2's dependencies (a template in about 2 s, no network): what
 ``tests/unit/test_iam_policies.py`` reads. ``make iac-check`` builds the full package and lints it.
@@ -20,12 +26,15 @@
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import json
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -45,6 +54,7 @@ PYTHON_VERSION = "3.11"
 PLATFORM = "manylinux2014_x86_64"  # Lambda python3.11 runs on Amazon Linux 2 (glibc 2.26), x86_64
 TEMPLATE_FILE = "sam.json"
 ZIP_FILE = "deployment.zip"
+TASK_ROOT = "/var/task"  # where Lambda unpacks the zip: the paths the bytecode names
 
 
 def _run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
@@ -159,15 +169,43 @@ def _chalice() -> str:
     return found
 
 
-def normalize_zip(path: Path) -> None:
-    """Rewrite ``path`` with sorted entries, fixed timestamps and modes: same inputs, same bytes."""
+def compile_bytecode(root: Path) -> None:
+    """Write the bytecode of every module under ``root`` beside it, as Lambda's Python reads it (see step 5)."""
+    runtime = tuple(int(part) for part in PYTHON_VERSION.split("."))
+    if sys.version_info[:2] != runtime:
+        raise PackagingError(
+            f"the package's bytecode is for Lambda's Python {PYTHON_VERSION}: build it with Python {PYTHON_VERSION} "
+            f"(this is {sys.version_info.major}.{sys.version_info.minor})"
+        )
+    compiled = compileall.compile_dir(
+        root,
+        quiet=1,  # errors only
+        force=True,  # whatever the zip held already
+        stripdir=str(root),
+        prependdir=TASK_ROOT,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        workers=0,  # one process per core
+    )
+    if not compiled:
+        raise PackagingError("a module of the package does not compile (see above)")
+
+
+def finish_zip(path: Path) -> None:
+    """Add each module's bytecode to ``path``, and rewrite it with sorted entries, fixed timestamps and modes: same
+    inputs, same bytes."""
     tmp = path.with_suffix(".tmp")
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
-        for name in sorted(i.filename for i in src.infolist() if not i.is_dir()):
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            dst.writestr(info, src.read(name))
+    with tempfile.TemporaryDirectory() as unpacked:
+        root = Path(unpacked)
+        with zipfile.ZipFile(path) as src:
+            src.extractall(root)
+        compile_bytecode(root)
+        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
+            for name in files:
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                dst.writestr(info, (root / name).read_bytes())
     tmp.replace(path)
 
 
@@ -184,7 +222,7 @@ def build(stage: str, out: Path, *, with_dependencies: bool = True, work: Path |
          env=env, cwd=project)  # fmt: skip
     template = finalize(json.loads((out / TEMPLATE_FILE).read_text()))
     (out / TEMPLATE_FILE).write_text(json.dumps(template, indent=2, sort_keys=True) + "\n")
-    normalize_zip(out / ZIP_FILE)
+    finish_zip(out / ZIP_FILE)
     return template
 
 
