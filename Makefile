@@ -31,7 +31,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy chalicelib relais_cli infra app.py
+	$(VENV)/bin/mypy chalicelib relais_cli infra app.py bench
 	$(VENV)/bin/vulture chalicelib relais_cli infra app.py vulture_whitelist.py --min-confidence 60 \
 	  --ignore-decorators "@*.route,@*.on_sqs_message,@*.on_dynamodb_record,@*.schedule"
 

@@ -155,6 +155,8 @@ def read_template() -> Template:
     defaults, ``infra/template.py``, ``infra/resources.json``)."""
     from dataclasses import fields
 
+    from chalice.app import DynamoDBEventConfig, SQSEventConfig
+
     from app import app
     from chalicelib.config import Settings
     from infra.iam import FUNCTIONS
@@ -162,13 +164,19 @@ def read_template() -> Template:
 
     defaults: dict[str, Any] = {f.name: f.default for f in fields(Settings)}
     sources = {s.handler_string: s for s in app.event_sources}
+
+    def batch_size(handler: str) -> int:
+        source = sources[handler]
+        assert isinstance(source, SQSEventConfig | DynamoDBEventConfig), f"{handler} reads no queue or stream"
+        return int(source.batch_size)
+
     resources = json.loads((ROOT / "infra" / "resources.json").read_text())["Resources"]
 
     def consumer(handler: str, queue: str) -> Consumer:
         spec = FUNCTIONS[handler]
         return Consumer(
             name=spec.name,
-            batch_size=int(sources[handler].batch_size),
+            batch_size=batch_size(handler),
             max_concurrency=int(spec.max_concurrency or 1000),
             reserved_concurrency=spec.reserved_concurrency,
             timeout_s=float(spec.timeout),
@@ -182,7 +190,7 @@ def read_template() -> Template:
         intake_burst=int(INTAKE_THROTTLE[1]),
         api_reserved=FUNCTIONS["app.app"].reserved_concurrency,
         api_memory_mb=FUNCTIONS["app.app"].memory,
-        relay_batch=int(sources[relay].batch_size),
+        relay_batch=batch_size(relay),
         relay_reserved=FUNCTIONS[relay].reserved_concurrency,
         relay_memory_mb=FUNCTIONS[relay].memory,
         national=consumer("chalicelib.events.national.on_national_message", "NationalQueue"),
@@ -381,7 +389,7 @@ def relay(
             head = records[0][0]
             if head > free:  # idle: the next poll after the record is readable
                 free = math.ceil(head / aws.stream_poll_s) * aws.stream_poll_s
-            batch = []
+            batch: list[tuple[float, float, int]] = []
             while records and records[0][0] <= free and len(batch) < template.relay_batch:
                 batch.append(records.popleft())
             start = free + aws.invoke_ms / 1000

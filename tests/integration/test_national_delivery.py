@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from chalicelib import bootstrap
-from chalicelib.domain.records import Pharmacy, PharmacyKey, new_id
+from chalicelib.domain.records import Pharmacy, PharmacyKey, ResultRecord, new_id
 from infra.local.national import serve
 from tests.factories import valid_body
 from tests.signing import new_keypair, sign, to_signed_request
@@ -98,6 +98,12 @@ def _seed_results(count: int) -> list[str]:
     return ids
 
 
+def _stored(result_id: str) -> ResultRecord:
+    record = bootstrap.store().get_result(result_id)
+    assert record is not None, "the result is stored"
+    return record
+
+
 def _drain(deadline_s: float) -> None:
     """Drive the national queue like Lambda: receive, call the handler, delete what succeeded."""
     from chalicelib.events.national import handle_national_batch
@@ -146,7 +152,7 @@ def test_a_submitted_result_reaches_the_receiver_as_fhir_and_becomes_reported(na
     _drain(20)
     received = national.state.records
     assert [r["bundle"]["identifier"]["value"] for r in received] == [rid]
-    record = bootstrap.store().get_result(rid)
+    record = _stored(rid)
     assert record.national_status == "reported" and record.national_reported_at is not None
     events = [(e["action"], e["outcome"]) for e in bootstrap.store().audit_events(rid)]
     assert ("result.report", "success") in events
@@ -165,7 +171,7 @@ def test_a_permanent_refusal_dead_letters_one_result_without_holding_back_the_ot
     monkeypatch.setattr(bootstrap.national_client(), "post_bundle", refuse_one)
     bootstrap.national_queue().enqueue(ids)
     _drain(20)
-    statuses = {rid: bootstrap.store().get_result(rid).national_status for rid in ids}
+    statuses = {rid: _stored(rid).national_status for rid in ids}
     assert statuses.pop(bad) == "failed"
     assert set(statuses.values()) == {"reported"}
     letters = bootstrap.national_queue().dead_letters()
@@ -205,7 +211,7 @@ def test_dead_letters_can_be_redriven_and_then_delivered(national):
     moved = bootstrap.national_queue().redrive(on_redrive=bootstrap.national_statuses().mark_pending)
     assert set(moved) == set(ids)
     _drain(20)
-    assert {bootstrap.store().get_result(rid).national_status for rid in ids} == {"reported"}
+    assert {_stored(rid).national_status for rid in ids} == {"reported"}
     assert bootstrap.national_queue().dead_letters() == []
 
 
@@ -225,7 +231,7 @@ def test_nothing_is_lost_when_the_receiver_fails_randomly(national):
     )
     bootstrap.national_queue().enqueue(ids)
     _drain(600)
-    statuses = {rid: bootstrap.store().get_result(rid).national_status for rid in ids}
+    statuses = {rid: _stored(rid).national_status for rid in ids}
     reported = {rid for rid, s in statuses.items() if s == "reported"}
     letters = bootstrap.national_queue().dead_letters(max_messages=count)
     dead = {d["result_id"] for d in letters}
