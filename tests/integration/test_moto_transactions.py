@@ -531,6 +531,7 @@ def test_a_read_sees_a_concurrent_write_whole_or_not_at_all(table, monkeypatch, 
         for v in range(1, 2000):
             if len(seen) > 10:  # the readers have seen this many writes
                 break
+            time.sleep(0.001)  # the readers' turn: a lock is not fair, the writer could take it back every time
             table.update_item(
                 TableName="t",
                 Key=key,
@@ -539,12 +540,17 @@ def test_a_read_sees_a_concurrent_write_whole_or_not_at_all(table, monkeypatch, 
             )
         done.set()
 
+    failed: list[Exception] = []
+
     def watch() -> None:
-        while not done.is_set():
-            for item in reads[read]():
-                seen.add(item["a"]["N"])
-                if item["a"] != item["b"]:
-                    torn.append((item["a"]["N"], item["b"]["N"]))
+        try:
+            while not done.is_set():
+                for item in reads[read]():
+                    seen.add(item["a"]["N"])
+                    if item["a"] != item["b"]:
+                        torn.append((item["a"]["N"], item["b"]["N"]))
+        except Exception as exc:  # shown by the assertion below, not lost with the thread
+            failed.append(exc)
 
     threads = [threading.Thread(target=write), threading.Thread(target=watch), threading.Thread(target=watch)]
     for thread in threads:
@@ -552,5 +558,5 @@ def test_a_read_sees_a_concurrent_write_whole_or_not_at_all(table, monkeypatch, 
     for thread in threads:
         thread.join(60)
 
-    assert torn == []
+    assert torn == [] and failed == []
     assert len(seen) > 10  # the reads did run while the writes went on
