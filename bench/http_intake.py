@@ -53,6 +53,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.figures import spread
 from bench.localstack import BenchStack, utc_seconds
 
 RUNS = int(os.environ.get("BENCH_HTTP_RUNS", "3"))
@@ -79,14 +80,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
-
-
-def spread(values: list[float], digits: int = 2) -> dict[str, float]:
-    return {
-        "min": round(min(values), digits),
-        "median": round(statistics.median(values), digits),
-        "max": round(max(values), digits),
-    }
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from bench.figures import spread
 from infra.package import BUILD, ZIP_FILE
 
 RUNS = int(os.environ.get("BENCH_PACKAGE_RUNS", "5"))
@@ -58,14 +59,6 @@ def _timed(root: Path, code: str) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    return {
-        "min": round(min(values), 1),
-        "median": round(statistics.median(values), 1),
-        "max": round(max(values), 1),
-    }
-
-
 def package_cold_figures(runs: int = RUNS) -> dict[str, Any]:
     if not PACKAGE.exists():
         print(f"{PACKAGE} missing: building it (python -m infra.package)", file=sys.stderr, flush=True)
@@ -91,13 +84,13 @@ def package_cold_figures(runs: int = RUNS) -> dict[str, Any]:
         "package_bytes": PACKAGE.stat().st_size,
         "pyc_files": pyc,
         "runs": runs,
-        "floor_import_boto3_ms": _spread(times["floor_boto3"]["bytecode"]),
+        "floor_import_boto3_ms": spread(times["floor_boto3"]["bytecode"], 1),
     }
     for name in ("app", "app_and_every_module"):
         with_bytecode, from_sources = times[name]["bytecode"], times[name]["sources"]
         figures[name] = {
-            "with_bytecode_ms": _spread(with_bytecode),
-            "sources_only_ms": _spread(from_sources),
+            "with_bytecode_ms": spread(with_bytecode, 1),
+            "sources_only_ms": spread(from_sources, 1),
             "with_bytecode_to_floor": round(statistics.median(with_bytecode) / floor, 2),
             "sources_only_to_floor": round(statistics.median(from_sources) / floor, 2),
         }

@@ -21,19 +21,13 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+from bench.figures import spread
+
 RUNS = int(os.environ.get("BENCH_RECEIPT_RUNS", "3"))
 N = int(os.environ.get("BENCH_RECEIPT_N", "1000"))
 SIGNS = 5000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECEIPT_MODULES = ("chalicelib.domain.receipts", "chalicelib.services.receipts", "chalicelib.adapters.receipt_keys")
-
-
-def _spread(values: list[float], digits: int = 3) -> dict[str, float]:
-    return {
-        "min": round(min(values), digits),
-        "median": round(statistics.median(values), digits),
-        "max": round(max(values), digits),
-    }
 
 
 def _p95(values: list[float]) -> float:
@@ -122,8 +116,8 @@ def import_figures() -> dict[str, Any]:
     )
     return {
         "receipt_modules_loaded_by_import_app": loaded,
-        "import_app_ms": _spread([_in_subprocess(app_import) for _ in range(RUNS)], 1),
-        "receipt_key_adapter_import_after_first_request_ms": _spread(
+        "import_app_ms": spread([_in_subprocess(app_import) for _ in range(RUNS)], 1),
+        "receipt_key_adapter_import_after_first_request_ms": spread(
             [_in_subprocess(first_request) for _ in range(RUNS)], 2
         ),
     }
@@ -145,7 +139,7 @@ def main() -> int:
         if name == "kms_calls_cold_process_by_purpose":
             figures[name] = runs[0][name]
         else:
-            figures[name] = _spread([float(run[name]) for run in runs], 2)
+            figures[name] = spread([float(run[name]) for run in runs], 2)
     figures.update(import_figures())
     print(json.dumps(figures, indent=2))
     return 0

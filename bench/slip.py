@@ -33,20 +33,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.figures import spread
 from bench.ingest import moto_with_one_pharmacy
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = max(3, int(os.environ.get("BENCH_SLIP_RUNS", "10")))
 COLD_RUNS = 3
 SLIP_LIBRARIES = ("fpdf", "segno", "PIL", "fontTools", "defusedxml")
-
-
-def _spread(values: list[float], digits: int = 2) -> dict[str, float]:
-    return {
-        "min": round(min(values), digits),
-        "median": round(statistics.median(values), digits),
-        "max": round(max(values), digits),
-    }
 
 
 def _ms(action: Callable[[], object]) -> float:
@@ -135,15 +128,15 @@ def warm_figures() -> dict[str, Any]:
     qr_ms = [_ms(functools.partial(segno.make_qr, text.url, error="m")) for text in texts]
     return {
         "runs": RUNS,
-        "slip_request_ms": _spread(slip_ms),
-        "floor_follow_request_ms": _spread(follow_ms),
-        "floor_resend_request_ms": _spread(resend_ms),
+        "slip_request_ms": spread(slip_ms),
+        "floor_follow_request_ms": spread(follow_ms),
+        "floor_resend_request_ms": spread(resend_ms),
         "slip_to_follow_median_ratio": round(statistics.median(slip_ms) / statistics.median(follow_ms), 2),
         "slip_to_resend_median_ratio": round(statistics.median(slip_ms) / statistics.median(resend_ms), 2),
-        "render_ms": _spread(render_ms),
-        "floor_empty_pdf_ms": _spread(empty_ms),
-        "qr_encode_ms": _spread(qr_ms),
-        "slip_bytes": _spread(sizes, 0),
+        "render_ms": spread(render_ms),
+        "floor_empty_pdf_ms": spread(empty_ms),
+        "qr_encode_ms": spread(qr_ms),
+        "slip_bytes": spread(sizes, 0),
         "slip_bytes_limit": 50 * 1024,
     }
 
@@ -176,10 +169,10 @@ def cold_figures() -> dict[str, Any]:
         slip_ms.append(second)
     return {
         "runs": COLD_RUNS,
-        "import_app_ms": _spread(app_ms, 1),
+        "import_app_ms": spread(app_ms, 1),
         "slip_libraries_imported_without_a_slip": json.loads(leaked),
         "modules_imported_besides_slip_pdf": len(others),
-        "first_slip_import_ms": _spread(slip_ms, 1),
+        "first_slip_import_ms": spread(slip_ms, 1),
     }
 
 
