@@ -100,3 +100,7 @@ _.viewer_preferences  # DisplayDocTitle: a reader shows the title, not the file 
 # --- receipts: run by name (a child process's code string) when the local stack starts (infra/local/stack.py) ------
 
 _.ensure_key  # the stage's first receipt key, so that its JWKS is never empty
+
+# --- the local API: chalice local methods replaced by what API Gateway does (infra/local/api.py) --------------------
+
+_._is_binary  # every request body handed over base64-encoded, as with binary media types */*

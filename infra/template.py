@@ -64,6 +64,9 @@ INTAKE_THROTTLE = (500, 1000)
 PEAK_MESSAGES_PER_SECOND = Settings.sms_per_second + Settings.email_per_second
 PATIENT_THROTTLE = (round(1.2 * PEAK_MESSAGES_PER_SECOND), round(2.4 * PEAK_MESSAGES_PER_SECOND))
 PATIENT_PAGE_PATHS = ("/r", "/r/result.css", "/r/result.js")
+#: The API's binary media types: every type, so that the gateway returns the slip's PDF whatever ``Accept`` lists
+#: first (API Gateway looks at the first type only). ``infra/local/api.py`` hands bodies over as this makes it do.
+GATEWAY_BINARY_MEDIA_TYPES = ("*/*",)
 
 #: What API Gateway answers by itself, as the problem documents Relais answers with (no stack text, no echo):
 #: an unknown path (MISSING_AUTHENTICATION_TOKEN, which is also an undeclared method: every path declares all of
@@ -257,6 +260,10 @@ def _configure_api(api: dict[str, Any]) -> None:
         *(throttle("/" + path.replace("/", "~1"), "GET", PATIENT_THROTTLE) for path in PATIENT_PAGE_PATHS),
     ]
     props["DefinitionBody"]["x-amazon-apigateway-gateway-responses"] = gateway_responses()
+    # Every type binary: API Gateway decides from the first ``Accept`` type whether to return a base64-encoded answer
+    # (the slip's PDF) as bytes, and pharmacy software sends ``*/*`` or several types. Answers the function does not
+    # encode (JSON, HTML) are returned as text; request bodies reach the function base64-encoded (Chalice decodes).
+    props["DefinitionBody"]["x-amazon-apigateway-binary-media-types"] = list(GATEWAY_BINARY_MEDIA_TYPES)
     access_log = {
         "requestId": "$context.requestId",
         "time": "$context.requestTime",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from chalice.app import Blueprint, Response
+from chalice.app import Blueprint, CaseInsensitiveMapping, Request, Response
 
 from chalicelib import bootstrap
 from chalicelib.observability import log_request_keys
@@ -64,16 +64,19 @@ def resend_link(result_id: str) -> Response:
 def print_slip(result_id: str) -> Response:
     """The paper slip (contract v2 §7): a PDF, binary (``app.py`` lists ``application/pdf`` among the binary types).
 
-    API Gateway returns a binary body only when the request's first ``Accept`` type is a binary one (``*/*`` is
-    not), and Chalice replaces a binary answer the request did not accept by its own 400 — after the view ran, so
-    after the slip was stored. ``Accept`` is therefore checked first, before the body, the signature or any write:
-    anything but ``application/pdf`` first is a 406 that changes nothing (as a malformed request, not audited)."""
+    The deployed API treats every media type as binary (``infra/template.py``): API Gateway then returns the PDF
+    whatever the order of ``Accept`` types, and a JSON or HTML answer (not base64-encoded) as text. So the slip
+    is refused (406, before the body, the signature or any write) only when ``Accept`` rules a PDF out, as HTTP
+    reads it (:func:`accepts_pdf`); no ``Accept``, ``*/*`` or ``application/*`` get the PDF. Chalice, after the
+    view, replaces a binary answer whose type the request's ``Accept`` does not name (nor ``*/*``) by its own 400:
+    the request is told what it accepted (:func:`_accepted_as_pdf`) once the slip is made."""
     request = pharmacy_api.current_request
-    if not accepts_pdf_first(request.headers.get("accept")):
-        return problem(406, detail=f"send Accept: {PDF} (the slip is a PDF; */* is not enough)")
+    if not accepts_pdf(request.headers.get("accept")):
+        return problem(406, detail=f"the slip is a PDF: send Accept: {PDF} (or */*, or no Accept)")
     signed = signed_request(request, max_body_bytes=bootstrap.settings().max_body_bytes)
     pdf = bootstrap.slip_service().slip(signed, result_id, request_id=request_id(request))
     log_request_keys(result_id=result_id)
+    _accepted_as_pdf(request)
     return Response(
         body=pdf,
         status_code=200,
@@ -85,11 +88,36 @@ def print_slip(result_id: str) -> Response:
     )
 
 
-def accepts_pdf_first(accept: str | None) -> bool:
-    """Whether the first media range of ``accept`` is ``application/pdf`` (parameters allowed, but not ``q=0``)."""
-    media, *parameters = (accept or "").split(",", 1)[0].split(";")
-    refused = any(p.replace(" ", "").lower() in {"q=0", "q=0.0", "q=0.00", "q=0.000"} for p in parameters)
-    return media.strip().lower() == PDF and not refused
+def accepts_pdf(accept: str | None) -> bool:
+    """Whether ``accept`` lets the answer be ``application/pdf`` (RFC 9110 §12.5.1): yes without ``Accept``;
+    otherwise the most specific range that matches (``application/pdf``, then ``application/*``, then ``*/*``)
+    decides, by its weight (``q=0``: not acceptable). A range whose ``q`` is not a number is ignored."""
+    if accept is None or not accept.strip():
+        return True
+    specificity = {PDF: 3, "application/*": 2, "*/*": 1}
+    best: tuple[int, float] = (0, 0.0)  # (specificity, weight) of the most specific matching range so far
+    for media_range in accept.split(","):
+        media, *parameters = (part.strip().lower() for part in media_range.split(";"))
+        rank = specificity.get(media.replace(" ", ""), 0)
+        if rank <= best[0]:
+            continue
+        weight = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "q":
+                try:
+                    weight = float(value.strip())
+                except ValueError:
+                    weight = -1.0
+        if weight >= 0:
+            best = (rank, weight)
+    return best[1] > 0
+
+
+def _accepted_as_pdf(request: Request) -> None:
+    """Tell Chalice's after-view check that the request accepted the PDF: it knows neither an absent ``Accept``
+    (anything, in HTTP) nor ``application/*``; :func:`accepts_pdf` already said yes. ``Accept`` is not signed."""
+    request.headers = CaseInsensitiveMapping({**request.headers, "accept": PDF})
 
 
 @pharmacy_api.route("/v1/results/{result_id}/correction", methods=["POST"], content_types=_ANY)

@@ -7,7 +7,8 @@ and its stat poller walked ``.venv`` and ``build`` (tens of thousands of files) 
 line once: ``chalice local`` adds a plain root handler that repeated the message of every line the Powertools logger
 (``relais``) already prints as JSON. And a path no route declares gets what the deployed gateway answers (the
 ``MISSING_AUTHENTICATION_TOKEN`` gateway response of ``infra/template.py``: a 404 problem), not ``chalice local``'s
-``403 {"message": "Missing Authentication Token"}``.
+``403 {"message": "Missing Authentication Token"}``; and every request body reaches the app base64-encoded, as the
+deployed gateway, whose binary media types are ``*/*``, hands it over.
 
 ``python -m infra.local.api local --stage local --host H --port P`` takes the arguments of ``chalice``.
 """
@@ -126,6 +127,15 @@ def answer_unknown_paths_as_the_gateway() -> None:
     gateway.handle_request = handle_request  # type: ignore[method-assign]
 
 
+def bodies_as_the_gateway_hands_them() -> None:
+    """Make ``chalice local`` hand each request body to the app base64-encoded (``isBase64Encoded``), as the deployed
+    gateway does with its binary media types ``*/*`` (``infra.template.GATEWAY_BINARY_MEDIA_TYPES``); ``chalice
+    local`` encodes only a body whose ``Content-Type`` is exactly one of the app's own binary types."""
+    from chalice import local as chalice_local
+
+    chalice_local.LambdaEventConverter._is_binary = lambda self, headers: True  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> int:
     from chalice import local as chalice_local
     from chalice.cli import cli, reloader
@@ -136,6 +146,7 @@ def main(argv: list[str]) -> int:
     # delayed ACK on every request (API Gateway has no such delay).
     chalice_local.ChaliceRequestHandler.disable_nagle_algorithm = True
     answer_unknown_paths_as_the_gateway()
+    bodies_as_the_gateway_hands_them()
 
     run_with_reloader = reloader.run_with_reloader
 

@@ -292,30 +292,56 @@ def test_a_failed_commit_writes_nothing_and_answers_503_with_retry_after(patient
     assert not audit_events("result.slip")
 
 
+def _post_slip(client, actor, rid: str, accept: str | None):
+    path = f"/v1/results/{rid}/slip"
+    headers = signed(actor, "POST", path, b"{}", content_type="application/json")  # a new nonce each time
+    return client.http.post(path, body=b"{}", headers={**headers, "Accept": accept} if accept is not None else headers)
+
+
 @pytest.mark.parametrize(
     "accept",
     [
-        None,
-        "application/json",
-        "*/*",
+        None,  # no Accept: anything, in HTTP (what a plain client sends)
+        "*/*",  # curl's, requests' default
         "application/*",
-        "text/html,application/pdf",  # API Gateway honours only the first type
-        "application/pdf;q=0",
+        "text/html,application/pdf",
+        "application/json, */*;q=0.1",
+        "application/pdf; q=0.5",
     ],
 )
-def test_an_answer_the_request_does_not_accept_first_as_pdf_is_a_406_and_changes_nothing(patient_env, accept):
-    """Chalice would otherwise refuse the PDF after the slip was stored (its own 400, not a problem), and a deployed
-    API Gateway returns a binary body only for a first ``Accept`` type that is binary: checked before anything."""
+def test_a_request_accepting_a_pdf_in_any_way_gets_the_slip(patient_env, accept):
+    """The deployed gateway treats every type as binary (``infra/template.py``), so the PDF needs no ``Accept`` in
+    first place; Chalice's own after-view check (which knows neither an absent ``Accept`` nor ``application/*``)
+    does not replace it by its 400."""
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid = new_result(actor, notify=("paper",))
+
+    response = _post_slip(client, actor, rid, accept)
+
+    assert response.status_code == 200, response.body
+    assert response.headers["Content-Type"] == "application/pdf"
+    assert response.body.startswith(b"%PDF-")
+    assert audit_events("result.slip")
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/json",
+        "application/problem+json, text/html",
+        "application/pdf;q=0",
+        "*/*, application/pdf;q=0",  # the most specific range decides
+        "application/json, */*;q=0",
+        "application/*;q=0, */*",
+    ],
+)
+def test_a_request_ruling_a_pdf_out_is_a_406_and_changes_nothing(patient_env, accept):
+    """Refused before the body, the signature or any write: no link, nothing counted toward the daily limit."""
     client, actor = patient_env["client"], patient_env["pharmacy"]
     rid, token = notified_token(actor)
     before, state_before, events_before = result_item(rid), link_state(), audit_events()
-    path = f"/v1/results/{rid}/slip"
 
-    def post():
-        headers = signed(actor, "POST", path, b"{}", content_type="application/json")  # a new nonce each time
-        return client.http.post(path, body=b"{}", headers={**headers, "Accept": accept} if accept else headers)
-
-    answers = [post() for _ in range(4)]  # more than the daily limit
+    answers = [_post_slip(client, actor, rid, accept) for _ in range(4)]  # more than the daily limit
 
     for r in answers:
         assert r.status_code == 406, r.body
@@ -325,6 +351,40 @@ def test_an_answer_the_request_does_not_accept_first_as_pdf_is_a_406_and_changes
     assert audit_events() == events_before  # no audit event at all: refused before the signature was read
     assert view(client, token).status_code == 200
     assert slip(client, actor, rid, accept="application/pdf; q=1, */*").status_code == 200  # not counted
+
+
+def test_bodies_handed_over_base64_encoded_as_the_deployed_gateway_does_are_read_as_sent(patient_env, monkeypatch):
+    """With every media type binary the gateway hands each body to Lambda base64-encoded: a submission and a slip
+    made that way are read, verified and answered as when the body arrives as text (``infra/local/api.py`` makes
+    the local stack do the same)."""
+    from chalice import local as chalice_local
+
+    from infra.local.api import bodies_as_the_gateway_hands_them
+    from tests.integration.helpers import get_result, post_result
+
+    encoded = []
+    make_event = chalice_local.LambdaEventConverter.create_lambda_event
+
+    def recording(self, *args, **kwargs):
+        event = make_event(self, *args, **kwargs)
+        encoded.append(event.get("isBase64Encoded", False))
+        return event
+
+    monkeypatch.setattr(chalice_local.LambdaEventConverter, "create_lambda_event", recording)
+    monkeypatch.setattr(chalice_local.LambdaEventConverter, "_is_binary", chalice_local.LambdaEventConverter._is_binary)
+    bodies_as_the_gateway_hands_them()
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+
+    body = distinctive_body()
+    body["notify"] = ["paper"]
+    submitted = post_result(client, actor, body)
+    assert submitted.status_code == 201, submitted.body
+    rid = json.loads(submitted.body)["id"]
+    response = _post_slip(client, actor, rid, None)
+
+    assert encoded == [True, True]  # both bodies reached the app base64-encoded
+    assert response.status_code == 200 and response.body.startswith(b"%PDF-")
+    assert json.loads(get_result(client, actor, rid).body)["patient"]["channels"] == ["paper"]
 
 
 def test_a_withdrawn_paper_only_result_is_failed_for_the_pharmacy_to_tell_the_patient(patient_env):

@@ -87,3 +87,9 @@ def test_the_patient_side_is_throttled_for_the_peak_days_messages(packaged_templ
 def test_the_access_log_records_the_client_address(packaged_template):
     access_log = json.loads(_api(packaged_template)["AccessLogSetting"]["Format"])
     assert access_log["ip"] == "$context.identity.sourceIp"
+
+
+def test_every_media_type_is_binary_so_the_slip_is_bytes_whatever_accept_lists_first(packaged_template):
+    """API Gateway decodes a base64-encoded answer (the slip's PDF) only when the request's first ``Accept`` type is
+    one of these: with ``*/*`` a pharmacy sending ``Accept: */*`` or none gets the PDF, not its base64 text."""
+    assert _api(packaged_template)["DefinitionBody"]["x-amazon-apigateway-binary-media-types"] == ["*/*"]
