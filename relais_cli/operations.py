@@ -172,15 +172,18 @@ def erase(args: argparse.Namespace, ctx: Context, out: Output) -> None:
 
 
 def _queue(ctx: Context, name: str) -> Any:
+    """The queue named and what a redrive does to each of its results before queueing it again (status pending)."""
     bootstrap = _bootstrap(ctx)
     if name == "national":
-        return bootstrap.national_queue(), bootstrap.national_statuses().mark_pending
+        statuses = bootstrap.national_statuses()
+        return bootstrap.national_queue(), lambda result_id, _generation: statuses.mark_pending(result_id)
     settings = bootstrap.settings()
     from chalicelib.adapters.queues import WorkQueue
 
+    links = bootstrap.link_store()
     return WorkQueue(
         bootstrap.client("sqs"), queue_url=settings.notify_queue_url, dlq_url=settings.notify_dlq_url
-    ), None
+    ), links.reopen
 
 
 def _reported(ctx: Context) -> Any:
@@ -227,9 +230,8 @@ def dlq_redrive(args: argparse.Namespace, ctx: Context, out: Output) -> None:
         out.confirm(f"Send every dead letter of the {args.queue} queue on {ctx.target} back to work?", yes=args.yes)
     with out.bar(f"redrive {args.queue}", unit="letter") as bar:
 
-        def redriven(result_id: str) -> None:
-            if on_redrive is not None:
-                on_redrive(result_id)
+        def redriven(result_id: str, generation: int) -> None:
+            on_redrive(result_id, generation)
             bar.update(1)
 
         moved = queue.redrive(result_id=args.id, on_redrive=redriven)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
@@ -284,6 +285,23 @@ class LinkStore:
         """Set the result's patient status to ``failed`` (last attempt), if the generation is still current."""
         self._set_status(result_id, generation, [ResultItem.patient_status.set("failed")], close_claim_at=None)
 
+    def reopen(self, result_id: str, generation: int) -> bool:
+        """Set a ``failed`` patient status back to ``pending`` for a dead-lettered notification of the current
+        generation sent back to work (``relais dlq redrive --queue notify``): the notifier acknowledges a result
+        that is not ``pending`` without sending. False, changing nothing, when there is nothing to reopen: the status
+        is not ``failed`` (sent or pending meanwhile), a newer generation (a resend, a slip, a correction) superseded
+        the letter, or the result is gone."""
+        try:
+            return self._set_status(
+                result_id,
+                generation,
+                [ResultItem.patient_status.set("pending")],
+                close_claim_at=None,
+                result_condition=ResultItem.patient_status == "failed",
+            )
+        except SupersededError:
+            return False
+
     def _set_status(
         self,
         result_id: str,
@@ -291,14 +309,19 @@ class LinkStore:
         actions: list[Action],
         close_claim_at: datetime | None,
         last_send: SendRecord | None = None,
-    ) -> None:
+        result_condition: Condition | None = None,
+    ) -> bool:
+        """One transaction: the generation still current, the result's ``actions`` (if it exists and meets
+        ``result_condition``), the claim closed at ``close_claim_at`` with ``last_send`` recorded. True once
+        written; False when ``result_condition`` (given) was not met; SupersededError when the generation moved."""
         if generation == 0:
             condition = StateItem.n.does_not_exist() | (StateItem.n == 0)
         else:
             condition = StateItem.n == generation
+        required = ResultItem.id.exists() if result_condition is None else ResultItem.id.exists() & result_condition
         tx = Transaction(self._connection)
         tx.check("generation", StateItem, f"linkcur#{result_id}", condition=condition)
-        tx.update("result", ResultItem(id=result_id), actions=actions, condition=ResultItem.id.exists())
+        tx.update("result", ResultItem(id=result_id), actions=actions, condition=required)
         if close_claim_at is not None:
             claim_actions: list[Action] = [ClaimItem.done_at.set(close_claim_at)]
             if last_send is not None:
@@ -307,9 +330,11 @@ class LinkStore:
             if last_send is not None:
                 tx.put("audit", audit_item(last_send.audit, self._audit_retention_days))
         if tx.commit():
-            return
+            return True
         if tx.failed("generation"):
             raise SupersededError("generation superseded")
+        if result_condition is not None and tx.failed("result"):
+            return False
         raise DependencyUnavailableError("dynamodb")
 
     # -- resend and slip ---------------------------------------------------------------------------------

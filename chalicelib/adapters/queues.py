@@ -101,7 +101,9 @@ class WorkQueue:
         return sorted(seen.values(), key=lambda m: m["dead_lettered_at"] or "")
 
     def redrive(self, *, result_id: str | None = None, on_redrive: Any = None) -> list[str]:
-        """Move dead letters (all, or one result's) back to the work queue; returns the result ids."""
+        """Move dead letters (all, or one result's) back to the work queue, each message's body as it was (a
+        notification's link generation with it); returns the result ids. ``on_redrive(result_id, generation)`` runs
+        before each is queued again."""
         moved: list[str] = []
         while True:
             answer = self._sqs.receive_message(
@@ -119,14 +121,23 @@ class WorkQueue:
                 rid = _describe(message)["result_id"]
                 if result_id is not None and rid != result_id:
                     continue
-                if on_redrive is not None:
-                    on_redrive(rid)
-                self.enqueue([rid])
+                if on_redrive is not None and rid is not None:  # a body without a result: moved, answered malformed
+                    on_redrive(rid, _generation(message))
+                self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=message["Body"])
                 self._sqs.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=message["ReceiptHandle"])
                 moved.append(rid)
             if result_id is not None and moved:
                 break
         return moved
+
+
+def _generation(message: dict[str, Any]) -> int:
+    """The link generation a notification's body names (0 when none: the first link, or a national message)."""
+    try:
+        generation = json.loads(message["Body"]).get("generation", 0)
+    except (ValueError, AttributeError):
+        return 0
+    return generation if isinstance(generation, int) and not isinstance(generation, bool) else 0
 
 
 def _describe(message: dict[str, Any]) -> dict[str, Any]:

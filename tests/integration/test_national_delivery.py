@@ -208,7 +208,8 @@ def test_dead_letters_can_be_redriven_and_then_delivered(national):
     _drain(20)
     assert {d["result_id"] for d in bootstrap.national_queue().dead_letters()} == set(ids)
     national.state.up = True
-    moved = bootstrap.national_queue().redrive(on_redrive=bootstrap.national_statuses().mark_pending)
+    statuses = bootstrap.national_statuses()
+    moved = bootstrap.national_queue().redrive(on_redrive=lambda rid, _generation: statuses.mark_pending(rid))
     assert set(moved) == set(ids)
     _drain(20)
     assert {_stored(rid).national_status for rid in ids} == {"reported"}

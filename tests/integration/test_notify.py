@@ -160,6 +160,71 @@ def test_a_failed_send_is_retried_then_fails_the_patient_status_on_the_last_atte
     assert sent_sms() == []
 
 
+def _notify_queue_bodies(expected: int) -> list[dict[str, Any]]:
+    """The distinct bodies waiting in the notify queue (received until ``expected`` are seen, or 10 s)."""
+    import json
+    import time
+
+    from chalicelib import bootstrap
+
+    sqs, url = bootstrap.client("sqs"), bootstrap.settings().notify_queue_url
+    bodies: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while len(bodies) < expected and time.monotonic() < deadline:
+        for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+            body = json.loads(message["Body"])
+            if body not in bodies:
+                bodies.append(body)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return bodies
+
+
+def test_a_dead_lettered_notification_sent_back_by_the_cli_is_sent(patient_env, capsys, monkeypatch, tmp_path):
+    """After the last attempt the status is ``failed``, and the notifier acknowledges a result that is not pending
+    without sending: ``relais dlq redrive --queue notify`` sets it back to ``pending`` for the letter's own link
+    generation and queues the letter's body as it was, so the retry sends; a letter of another generation than the
+    result's current one reopens nothing."""
+    import json
+
+    from chalicelib import bootstrap
+    from relais_cli.main import main
+
+    monkeypatch.setenv("RELAIS_CLI_USE_ENV", "1")
+    monkeypatch.setenv("RELAIS_STATE_DIR", str(tmp_path / "state"))
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    other = new_result(patient_env["pharmacy"], notify=("sms",))
+    sender = use_sender({"sms"})
+    answer = handle(sqs_event({"result_id": rid}, {"result_id": other}, receive_count=5))
+    assert len(answer["batchItemFailures"]) == 2  # → the dead-letter queue
+    assert {result_item(r)["patient_status"]["S"] for r in (rid, other)} == {"failed"}
+    # SQS moves a message past its maxReceiveCount to the dead-letter queue with its body as sent.
+    sqs, dlq = bootstrap.client("sqs"), bootstrap.settings().notify_dlq_url
+    sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"result_id": rid}))
+    sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"result_id": other, "generation": 1}))
+    sender.fail.clear()  # the cause fixed
+
+    capsys.readouterr()
+    assert main(["--json", "dlq", "redrive", "--queue", "notify", "--yes"]) == 0
+    assert sorted(json.loads(capsys.readouterr().out)["redriven"]) == sorted([rid, other])
+
+    assert result_item(rid)["patient_status"]["S"] == "pending"
+    assert result_item(other)["patient_status"]["S"] == "failed"  # its letter names generation 1; it is at 0
+    bodies = _notify_queue_bodies(2)
+    assert sorted(bodies, key=json.dumps) == sorted(
+        [{"result_id": rid}, {"result_id": other, "generation": 1}], key=json.dumps
+    )
+    assert handle(sqs_event(*bodies)) == {"batchItemFailures": []}
+    assert len(sent_sms()) == 1  # the reopened result's, once
+    assert result_item(rid)["patient_status"]["S"] == "sent"
+    assert result_item(other)["patient_status"]["S"] == "failed"
+
+    sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"result_id": rid}))  # redriving again is safe
+    assert main(["--json", "dlq", "redrive", "--queue", "notify", "--id", rid]) == 0
+    assert result_item(rid)["patient_status"]["S"] == "sent"  # not reopened: it is not failed
+    assert handle(sqs_event(*_notify_queue_bodies(1))) == {"batchItemFailures": []}
+    assert len(sent_sms()) == 1
+
+
 def test_after_a_partial_failure_the_retry_sends_only_the_missing_channel(patient_env):
     rid = new_result(patient_env["pharmacy"])
     sender = use_sender({"email"})

@@ -12,6 +12,7 @@ class FakeSqs:
     def __init__(self, messages: list[dict[str, Any]]) -> None:
         self.messages = messages
         self.receives: list[dict[str, Any]] = []
+        self.sent: list[dict[str, Any]] = []
 
     def receive_message(self, **kwargs: Any) -> dict[str, Any]:
         self.receives.append(kwargs)
@@ -24,7 +25,8 @@ class FakeSqs:
     def delete_message(self, **kwargs: Any) -> None:
         pass
 
-    def send_message_batch(self, **kwargs: Any) -> dict[str, Any]:
+    def send_message(self, **kwargs: Any) -> dict[str, Any]:
+        self.sent.append(kwargs)
         return {}
 
 
@@ -44,3 +46,24 @@ def test_listing_and_redriving_long_poll_until_an_empty_answer():
         assert len(found) == 12
         assert len(sqs.receives) == 3, "two pages, then the empty answer that ends the read"
         assert all(r["WaitTimeSeconds"] == POLL_SECONDS for r in sqs.receives), read
+
+
+def test_a_redriven_letter_is_queued_again_with_its_body_as_it_was():
+    """A notification's link generation goes back with it (the notifier sends generation 0 for a body without one:
+    a resend's letter rebuilt as ``{"result_id"}`` would be dropped as superseded). The hook hears the generation;
+    a body without a result id is moved as is, without it."""
+    bodies = [
+        '{"result_id": "r1", "generation": 2}',
+        '{"result_id": "r2"}',
+        "not json",
+        '{"result_id": "r3", "generation": true}',
+    ]
+    sqs = FakeSqs([{"MessageId": f"m{i}", "ReceiptHandle": f"h{i}", "Body": b} for i, b in enumerate(bodies)])
+    heard: list[tuple[str, int]] = []
+
+    moved = WorkQueue(sqs, queue_url="q", dlq_url="d").redrive(on_redrive=lambda rid, gen: heard.append((rid, gen)))
+
+    assert [m["MessageBody"] for m in sqs.sent] == bodies
+    assert {m["QueueUrl"] for m in sqs.sent} == {"q"}
+    assert heard == [("r1", 2), ("r2", 0), ("r3", 0)]
+    assert moved == ["r1", "r2", None, "r3"]
