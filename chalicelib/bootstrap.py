@@ -437,14 +437,17 @@ def pharmacy_caps() -> dict[str, PharmacyDailyCap]:
     return {"sms": PharmacyDailyCap("sms", settings().sms_per_pharmacy_per_day, clock)}
 
 
-def _enqueue_notify(result_id: str, generation: int) -> None:
-    """Queue the patient's message of ``generation`` (when sending it in the request failed)."""
+def _enqueue_notify(result_id: str, generation: int, delay_seconds: int = 0) -> None:
+    """Queue the patient's message of ``generation``, to be received in ``delay_seconds`` (at most SQS's 900): the
+    backstop of a message the request sends itself (``services.notify.send_in_request``)."""
     from chalicelib.domain.queue_messages import build_queue_message
     from chalicelib.errors import DependencyUnavailableError
 
     try:
         client("sqs").send_message(
-            QueueUrl=settings().notify_queue_url, MessageBody=build_queue_message(result_id, generation)
+            QueueUrl=settings().notify_queue_url,
+            MessageBody=build_queue_message(result_id, generation),
+            DelaySeconds=min(delay_seconds, 900),
         )
     except Exception as exc:
         raise DependencyUnavailableError("sqs") from exc
@@ -462,6 +465,7 @@ def resend_service() -> ResendService:
         enqueue=_enqueue_notify,
         clock=clock,
         resend_per_day=settings().resend_per_day,
+        request_seconds=settings().function_timeout_seconds,
     )
 
 
@@ -503,6 +507,7 @@ def correction_service() -> CorrectionService:
         clock=clock,
         version_conflict=VersionConflictError,
         sms_extra_regions=settings().sms_extra_region_codes,
+        request_seconds=settings().function_timeout_seconds,
         reference_digest=reference_key().digest,
     )
 

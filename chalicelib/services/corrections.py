@@ -39,6 +39,7 @@ from chalicelib.domain.records import AuditEvent, AuthGrant, Correction, ResultR
 from chalicelib.domain.validation import is_valid_pharmacy_reference, parse_correction
 from chalicelib.errors import ConflictError, DependencyUnavailableError, ValidationError
 from chalicelib.services.authn import SignedRequest
+from chalicelib.services.notify import QueueNotify, send_in_request
 from chalicelib.services.pharmacy_request import PharmacyGate, PharmacyRequest
 from chalicelib.services.vault import ResultVault
 
@@ -92,7 +93,7 @@ class CorrectionService:
     vault: ResultVault
     generations: Generations
     notify: Callable[[str, int], object]  # sends the patient's message of a generation now (raises on failure)
-    enqueue_notify: Callable[[str, int], None]
+    enqueue_notify: QueueNotify
     enqueue_national: Callable[[str], None]
     metrics: Metrics
     clock: Callable[[], datetime]
@@ -101,6 +102,7 @@ class CorrectionService:
     reference_digest: Callable[[str, str], str]
     version_conflict: type[Exception] = Exception  # the store's "another correction won" error
     sms_extra_regions: frozenset[str] = frozenset()  # where an SMS may go beyond France (as for a submission)
+    request_seconds: int = 10  # the API function's time limit (send_in_request's backstop arrives after it)
 
     def correct(self, request: SignedRequest, result_id: str, *, request_id: str | None = None) -> Corrected:
         """Authenticate, check and commit one correction; see the module docstring for the answers."""
@@ -190,10 +192,7 @@ class CorrectionService:
         if change.patient_status != "pending":
             return
         generation = change.previous_generation + 1
-        try:
-            self.notify(record.id, generation)
-        except Exception:
-            self.enqueue_notify(record.id, generation)
+        send_in_request(self.notify, self.enqueue_notify, record.id, generation, request_seconds=self.request_seconds)
 
 
 def _patient_status(record: ResultRecord, *, withdraws: bool) -> str:

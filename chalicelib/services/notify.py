@@ -300,6 +300,43 @@ class NotifyService:
                 continue
 
 
+class QueueNotify(Protocol):
+    """Queues the notification of a link generation (``bootstrap._enqueue_notify``): 503 when SQS refuses."""
+
+    def __call__(self, result_id: str, generation: int, delay_seconds: int = 0) -> None: ...
+
+
+#: How long after a request's own time limit the backstop of its message arrives (:func:`send_in_request`).
+BACKSTOP_MARGIN_SECONDS = 5
+
+
+def send_in_request(
+    notify: Callable[[str, int], object],
+    enqueue: QueueNotify,
+    result_id: str,
+    generation: int,
+    *,
+    request_seconds: int,
+) -> None:
+    """Send the message of a link generation the request has just committed (a resend, a correction), backed up.
+
+    A copy of its queue message goes first, delayed past the request's time limit (``request_seconds`` + 5 s): when
+    the request dies mid-send (its time limit, a crash) or the send fails, the notifier sends the message then;
+    when the send succeeded, the copy finds the result ``sent`` and sends nothing (and a claim never sends a channel
+    twice). Only when neither the copy nor the send could be made does the error go up (503: the pharmacy retries;
+    the link generation, committed, stays ``pending``)."""
+    try:
+        enqueue(result_id, generation, request_seconds + BACKSTOP_MARGIN_SECONDS)
+        queued = True
+    except Exception:
+        queued = False
+    try:
+        notify(result_id, generation)
+    except Exception:
+        if not queued:
+            enqueue(result_id, generation)
+
+
 def retry_delay(exc: Exception, attempt: int) -> int | None:
     """Seconds before a message whose attempt ``attempt`` raised ``exc`` is tried again; None: the queue's own
     visibility timeout (180 s).

@@ -18,7 +18,7 @@ from chalicelib.domain.corrections import ResultWithdrawnError
 from chalicelib.domain.records import AuditEvent, AuthGrant
 from chalicelib.errors import ConflictError, FieldError, RateLimitedError, ValidationError
 from chalicelib.services.authn import SignedRequest
-from chalicelib.services.notify import NotifyService
+from chalicelib.services.notify import NotifyService, QueueNotify, send_in_request
 from chalicelib.services.pharmacy_request import PharmacyGate
 from chalicelib.services.ports import ResultStore
 
@@ -43,9 +43,10 @@ class ResendService:
     results: ResultStore
     link_store: ResendStore
     notifier: NotifyService
-    enqueue: Callable[[str, int], None]
+    enqueue: QueueNotify
     clock: Callable[[], datetime]
     resend_per_day: int = 3
+    request_seconds: int = 10  # the API function's time limit (send_in_request's backstop arrives after it)
 
     def resend(self, request: SignedRequest, result_id: str, *, request_id: str | None = None) -> dict[str, Any]:
         """Authenticate, check the body, ownership and the daily limit, revoke, issue and send; the 202 body.
@@ -86,9 +87,6 @@ class ResendService:
         except RateLimitedError:
             req.commit("rate_limited", result_id, reason="resend_per_day")
             raise
-        try:
-            self.notifier.notify(result_id, generation)
-        except Exception:
-            self.enqueue(result_id, generation)
+        send_in_request(self.notifier.notify, self.enqueue, result_id, generation, request_seconds=self.request_seconds)
         updated = self.results.get_result(result_id) or record
         return {"id": result_id, "patient": updated.patient_view()}

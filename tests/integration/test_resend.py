@@ -114,9 +114,53 @@ def test_a_result_without_channels_cannot_be_resent(patient_env):
     assert result_item(rid)["patient_status"]["S"] == "not_requested"
 
 
-def test_when_sending_fails_the_resend_is_queued_with_ids_only(patient_env):
+def _queued_notifications(monkeypatch) -> list[dict]:
+    """Every ``SendMessage`` to the notify queue from now on: body, delay, and how many SMS had gone out then."""
+    from chalicelib import bootstrap
+
+    sqs = bootstrap.client("sqs")
+    queued: list[dict] = []
+    real = sqs.send_message
+
+    def recording(**params):
+        if params["QueueUrl"] == bootstrap.settings().notify_queue_url:
+            queued.append({**json.loads(params["MessageBody"]), "delay": params.get("DelaySeconds", 0),
+                           "sms_before": len(sent_sms())})  # fmt: skip
+        return real(**params)
+
+    monkeypatch.setattr(sqs, "send_message", recording)
+    return queued
+
+
+def test_a_resend_queues_a_delayed_copy_of_its_message_before_sending_it_which_then_sends_nothing(
+    patient_env, monkeypatch
+):
+    """The copy, with ids only, arrives after the API's time limit: had the request died mid-send it would send the
+    message; the request sent it, so the copy finds the result ``sent`` and sends nothing."""
+    from chalicelib import bootstrap
+    from chalicelib.events.notify import handle_notify_batch
+    from tests.integration.patient_support import sqs_event
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid, _ = notified_token(actor)
+    queued = _queued_notifications(monkeypatch)
+
+    assert resend(client, actor, rid).status_code == 202
+
+    delay = bootstrap.settings().function_timeout_seconds + 5
+    assert queued == [{"result_id": rid, "generation": 1, "delay": delay, "sms_before": 1}]  # before the send
+    assert len(sent_sms()) == 2
+    copy = {"result_id": rid, "generation": 1}
+    assert handle_notify_batch(sqs_event(copy), None) == {"batchItemFailures": []}
+    assert len(sent_sms()) == 2
+    assert result_item(rid)["patient_status"]["S"] == "sent"
+
+
+def test_when_sending_fails_the_resend_s_queued_copy_sends_it(patient_env, monkeypatch):
     from chalicelib import bootstrap
     from chalicelib.adapters.messaging import DeliveryError
+    from chalicelib.events.notify import handle_notify_batch
+    from tests.integration.patient_support import sqs_event
 
     client, actor = patient_env["client"], patient_env["pharmacy"]
     rid, _ = notified_token(actor)
@@ -128,13 +172,22 @@ def test_when_sending_fails_the_resend_is_queued_with_ids_only(patient_env):
         def send_email(self, address, content):
             raise DeliveryError("email", "Throttling")
 
-    bootstrap.notify_service().sender = Down()
+    service = bootstrap.notify_service()
+    working, service.sender = service.sender, Down()
+    queued = _queued_notifications(monkeypatch)
     r = resend(client, actor, rid)
     assert r.status_code == 202
     assert json.loads(r.body)["patient"]["status"] == "pending"
-    sqs = boto3.client("sqs", region_name="eu-west-3")
-    messages = sqs.receive_message(QueueUrl=bootstrap.settings().notify_queue_url, MaxNumberOfMessages=10)["Messages"]
-    assert [json.loads(m["Body"]) for m in messages] == [{"result_id": rid, "generation": 1}]
+    assert [(q["result_id"], q["generation"]) for q in queued] == [(rid, 1)]  # one copy, queued before the send
+    attributes = boto3.client("sqs", region_name="eu-west-3").get_queue_attributes(
+        QueueUrl=bootstrap.settings().notify_queue_url, AttributeNames=["All"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"  # not before the request's time limit
+
+    service.sender = working  # the provider is back when the copy arrives
+    assert handle_notify_batch(sqs_event({"result_id": rid, "generation": 1}), None) == {"batchItemFailures": []}
+    assert len(sent_sms()) == 2
+    assert result_item(rid)["patient_status"]["S"] == "sent"
 
 
 def test_a_late_message_of_the_old_generation_sends_nothing(patient_env):

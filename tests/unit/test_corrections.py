@@ -144,6 +144,7 @@ class FakeResults:
     store: FakeStore
     commits: list[NextVersion] = field(default_factory=list)
     messages: list[tuple[str, int]] = field(default_factory=list)
+    queued: list[tuple[str, int, int]] = field(default_factory=list)  # (id, generation, delay): the sends' backstops
 
     def get_result(self, result_id: str) -> ResultRecord | None:
         return self.record if result_id == self.record.id else None
@@ -189,7 +190,7 @@ def service(now_offset: timedelta = timedelta(0)) -> tuple[CorrectionService, Fa
         vault=vault,
         generations=results,
         notify=lambda rid, generation: results.messages.append((rid, generation)),
-        enqueue_notify=lambda rid, generation: None,
+        enqueue_notify=lambda rid, generation, delay_seconds=0: results.queued.append((rid, generation, delay_seconds)),
         enqueue_national=lambda rid: None,
         metrics=metrics,
         clock=lambda: FIXED_NOW + now_offset,
@@ -217,6 +218,7 @@ def test_a_correction_commits_version_2_with_one_audit_event_and_sends_the_next_
     assert (event.action, event.outcome, event.reason) == ("result.correct", "success", "wrong_result:v2")
     assert svc.vault.open(results.record).submission.test.result == "positive"
     assert results.messages == [(RID, 1)] and metrics.names == ["ResultCorrected"]
+    assert results.queued == [(RID, 1, 10 + 5)]  # its backstop, past the API's time limit
     assert [c.reference for c in results.record.corrections] == [keyed("C-1")]  # never the reference itself
 
 
