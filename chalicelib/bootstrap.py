@@ -145,14 +145,30 @@ def call_budget() -> CallBudget:
 def client(service: str) -> BaseClient:
     """A client of our botocore session, cached per service: what ``boto3.client`` returns is this same botocore
     client, and boto3 (31 ms of imports with s3transfer) is then imported only where the encryption SDK needs it."""
+    return _cached_client(service, service, None)
+
+
+def one_attempt_client(service: str) -> BaseClient:
+    """A client of ``service`` whose calls botocore never repeats (the function's timeouts, one attempt): for
+    calls that are not idempotent, such as a patient's SMS (SNS ``Publish``) or e-mail (SES ``SendEmail``). With
+    retries, an answer lost after the provider accepted the message (a read timeout, a 5xx) would be followed at once
+    by a second copy, within one call that reports one send; the failure goes up instead, where the notifier retries
+    it later, audited with its code (``services/notify.py``)."""
+    from botocore.config import Config
+
+    once = Config(retries={"mode": "standard", "total_max_attempts": 1})  # merged into the session's default config
+    return _cached_client(f"{service}:one-attempt", service, once)
+
+
+def _cached_client(key: str, service: str, config: Any) -> BaseClient:
     try:
-        return _clients[service]
+        return _clients[key]
     except KeyError:
         pass
     with _lock:
-        if service not in _clients:
-            _clients[service] = botocore_session().create_client(service, region_name=settings().region)
-        return _clients[service]
+        if key not in _clients:
+            _clients[key] = botocore_session().create_client(service, region_name=settings().region, config=config)
+        return _clients[key]
 
 
 @component
@@ -383,8 +399,8 @@ def messaging() -> Messaging:
 
     s = settings()
     return Messaging(
-        sns=client("sns"),
-        ses=client("ses"),
+        sns=one_attempt_client("sns"),
+        ses=one_attempt_client("ses"),
         sms_sender_id=s.sms_sender_id,
         email_sender=s.email_sender,
         configuration_set=s.ses_configuration_set,

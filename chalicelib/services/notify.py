@@ -4,8 +4,10 @@ Idempotency. Each result has a link *generation* (0 at intake, +1 per resend). S
 ``g`` takes the lease of the claim ``notify#<result>#<g>``; every channel sent is recorded in that
 claim together with its audit event, in one transaction. A redelivered queue message therefore finds
 the channel already sent and sends nothing; a message of an older generation (superseded by a resend)
-is dropped. The one window left is a crash between the provider accepting a message and the claim
-being written: then, and only then, a retry sends it again (at-least-once, like SNS itself).
+is dropped. Two windows are left, both after the provider accepted a message: a crash before the claim is
+written, and an answer lost on the way back (a read timeout, a reset connection, a 5xx): then, and only then, a
+retry sends it again (at-least-once, like SNS itself). botocore never repeats a send itself
+(``bootstrap.one_attempt_client``): every retry is the notifier's, audited with the failure's code.
 
 Failures raise, so that the queue retries the message, after :func:`retry_delay` (the consumer shortens the
 message's visibility timeout to it: the queue's own 180 s would hold every retried SMS back three minutes); the

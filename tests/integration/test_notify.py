@@ -58,8 +58,8 @@ def use_sender(fail: set[str]) -> FlakySender:
 
     s = bootstrap.settings()
     real = Messaging(
-        sns=bootstrap.client("sns"),
-        ses=bootstrap.client("ses"),
+        sns=bootstrap.one_attempt_client("sns"),
+        ses=bootstrap.one_attempt_client("ses"),
         sms_sender_id=s.sms_sender_id,
         email_sender=s.email_sender,
     )
@@ -477,3 +477,36 @@ def test_a_message_without_a_send_slot_waits_the_queue_s_whole_timeout(patient_e
     assert handle(event)["batchItemFailures"]
     assert _seconds_hidden(message) > 170  # the backlog drains at the account's rate: no attempt spent sooner
     assert sent_sms() == []
+
+
+@pytest.mark.parametrize("channel", ["sms", "email"])
+def test_botocore_never_repeats_a_send_whose_answer_was_lost(patient_env, channel):
+    """A read timeout after SNS or SES may have accepted the message: one attempt, the failure goes up (the
+    notifier's audited retry decides), never a second copy inside the same call."""
+    from botocore.exceptions import ReadTimeoutError
+
+    from chalicelib import bootstrap
+    from chalicelib.adapters.messaging import DeliveryError
+    from chalicelib.domain.messages import EmailContent
+
+    messaging = bootstrap.messaging()
+    sdk = messaging._sns if channel == "sms" else messaging._ses
+    attempts: list[str] = []
+
+    def lost_answer(request: Any, **_: Any) -> None:
+        attempts.append(request.url)
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    event = "before-send.sns.Publish" if channel == "sms" else "before-send.ses.SendEmail"
+    sdk.meta.events.register(event, lost_answer)
+    try:
+        with pytest.raises(DeliveryError) as raised:
+            if channel == "sms":
+                messaging.send_sms(PHONE, "text")
+            else:
+                messaging.send_email(EMAIL, EmailContent(subject="s", text="t", html="<p>h</p>"))
+    finally:
+        sdk.meta.events.unregister(event, lost_answer)
+    assert len(attempts) == 1
+    assert raised.value.code == "ReadTimeoutError" and not raised.value.permanent
+    assert sent_sms() == [] and sent_emails() == []
