@@ -498,13 +498,16 @@ def test_botocore_never_repeats_a_send_whose_answer_was_lost(patient_env, channe
         raise ReadTimeoutError(endpoint_url=request.url)
 
     event = "before-send.sns.Publish" if channel == "sms" else "before-send.ses.SendEmail"
+    email = EmailContent(subject="s", text="t", html="<p>h</p>")
+    send = (
+        (lambda: messaging.send_sms(PHONE, "text"))
+        if channel == "sms"
+        else (lambda: messaging.send_email(EMAIL, email))
+    )
     sdk.meta.events.register(event, lost_answer)
     try:
         with pytest.raises(DeliveryError) as raised:
-            if channel == "sms":
-                messaging.send_sms(PHONE, "text")
-            else:
-                messaging.send_email(EMAIL, EmailContent(subject="s", text="t", html="<p>h</p>"))
+            send()
     finally:
         sdk.meta.events.unregister(event, lost_answer)
     assert len(attempts) == 1
