@@ -150,20 +150,24 @@ class PharmacyDailyCap:
     def _key(self, pharmacy_id: str, moment: datetime) -> str:
         return f"cap#{self.channel}#{pharmacy_id}#{moment.astimezone(UTC).strftime('%Y-%m-%d')}"
 
-    def acquire(self, pharmacy_id: str) -> None:
-        """Count one message of this pharmacy today; RateLimitedError (until midnight UTC) past the cap."""
+    def acquire(self, pharmacy_id: str) -> str:
+        """Count one message of this pharmacy today; RateLimitedError (until midnight UTC) past the cap. Returns the
+        count's key (its day), which :meth:`release` takes."""
         moment = self.clock()
+        key = self._key(pharmacy_id, moment)
         if not update_if(
-            StateItem(pk=self._key(pharmacy_id, moment)),
+            StateItem(pk=key),
             [StateItem.n.add(1), StateItem.expires_at.set(int(moment.timestamp()) + 2 * 86_400)],
             StateItem.n.does_not_exist() | (StateItem.n < self.limit),
         ):
             raise self._reached(moment)
+        return key
 
-    def release(self, pharmacy_id: str) -> None:
-        """Give back a count whose message was not sent after all (best effort: a failure here only over-counts)."""
+    def release(self, counted: str) -> None:
+        """Give back a count (``acquire``'s key: the day it was counted, even once midnight has passed) whose message
+        was not sent after all (best effort: a failure here only over-counts)."""
         with contextlib.suppress(DependencyUnavailableError):
-            update_if(StateItem(pk=self._key(pharmacy_id, self.clock())), [StateItem.n.add(-1)], StateItem.n > 0)
+            update_if(StateItem(pk=counted), [StateItem.n.add(-1)], StateItem.n > 0)
 
     def check(self, pharmacy_id: str) -> None:
         """RateLimitedError (until midnight UTC) when this pharmacy's cap is already reached today; counts nothing."""

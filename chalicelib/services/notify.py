@@ -127,9 +127,9 @@ class Pacer(Protocol):
 class DailyCap(Protocol):
     """Counts one pharmacy's messages on one channel per UTC day; RateLimitedError past the cap."""
 
-    def acquire(self, pharmacy_id: str) -> None: ...
+    def acquire(self, pharmacy_id: str) -> str: ...  # the count's key (its day), for release
 
-    def release(self, pharmacy_id: str) -> None: ...
+    def release(self, counted: str) -> None: ...
 
     def check(self, pharmacy_id: str) -> None: ...
 
@@ -242,9 +242,10 @@ class NotifyService:
                 kind=kind,
             )
             cap = self.caps.get(channel.name)
+            counted = None
             try:
                 if cap is not None:  # before the account's slot: a capped pharmacy spends none of its budget
-                    cap.acquire(record.pharmacy_id)
+                    counted = cap.acquire(record.pharmacy_id)
             except RateLimitedError:
                 capped.append(channel.name)
                 continue
@@ -258,8 +259,8 @@ class NotifyService:
                     raise NotifyFailedError(f"no_{channel.address_field}")
                 getattr(self.sender, channel.transport)(address, message)
             except Exception:
-                if cap is not None:  # not sent (no slot, provider error): the retry counts it again
-                    cap.release(record.pharmacy_id)
+                if cap is not None and counted is not None:  # not sent (no slot, provider error): counted again
+                    cap.release(counted)  # on the day it was counted, even past midnight since
                 raise
             pending = SendRecord(
                 channel.name, expires if url else None, self._event(record, "success", f"{channel.name}:{sent}")

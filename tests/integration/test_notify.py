@@ -406,6 +406,35 @@ def test_an_sms_that_could_not_be_sent_does_not_count_against_the_cap(patient_en
     assert len(sent_sms()) == 1
 
 
+def test_a_count_given_back_after_midnight_goes_back_to_the_day_it_was_counted(patient_env):
+    """An SMS counted at 23:59:59 whose send fails after midnight: the day it was counted gets its count back, and
+    the new day's count is not lowered below what it really sent."""
+    from datetime import UTC, datetime, time, timedelta
+
+    from chalicelib import bootstrap
+    from chalicelib.adapters.messaging import DeliveryError
+    from chalicelib.services.notify import NotifyFailedError
+
+    cap_sms_at(1)
+    actor = patient_env["pharmacy"]
+    rid = new_result(actor, notify=("sms",))
+    day = datetime.now(UTC).date()
+    moment = [datetime.combine(day, time(23, 59, 59), tzinfo=UTC)]
+    bootstrap.override(clock=lambda: moment[0])
+    sender = use_sender(set())
+
+    def fails_after_midnight(phone: str, text: str) -> str:
+        moment[0] += timedelta(seconds=2)
+        raise DeliveryError("sms", "Throttling")
+
+    sender.send_sms = fails_after_midnight  # type: ignore[method-assign]
+    with pytest.raises(NotifyFailedError):
+        notify(rid)
+
+    counts = {i["pk"]["S"]: int(i["n"]["N"]) for i in scan("RELAIS_STATE_TABLE") if i["pk"]["S"].startswith("cap#sms#")}
+    assert counts == {f"cap#sms#{actor.pharmacy_id}#{day.isoformat()}": 0}
+
+
 def _received_from_notify_queue(result_id: str) -> tuple[dict[str, Any], Any]:
     """The result's message sent to and received from the real notify queue: (its Lambda event, moto's message)."""
     import json
