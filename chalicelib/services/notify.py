@@ -359,10 +359,12 @@ def retry_delay(exc: Exception, attempt: int) -> int | None:
 
 
 def message_kind(record: ResultRecord) -> MessageKind:
-    """What the patient is told for the result as it stands: withdrawn (no link), corrected, or ready."""
+    """What the patient is told for the result as it stands: withdrawn (no link), corrected, or ready. "Corrected"
+    (whose text says the link sent earlier no longer works) only to a patient who was given a link before; one whose
+    first message had not gone out yet (still queued, or failed) gets the first message, for the corrected result."""
     if record.withdrawn:
         return "withdrawn"
-    return "corrected" if record.corrections else "ready"
+    return "corrected" if record.corrections and record.patient_sent_at is not None else "ready"
 
 
 def _code(exc: Exception) -> str:

@@ -130,6 +130,22 @@ def test_a_correction_revokes_the_old_link_and_sends_a_new_one(patient_env):
     assert answer["corrected_at"] == corrections[-1]["at"]
 
 
+def test_a_correction_before_the_first_message_went_out_sends_the_first_message_not_a_corrected_one(patient_env):
+    """No link was given yet (the first message still queued): there is no earlier link to call void. The patient
+    gets one message, the first one's text, for the corrected result; the queued first message is superseded."""
+    from tests.integration.patient_support import notify
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid = new_result(actor, notify=("sms",))
+    assert correct(client, actor, rid, positive()).status_code == 202
+
+    [(_, text)] = sent_sms()
+    assert "corrigé" not in text and "corrected" not in text
+    assert notify(rid, generation=0) == "not_pending"  # the first message, delivered late: nothing more
+    assert len(sent_sms()) == 1
+    assert json.loads(view(client, token_in(text)).body)["test"]["result"] == "positive"
+
+
 def test_a_withdrawal_revokes_every_link_and_refuses_further_corrections(patient_env):
     client, actor = patient_env["client"], patient_env["pharmacy"]
     rid, old = notified_token(actor)
