@@ -26,16 +26,28 @@ PROVIDERS = {"sms": "sns", "email": "ses"}
 
 
 class DeliveryError(DependencyUnavailableError):
-    """A message could not be handed to SNS or SES. ``permanent`` when retrying cannot help."""
+    """A message could not be handed to SNS or SES. ``permanent`` when retrying cannot help; ``unconfirmed`` when
+    the request reached the provider and its answer was lost (a read timeout, a connection closed before the
+    answer): the provider may have taken the message, and sending it again could give the patient two."""
 
-    def __init__(self, channel: str, code: str, *, permanent: bool = False) -> None:
+    def __init__(self, channel: str, code: str, *, permanent: bool = False, unconfirmed: bool = False) -> None:
         super().__init__(PROVIDERS[channel])
         self.channel = channel
         self.code = code
         self.permanent = permanent
+        self.unconfirmed = unconfirmed
 
     def __str__(self) -> str:
         return f"{self.channel} delivery failed ({self.code})"
+
+
+def _refused(channel: str, exc: Exception) -> DeliveryError:
+    """The :class:`DeliveryError` of a failed send (codes only: a provider's message may quote the address)."""
+    from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+
+    code = _code(exc)
+    lost_answer = isinstance(exc, (ReadTimeoutError, ConnectionClosedError))
+    return DeliveryError(channel, code, permanent=code in PERMANENT_CODES, unconfirmed=lost_answer)
 
 
 def _code(exc: Exception) -> str:
@@ -67,8 +79,7 @@ class Messaging:
         try:
             answer = self._sns.publish(PhoneNumber=phone, Message=text, MessageAttributes=attributes)
         except Exception as exc:
-            code = _code(exc)
-            raise DeliveryError("sms", code, permanent=code in PERMANENT_CODES) from None
+            raise _refused("sms", exc) from None
         return str(answer.get("MessageId", ""))
 
     def send_email(self, address: str, content: EmailContent) -> str:
@@ -91,6 +102,5 @@ class Messaging:
         try:
             answer = self._ses.send_email(**kwargs)
         except Exception as exc:
-            code = _code(exc)
-            raise DeliveryError("email", code, permanent=code in PERMANENT_CODES) from None
+            raise _refused("email", exc) from None
         return str(answer.get("MessageId", ""))

@@ -29,6 +29,7 @@ NOTIFY_QUEUE = "relais-notify"
 #: outcome ("unknown", "not_pending", "superseded", "duplicate") is a skip.
 NOTIFY_METRICS = {
     "sent": "PatientNotified",
+    "unconfirmed": "PatientNotifyUnconfirmed",  # recorded as sent, the provider's answer lost (services/notify.py)
     "capped": "PatientNotifyCapped",  # a channel refused by its pharmacy's daily cap (docs/operations.md)
     "retry": "PatientNotifyRetried",
     "malformed": "PatientNotifyMalformed",

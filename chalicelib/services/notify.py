@@ -4,10 +4,12 @@ Idempotency. Each result has a link *generation* (0 at intake, +1 per resend). S
 ``g`` takes the lease of the claim ``notify#<result>#<g>``; every channel sent is recorded in that
 claim together with its audit event, in one transaction. A redelivered queue message therefore finds
 the channel already sent and sends nothing; a message of an older generation (superseded by a resend)
-is dropped. Two windows are left, both after the provider accepted a message: a crash before the claim is
-written, and an answer lost on the way back (a read timeout, a reset connection, a 5xx): then, and only then, a
-retry sends it again (at-least-once, like SNS itself). botocore never repeats a send itself
-(``bootstrap.one_attempt_client``): every retry is the notifier's, audited with the failure's code.
+is dropped. A send whose answer was lost after the request reached the provider (a read timeout, a connection
+closed before the answer) may have been taken: it is recorded as sent, its event's reason ending in
+``:unconfirmed:<code>``, and never sent again (outcome ``unconfirmed``, metric ``PatientNotifyUnconfirmed``);
+botocore never repeats a send itself (``bootstrap.one_attempt_client``). The one window left is a crash between
+the provider accepting a message and the claim being written: then, and only then, a retry sends it again
+(at-least-once, like SNS itself).
 
 Failures raise, so that the queue retries the message, after :func:`retry_delay` (the consumer shortens the
 message's visibility timeout to it: the queue's own 180 s would hold every retried SMS back three minutes); the
@@ -141,6 +143,7 @@ class _Sent:
     link_expires_at: datetime | None  # None: a withdrawal's message, which has no link
     capped: tuple[str, ...] = ()
     pending: SendRecord | None = None  # the last channel sent, recorded by finish (or on its own when capped)
+    unconfirmed: bool = False  # a channel's provider may have taken its message (its answer was lost)
 
 
 @dataclass
@@ -163,8 +166,9 @@ class NotifyService:
     def notify(self, result_id: str, generation: int = 0, *, attempt: int = 1) -> str:
         """Send generation ``generation`` of the result's link; the outcome (a code).
 
-        ``"sent"``; ``"capped"`` when a channel was refused by the pharmacy's daily cap (the others were sent);
-        or, acknowledging without sending: ``"unknown"``, ``"not_pending"``, ``"superseded"``,
+        ``"sent"``; ``"unconfirmed"`` when a channel's provider may have taken its message without saying so (it is
+        recorded as sent, never sent again); ``"capped"`` when a channel was refused by the pharmacy's daily cap (the
+        others were sent); or, acknowledging without sending: ``"unknown"``, ``"not_pending"``, ``"superseded"``,
         ``"duplicate"`` (``not_pending`` too for a result whose only channel is ``paper``: nothing is sent on it,
         the pharmacy prints a slip). Raises (to be retried) when sending fails; at ``attempt >= max_attempts`` the
         patient status becomes ``failed`` first.
@@ -201,7 +205,7 @@ class NotifyService:
         except Exception as exc:
             self._failed(record, generation, attempt, exc)
             raise NotifyFailedError(_code(exc), no_slot=isinstance(exc, NoSendSlotError)) from None
-        return "sent"
+        return "unconfirmed" if sent.unconfirmed else "sent"
 
     def _send(self, record: ResultRecord, generation: int, claim: ClaimView) -> _Sent:
         """Send on every channel not sent yet (a withdrawal's message has no link: no expiry)."""
@@ -228,6 +232,7 @@ class NotifyService:
             self.links.put_link(link)
             url, sent = link_url(self.public_base_url, token), f"link:{link.link_id}"
         capped: list[str] = []
+        unconfirmed = False  # a channel whose provider's answer was lost
         pending: SendRecord | None = None  # the last channel sent, not recorded yet (finish records it)
         for channel in remaining:
             if pending is not None:  # the previous channel sent: recorded before anything else is tried
@@ -258,14 +263,16 @@ class NotifyService:
                 if address is None:
                     raise NotifyFailedError(f"no_{channel.address_field}")
                 getattr(self.sender, channel.transport)(address, message)
-            except Exception:
-                if cap is not None and counted is not None:  # not sent (no slot, provider error): counted again
-                    cap.release(counted)  # on the day it was counted, even past midnight since
-                raise
-            pending = SendRecord(
-                channel.name, expires if url else None, self._event(record, "success", f"{channel.name}:{sent}")
-            )
-        return _Sent(expires if url else None, tuple(capped), pending)
+                reason = f"{channel.name}:{sent}"
+            except Exception as exc:
+                if not getattr(exc, "unconfirmed", False):
+                    if cap is not None and counted is not None:  # not sent (no slot, provider error): counted again
+                        cap.release(counted)  # on the day it was counted, even past midnight since
+                    raise
+                # The provider may have taken it (its answer was lost): recorded as sent, never sent again.
+                reason, unconfirmed = f"{channel.name}:{sent}:unconfirmed:{_code(exc)}", True
+            pending = SendRecord(channel.name, expires if url else None, self._event(record, "success", reason))
+        return _Sent(expires if url else None, tuple(capped), pending, unconfirmed)
 
     def _capped(self, record: ResultRecord, generation: int, channels: tuple[str, ...]) -> None:
         """Channels refused by the pharmacy's daily cap: audited, and the patient status ``failed`` for good

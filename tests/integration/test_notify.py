@@ -508,11 +508,21 @@ def test_a_message_without_a_send_slot_waits_the_queue_s_whole_timeout(patient_e
     assert sent_sms() == []
 
 
-@pytest.mark.parametrize("channel", ["sms", "email"])
-def test_botocore_never_repeats_a_send_whose_answer_was_lost(patient_env, channel):
-    """A read timeout after SNS or SES may have accepted the message: one attempt, the failure goes up (the
-    notifier's audited retry decides), never a second copy inside the same call."""
-    from botocore.exceptions import ReadTimeoutError
+@pytest.mark.parametrize(
+    ("channel", "transport_error", "unconfirmed"),
+    [
+        ("sms", "ReadTimeoutError", True),  # the request reached SNS: it may have sent the SMS
+        ("email", "ReadTimeoutError", True),
+        ("sms", "ConnectionClosedError", True),
+        ("sms", "ConnectTimeoutError", False),  # never reached it: nothing was sent
+    ],
+)
+def test_botocore_never_repeats_a_send_and_says_when_the_provider_may_have_taken_it(
+    patient_env, channel, transport_error, unconfirmed
+):
+    """One attempt per send, the failure goes up (never a second copy inside the same call), marked ``unconfirmed``
+    when the answer was lost after the request reached SNS or SES."""
+    from botocore import exceptions
 
     from chalicelib import bootstrap
     from chalicelib.adapters.messaging import DeliveryError
@@ -522,9 +532,9 @@ def test_botocore_never_repeats_a_send_whose_answer_was_lost(patient_env, channe
     sdk = messaging._sns if channel == "sms" else messaging._ses
     attempts: list[str] = []
 
-    def lost_answer(request: Any, **_: Any) -> None:
+    def failing(request: Any, **_: Any) -> None:
         attempts.append(request.url)
-        raise ReadTimeoutError(endpoint_url=request.url)
+        raise getattr(exceptions, transport_error)(endpoint_url=request.url)
 
     event = "before-send.sns.Publish" if channel == "sms" else "before-send.ses.SendEmail"
     email = EmailContent(subject="s", text="t", html="<p>h</p>")
@@ -533,12 +543,42 @@ def test_botocore_never_repeats_a_send_whose_answer_was_lost(patient_env, channe
         if channel == "sms"
         else (lambda: messaging.send_email(EMAIL, email))
     )
-    sdk.meta.events.register(event, lost_answer)
+    sdk.meta.events.register(event, failing)
     try:
         with pytest.raises(DeliveryError) as raised:
             send()
     finally:
-        sdk.meta.events.unregister(event, lost_answer)
+        sdk.meta.events.unregister(event, failing)
     assert len(attempts) == 1
-    assert raised.value.code == "ReadTimeoutError" and not raised.value.permanent
-    assert sent_sms() == [] and sent_emails() == []
+    assert raised.value.code == transport_error and not raised.value.permanent
+    assert raised.value.unconfirmed is unconfirmed
+
+
+class AnswerLost(FlakySender):
+    """SNS takes the SMS, and its answer is lost on the way back."""
+
+    def send_sms(self, phone: str, text: str) -> str:
+        from chalicelib.adapters.messaging import DeliveryError
+
+        self.real.send_sms(phone, text)
+        raise DeliveryError("sms", "ReadTimeoutError", unconfirmed=True)
+
+
+def test_an_sms_whose_answer_was_lost_is_recorded_as_sent_and_never_sent_again(patient_env):
+    """At most one SMS per result and link generation: an SMS SNS may have taken is not retried (the e-mail still
+    goes); its event says it is unconfirmed, and the outcome is counted apart."""
+    from chalicelib import bootstrap
+
+    rid = new_result(patient_env["pharmacy"])
+    sender = use_sender(set())
+    lost = AnswerLost(sender.real, set())
+    bootstrap.override(messaging=lost)
+
+    assert notify(rid) == "unconfirmed"
+    assert notify(rid, attempt=2) == "not_pending"  # a redelivered copy
+    assert len(sent_sms()) == 1 and len(sent_emails()) == 1
+    assert result_item(rid)["patient_status"]["S"] == "sent"
+    reasons = sorted(e["reason"] for e in audit_events("patient.notify", "success"))
+    assert [r.split(":")[0] for r in reasons] == ["email", "sms"]
+    assert reasons[1].endswith(":unconfirmed:DeliveryError:ReadTimeoutError")
+    assert not audit_events("patient.notify", "retry")
