@@ -154,10 +154,10 @@ def one_attempt_client(service: str) -> BaseClient:
     retries, an answer lost after the provider accepted the message (a read timeout, a 5xx) would be followed at once
     by a second copy, within one call that reports one send; the failure goes up instead, where the notifier retries
     it later, audited with its code (``services/notify.py``)."""
-    from botocore.config import Config
+    from chalicelib.adapters.aws import call_budget as budget_for
 
-    once = Config(retries={"mode": "standard", "total_max_attempts": 1})  # merged into the session's default config
-    return _cached_client(f"{service}:one-attempt", service, once)
+    once = budget_for(settings().function_timeout_seconds, attempts=1)  # its one attempt waits the whole budget
+    return _cached_client(f"{service}:one-attempt", service, once.botocore_config())
 
 
 def _cached_client(key: str, service: str, config: Any) -> BaseClient:

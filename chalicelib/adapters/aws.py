@@ -39,13 +39,15 @@ class CallBudget:
         )
 
 
-def call_budget(function_timeout_seconds: int) -> CallBudget:
+def call_budget(function_timeout_seconds: int, *, attempts: int | None = None) -> CallBudget:
     """Timeouts and attempts so that one AWS call, retries included, fits in half of the function's timeout
-    (the other half is for the function's other calls and its own work)."""
+    (the other half is for the function's other calls and its own work). ``attempts``: a given number (1 for a call
+    that must not be repeated, whose one attempt then gets the whole budget), else 2, or 3 from 20 s."""
     if function_timeout_seconds < 4:
         raise ValueError("a function needs at least 4 s to make an AWS call with one retry")
     budget = function_timeout_seconds / 2
-    attempts = 3 if function_timeout_seconds >= 20 else 2
+    if attempts is None:
+        attempts = 3 if function_timeout_seconds >= 20 else 2
     backoff = sum(min(_MAX_BACKOFF, 2**n) for n in range(attempts - 1))
     per_attempt = (budget - backoff) / attempts
     connect = min(1.0, per_attempt / 4)

@@ -27,8 +27,8 @@ PROVIDERS = {"sms": "sns", "email": "ses"}
 
 class DeliveryError(DependencyUnavailableError):
     """A message could not be handed to SNS or SES. ``permanent`` when retrying cannot help; ``unconfirmed`` when
-    the request reached the provider and its answer was lost (a read timeout, a connection closed before the
-    answer): the provider may have taken the message, and sending it again could give the patient two."""
+    the request reached the provider and its answer was lost (a read timeout): the provider may have taken the
+    message, and sending it again could give the patient two."""
 
     def __init__(self, channel: str, code: str, *, permanent: bool = False, unconfirmed: bool = False) -> None:
         super().__init__(PROVIDERS[channel])
@@ -43,10 +43,12 @@ class DeliveryError(DependencyUnavailableError):
 
 def _refused(channel: str, exc: Exception) -> DeliveryError:
     """The :class:`DeliveryError` of a failed send (codes only: a provider's message may quote the address)."""
-    from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+    from botocore.exceptions import ReadTimeoutError
 
     code = _code(exc)
-    lost_answer = isinstance(exc, (ReadTimeoutError, ConnectionClosedError))
+    # Only a read timeout proves the request was written out: a closed connection (botocore's ConnectionClosedError)
+    # is most often a kept-alive connection the provider had dropped, or a reset while writing: nothing was taken.
+    lost_answer = isinstance(exc, ReadTimeoutError)
     return DeliveryError(channel, code, permanent=code in PERMANENT_CODES, unconfirmed=lost_answer)
 
 

@@ -4,8 +4,8 @@ Idempotency. Each result has a link *generation* (0 at intake, +1 per resend). S
 ``g`` takes the lease of the claim ``notify#<result>#<g>``; every channel sent is recorded in that
 claim together with its audit event, in one transaction. A redelivered queue message therefore finds
 the channel already sent and sends nothing; a message of an older generation (superseded by a resend)
-is dropped. A send whose answer was lost after the request reached the provider (a read timeout, a connection
-closed before the answer) may have been taken: it is recorded as sent, its event's reason ending in
+is dropped. A send whose answer was lost after the request reached the provider (a read timeout) may have
+been taken: it is recorded as sent, its event's reason ending in
 ``:unconfirmed:<code>``, and never sent again (outcome ``unconfirmed``, metric ``PatientNotifyUnconfirmed``);
 botocore never repeats a send itself (``bootstrap.one_attempt_client``). The one window left is a crash between
 the provider accepting a message and the claim being written: then, and only then, a retry sends it again
@@ -338,7 +338,10 @@ def send_in_request(
     try:
         enqueue(result_id, generation, request_seconds + BACKSTOP_MARGIN_SECONDS)
         queued = True
-    except Exception:
+    except Exception as exc:
+        from chalicelib.observability import logger
+
+        logger().warning("notify backstop not queued", extra={"result_id": result_id, "error": type(exc).__name__})
         queued = False
     try:
         notify(result_id, generation)

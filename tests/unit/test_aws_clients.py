@@ -147,3 +147,27 @@ def test_threads_racing_to_a_connection_s_first_call_create_one_client(monkeypat
         clients = set(map(id, pool.map(first_call, range(16))))
     assert session.created == 1, f"{session.created} clients created for one connection"
     assert len(clients) == 1
+
+
+def test_a_send_that_must_not_be_repeated_makes_one_attempt_that_waits_the_whole_budget(monkeypatch):
+    """SNS Publish and SES SendEmail (``bootstrap.one_attempt_client``): botocore never repeats them, and their one
+    attempt gets the read timeout the budget would otherwise share between two or three."""
+    from chalicelib import bootstrap
+
+    monkeypatch.setenv("RELAIS_FUNCTION_TIMEOUT_SECONDS", "10")
+    for name in ("STAGE", "KMS_KEY_ARN", "REGISTRY_TABLE", "RESULTS_TABLE", "STATE_TABLE", "AUDIT_TABLE"):
+        monkeypatch.setenv(f"RELAIS_{name}", "x")
+    monkeypatch.setenv("RELAIS_NATIONAL_QUEUE_URL", "http://q")
+    monkeypatch.setenv("RELAIS_NOTIFY_QUEUE_URL", "http://q")
+    bootstrap.reset()
+    try:
+        once = call_budget(10, attempts=1)
+        assert once.worst_case_seconds() <= 10 / 2
+        assert once.read_timeout > call_budget(10).read_timeout
+        for service in ("sns", "ses"):
+            config = bootstrap.one_attempt_client(service).meta.config
+            assert config.retries["total_max_attempts"] == 1
+            assert (config.connect_timeout, config.read_timeout) == (once.connect_timeout, once.read_timeout)
+        assert bootstrap.client("sns").meta.config.retries["total_max_attempts"] == 2  # other clients keep retries
+    finally:
+        bootstrap.reset()
