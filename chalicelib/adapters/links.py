@@ -231,12 +231,19 @@ class LinkStore:
         return Claim(sent=frozenset(sent), done=item.done_at is not None, link_expires_at=item.link_expires_at)
 
     def record_send(self, result_id: str, generation: int, send: SendRecord) -> None:
-        """Mark one channel sent for this generation and write its audit event, atomically."""
+        """Mark one channel sent for this generation, write its audit event and the result's ``patient_sent_at``
+        (the patient was given a message: a later correction's says "corrected", a withdrawal's is due, even when
+        the attempt then fails on another channel or a resend supersedes it), atomically."""
         claim = ClaimItem(pk=f"notify#{result_id}#{generation}")
         tx = Transaction(self._connection)
         tx.update("claim", claim, actions=_sent_actions(send))
         tx.put("audit", audit_item(send.audit, self._audit_retention_days))
-        tx.commit()  # no condition: it writes both or raises
+        result = ResultItem(id=result_id)
+        tx.update(
+            "result", result, actions=[ResultItem.patient_sent_at.set(send.audit.at)], condition=ResultItem.id.exists()
+        )
+        if not tx.commit():  # the result is gone (erased): nothing to record it on
+            raise DependencyUnavailableError("dynamodb")
 
     def release_claim(self, result_id: str, generation: int) -> None:
         """Give the lease back after a failure, so that the retry need not wait for it to run out."""

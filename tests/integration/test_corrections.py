@@ -146,6 +146,30 @@ def test_a_correction_before_the_first_message_went_out_sends_the_first_message_
     assert json.loads(view(client, token_in(text)).body)["test"]["result"] == "positive"
 
 
+def test_a_patient_given_a_link_on_one_channel_before_the_attempt_failed_is_told_of_the_correction(patient_env):
+    """The SMS went out, the e-mail then failed for good (status ``failed``): the patient holds a link, so the
+    correction's message says the result was corrected and the earlier link no longer works."""
+    import pytest
+
+    from chalicelib.services.notify import NotifyFailedError
+    from tests.integration.patient_support import notify
+    from tests.integration.test_notify import use_sender
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid = new_result(actor)
+    sender = use_sender({"email"})
+    for attempt in range(1, 6):  # every attempt fails on the e-mail, the last one for good
+        with pytest.raises(NotifyFailedError):
+            notify(rid, attempt=attempt)
+    assert result_item(rid)["patient_status"]["S"] == "failed" and len(sent_sms()) == 1
+    sender.fail.clear()
+
+    assert correct(client, actor, rid, positive()).status_code == 202
+
+    assert len(sent_sms()) == 2
+    assert "corrigé" in sent_sms()[-1][1]
+
+
 def test_a_withdrawal_revokes_every_link_and_refuses_further_corrections(patient_env):
     client, actor = patient_env["client"], patient_env["pharmacy"]
     rid, old = notified_token(actor)

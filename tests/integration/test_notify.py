@@ -270,7 +270,7 @@ def test_the_last_send_is_recorded_with_the_attempt_end_in_one_transaction(patie
     assert notify(sms_only) == "sent"
     assert sizes == [4], "one write after the send: generation check, result, claim and the send's audit event"
     assert notify(both) == "sent"
-    assert sizes[1:] == [2, 4], "the first channel recorded on its own (claim + audit), the last with the end"
+    assert sizes[1:] == [3, 4], "the first channel recorded on its own (claim, audit, sent_at), the last with the end"
 
     for rid, channels in ((sms_only, {"sms"}), (both, {"sms", "email"})):
         claim = next(i for i in scan("RELAIS_STATE_TABLE") if i["pk"]["S"] == f"notify#{rid}#0")
