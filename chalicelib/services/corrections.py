@@ -147,6 +147,16 @@ class CorrectionService:
             req.commit("conflict", record.id, reason="correction_reference")
             raise CorrectionReferenceConflictError("correction_reference was already used for another correction")
         req.commit("duplicate", record.id)
+        if record.patient_status == "pending" and message_channels(record.channels):
+            # The patient's message may be what the first request could not send (it answered 503: its backstop
+            # copy could not be queued either). Sending the current generation again is safe: claims send it once.
+            send_in_request(
+                self.notify,
+                self.enqueue_notify,
+                record.id,
+                self.generations.current_generation(record.id),
+                request_seconds=self.request_seconds,
+            )
         return Corrected(record.id, earlier.version, created=False)
 
     def _next_version(

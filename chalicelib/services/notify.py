@@ -334,7 +334,8 @@ def send_in_request(
     the request dies mid-send (its time limit, a crash) or the send fails, the notifier sends the message then;
     when the send succeeded, the copy finds the result ``sent`` and sends nothing (and a claim never sends a channel
     twice). Only when neither the copy nor the send could be made does the error go up (503: the pharmacy retries;
-    the link generation, committed, stays ``pending``)."""
+    the link generation, committed, stays ``pending``, and the retry sends it: a resend makes a new generation, the
+    same correction again sends the pending one)."""
     try:
         enqueue(result_id, generation, request_seconds + BACKSTOP_MARGIN_SECONDS)
         queued = True

@@ -231,6 +231,24 @@ def test_the_same_correction_again_answers_the_same_version_without_a_new_one():
     assert [e.outcome for _, e in store.commits] == ["success", "duplicate"]
 
 
+def test_the_same_correction_again_sends_the_patient_s_message_still_pending_and_nothing_once_sent():
+    """The first request may have answered 503 with its message neither sent nor queued: the retry sends it (claims
+    keep it to one per generation); once the message is out, a retry sends nothing."""
+    svc, results, _, _ = service()
+    svc.correct(signed(body()), RID)
+    results.messages.clear()
+    results.queued.clear()
+    results.record = replace(results.record, patient_status="pending")
+
+    svc.correct(signed(body()), RID)
+    assert results.messages == [(RID, 0)]  # the current generation (the fake's)
+    assert results.queued == [(RID, 0, 15)]
+
+    results.record = replace(results.record, patient_status="sent")
+    svc.correct(signed(body()), RID)
+    assert results.messages == [(RID, 0)]
+
+
 def test_the_same_reference_with_another_body_is_a_conflict():
     svc, results, store, _ = service()
     svc.correct(signed(body()), RID)
