@@ -289,8 +289,11 @@ class LinkStore:
             raise
 
     def mark_failed(self, result_id: str, generation: int) -> None:
-        """Set the result's patient status to ``failed`` (last attempt), if the generation is still current."""
-        self._set_status(result_id, generation, [ResultItem.patient_status.set("failed")], close_claim_at=None)
+        """Set the result's patient status to ``failed`` (last attempt), if the generation is still current and its
+        claim not closed: a copy of the message that sent it meanwhile (and set ``sent``) is never overwritten."""
+        self._set_status(
+            result_id, generation, [ResultItem.patient_status.set("failed")], close_claim_at=None, claim_open=True
+        )
 
     def reopen(self, result_id: str, generation: int) -> bool:
         """Set a ``failed`` patient status back to ``pending`` for a dead-lettered notification of the current
@@ -317,10 +320,12 @@ class LinkStore:
         close_claim_at: datetime | None,
         last_send: SendRecord | None = None,
         result_condition: Condition | None = None,
+        claim_open: bool = False,
     ) -> bool:
         """One transaction: the generation still current, the result's ``actions`` (if it exists and meets
-        ``result_condition``), the claim closed at ``close_claim_at`` with ``last_send`` recorded. True once
-        written; False when ``result_condition`` (given) was not met; SupersededError when the generation moved."""
+        ``result_condition``), the claim closed at ``close_claim_at`` with ``last_send`` recorded, or (``claim_open``)
+        checked not closed. True once written; False when ``result_condition`` or ``claim_open`` (given) was not met;
+        SupersededError when the generation moved."""
         if generation == 0:
             condition = StateItem.n.does_not_exist() | (StateItem.n == 0)
         else:
@@ -329,6 +334,9 @@ class LinkStore:
         tx = Transaction(self._connection)
         tx.check("generation", StateItem, f"linkcur#{result_id}", condition=condition)
         tx.update("result", ResultItem(id=result_id), actions=actions, condition=required)
+        if claim_open:
+            pk = f"notify#{result_id}#{generation}"
+            tx.check("claim_open", ClaimItem, pk, condition=ClaimItem.done_at.does_not_exist())
         if close_claim_at is not None:
             claim_actions: list[Action] = [ClaimItem.done_at.set(close_claim_at)]
             if last_send is not None:
@@ -340,7 +348,7 @@ class LinkStore:
             return True
         if tx.failed("generation"):
             raise SupersededError("generation superseded")
-        if result_condition is not None and tx.failed("result"):
+        if (result_condition is not None and tx.failed("result")) or (claim_open and tx.failed("claim_open")):
             return False
         raise DependencyUnavailableError("dynamodb")
 

@@ -178,11 +178,16 @@ class NotifyService:
             return "unknown"
         if record.patient_status != "pending" or not message_channels(record.channels):
             return "not_pending"
-        if self.links.current_generation(result_id) != generation:
-            return "superseded"
-        claim = self.links.acquire_claim(
-            result_id, generation, lease_seconds=LEASE_SECONDS, keep_until=record.expires_at
-        )
+        try:
+            if self.links.current_generation(result_id) != generation:
+                return "superseded"
+            claim = self.links.acquire_claim(
+                result_id, generation, lease_seconds=LEASE_SECONDS, keep_until=record.expires_at
+            )
+        except Exception as exc:  # nothing sent; the last attempt still ends as failed (a lease it lacks is kept)
+            if attempt >= self.max_attempts:
+                self._failed(record, generation, attempt, exc, holds_claim=False)
+            raise
         if claim.done:
             return "duplicate"
         try:
@@ -293,14 +298,16 @@ class NotifyService:
             reason=reason,
         )
 
-    def _failed(self, record: ResultRecord, generation: int, attempt: int, exc: Exception) -> None:
-        """Best effort bookkeeping of a failed attempt: release the lease, audit, and on the last one fail."""
+    def _failed(
+        self, record: ResultRecord, generation: int, attempt: int, exc: Exception, *, holds_claim: bool = True
+    ) -> None:
+        """Best effort bookkeeping of a failed attempt: release the lease (``holds_claim``: never another worker's),
+        audit, and on the last one fail (unless a copy of the message has sent it meanwhile)."""
         final = attempt >= self.max_attempts
         event = self._event(record, "failed" if final else "retry", _code(exc))
-        steps: list[Callable[[], None]] = [
-            lambda: self.links.release_claim(record.id, generation),
-            lambda: self.results.record_audit(event),
-        ]
+        steps: list[Callable[[], None]] = [lambda: self.results.record_audit(event)]
+        if holds_claim:
+            steps.insert(0, lambda: self.links.release_claim(record.id, generation))
         if final:
             steps.append(lambda: self.links.mark_failed(record.id, generation))
         for step in steps:

@@ -482,6 +482,44 @@ def test_a_copy_that_meets_a_leased_claim_comes_back_when_the_lease_ends(patient
     assert sent_sms() == []
 
 
+def _claim_item(result_id: str, generation: int = 0) -> dict[str, Any]:
+    [item] = [i for i in scan("RELAIS_STATE_TABLE") if i["pk"]["S"] == f"notify#{result_id}#{generation}"]
+    return item
+
+
+def test_a_last_delivery_that_meets_a_leased_claim_fails_the_status_and_leaves_the_lease(patient_env):
+    """Nothing was sent by this copy, but it is the last: the patient status is ``failed`` (with its ``failed``
+    event), as after any last attempt, and the lease another worker holds is not released under it."""
+    from chalicelib import bootstrap
+    from chalicelib.domain.links import ClaimBusyError
+    from chalicelib.services.notify import NOTIFY_MAX_ATTEMPTS
+
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    bootstrap.link_store().acquire_claim(rid, 0, lease_seconds=60, keep_until=2**31)  # another worker sending it
+    lease = _claim_item(rid)["lease_until"]
+
+    with pytest.raises(ClaimBusyError):
+        notify(rid, attempt=NOTIFY_MAX_ATTEMPTS - 1)
+    assert result_item(rid)["patient_status"]["S"] == "pending"  # not the last: retried, nothing written
+    assert not audit_events("patient.notify")
+
+    with pytest.raises(ClaimBusyError):
+        notify(rid, attempt=NOTIFY_MAX_ATTEMPTS)
+    assert result_item(rid)["patient_status"]["S"] == "failed"
+    assert [e["reason"] for e in audit_events("patient.notify", "failed")] == ["ClaimBusyError"]
+    assert _claim_item(rid)["lease_until"] == lease
+    assert sent_sms() == []
+
+
+def test_a_last_attempt_never_fails_a_message_a_copy_has_sent(patient_env):
+    from chalicelib import bootstrap
+
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    assert notify(rid) == "sent"
+    bootstrap.link_store().mark_failed(rid, 0)  # a late last attempt of another copy
+    assert result_item(rid)["patient_status"]["S"] == "sent"
+
+
 def test_when_sqs_refuses_the_shorter_pause_the_message_keeps_the_queue_s_timeout(patient_env, caplog):
     rid = new_result(patient_env["pharmacy"], notify=("sms",))
     use_sender({"sms"})
