@@ -151,9 +151,9 @@ def client(service: str) -> BaseClient:
 def one_attempt_client(service: str) -> BaseClient:
     """A client of ``service`` whose calls botocore never repeats (the function's timeouts, one attempt): for
     calls that are not idempotent, such as a patient's SMS (SNS ``Publish``) or e-mail (SES ``SendEmail``). With
-    retries, an answer lost after the provider accepted the message (a read timeout, a 5xx) would be followed at once
-    by a second copy, within one call that reports one send; the failure goes up instead, where the notifier retries
-    it later, audited with its code (``services/notify.py``)."""
+    retries, an answer lost after the provider accepted the message (a read timeout) would be followed at once by a
+    second copy, within one call that reports one send; the failure goes up instead, to the notifier, which records
+    a lost answer as an unconfirmed send and retries only a refused one, audited (``services/notify.py``)."""
     from chalicelib.adapters.aws import call_budget as budget_for
 
     once = budget_for(settings().function_timeout_seconds, attempts=1)  # its one attempt waits the whole budget

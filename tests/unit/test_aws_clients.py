@@ -32,7 +32,9 @@ def test_every_function_in_the_template_is_told_its_timeout(packaged_template):
         assert variables["RELAIS_FUNCTION_TIMEOUT_SECONDS"] == str(props["Timeout"]), name
 
 
-def test_clients_use_the_standard_retry_mode_and_the_budget_s_timeouts(monkeypatch):
+@pytest.fixture
+def ten_second_function(monkeypatch):
+    """The bootstrap of a function with a 10 s timeout (placeholder settings), reset before and after."""
     from chalicelib import bootstrap
 
     monkeypatch.setenv("RELAIS_FUNCTION_TIMEOUT_SECONDS", "10")
@@ -41,17 +43,20 @@ def test_clients_use_the_standard_retry_mode_and_the_budget_s_timeouts(monkeypat
     monkeypatch.setenv("RELAIS_NATIONAL_QUEUE_URL", "http://q")
     monkeypatch.setenv("RELAIS_NOTIFY_QUEUE_URL", "http://q")
     bootstrap.reset()
-    try:
-        sqs = bootstrap.client("sqs")
-        kms = bootstrap.botocore_session().create_client("kms", region_name="eu-west-3")  # as the SDK makes it
-        expected = call_budget(10)
-        for client in (sqs, kms):
-            config = client.meta.config
-            assert (config.connect_timeout, config.read_timeout) == (expected.connect_timeout, expected.read_timeout)
-            assert config.retries["mode"] == "standard"
-            assert config.retries["total_max_attempts"] == expected.max_attempts
-    finally:
-        bootstrap.reset()
+    yield bootstrap
+    bootstrap.reset()
+
+
+def test_clients_use_the_standard_retry_mode_and_the_budget_s_timeouts(ten_second_function):
+    bootstrap = ten_second_function
+    sqs = bootstrap.client("sqs")
+    kms = bootstrap.botocore_session().create_client("kms", region_name="eu-west-3")  # as the SDK makes it
+    expected = call_budget(10)
+    for client in (sqs, kms):
+        config = client.meta.config
+        assert (config.connect_timeout, config.read_timeout) == (expected.connect_timeout, expected.read_timeout)
+        assert config.retries["mode"] == "standard"
+        assert config.retries["total_max_attempts"] == expected.max_attempts
 
 
 def test_dynamodb_connections_and_models_use_the_budget_too(monkeypatch):
@@ -149,25 +154,15 @@ def test_threads_racing_to_a_connection_s_first_call_create_one_client(monkeypat
     assert len(clients) == 1
 
 
-def test_a_send_that_must_not_be_repeated_makes_one_attempt_that_waits_the_whole_budget(monkeypatch):
+def test_a_send_that_must_not_be_repeated_makes_one_attempt_that_waits_the_whole_budget(ten_second_function):
     """SNS Publish and SES SendEmail (``bootstrap.one_attempt_client``): botocore never repeats them, and their one
     attempt gets the read timeout the budget would otherwise share between two or three."""
-    from chalicelib import bootstrap
-
-    monkeypatch.setenv("RELAIS_FUNCTION_TIMEOUT_SECONDS", "10")
-    for name in ("STAGE", "KMS_KEY_ARN", "REGISTRY_TABLE", "RESULTS_TABLE", "STATE_TABLE", "AUDIT_TABLE"):
-        monkeypatch.setenv(f"RELAIS_{name}", "x")
-    monkeypatch.setenv("RELAIS_NATIONAL_QUEUE_URL", "http://q")
-    monkeypatch.setenv("RELAIS_NOTIFY_QUEUE_URL", "http://q")
-    bootstrap.reset()
-    try:
-        once = call_budget(10, attempts=1)
-        assert once.worst_case_seconds() <= 10 / 2
-        assert once.read_timeout > call_budget(10).read_timeout
-        for service in ("sns", "ses"):
-            config = bootstrap.one_attempt_client(service).meta.config
-            assert config.retries["total_max_attempts"] == 1
-            assert (config.connect_timeout, config.read_timeout) == (once.connect_timeout, once.read_timeout)
-        assert bootstrap.client("sns").meta.config.retries["total_max_attempts"] == 2  # other clients keep retries
-    finally:
-        bootstrap.reset()
+    bootstrap = ten_second_function
+    once = call_budget(10, attempts=1)
+    assert once.worst_case_seconds() <= 10 / 2
+    assert once.read_timeout > call_budget(10).read_timeout
+    for service in ("sns", "ses"):
+        config = bootstrap.one_attempt_client(service).meta.config
+        assert config.retries["total_max_attempts"] == 1
+        assert (config.connect_timeout, config.read_timeout) == (once.connect_timeout, once.read_timeout)
+    assert bootstrap.client("sns").meta.config.retries["total_max_attempts"] == 2  # other clients keep retries
