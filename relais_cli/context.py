@@ -32,6 +32,10 @@ STATE_FILE = "local.json"
 DEFAULT_REGION = "eu-west-3"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,100}")
+#: The CLI's AWS calls are sized as for a 60 s function (3 attempts, 5 s read timeouts, ``adapters/aws.py``), not as
+#: for the target's 10 s API function: an operator's command has no Lambda time limit, and a call to a busy stack
+#: that waits, or is throttled twice, must not end the command (a dead-letter listing long-polls for 1 s).
+OPERATOR_FUNCTION_TIMEOUT_SECONDS = 60
 
 
 def state_dir() -> Path:
@@ -177,6 +181,7 @@ class Context:
             self._set_env(_deployed_stage_env(self.stage))
         elif self.mode == "local":
             self._set_env(_local_env(self._local_stack()))
+        self._set_env({"RELAIS_FUNCTION_TIMEOUT_SECONDS": str(OPERATOR_FUNCTION_TIMEOUT_SECONDS)})
         self._applied = True
         from chalicelib import bootstrap
         from chalicelib.config import SettingsError

@@ -123,9 +123,10 @@ class LocalStack:
             capture_output=True,
             text=True,
             timeout=120,
-            check=True,
+            check=False,
             env={**os.environ, "RELAIS_STATE_DIR": str(self.state_file.parent)},
         )
+        assert done.returncode == 0, f"relais {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}"
         return json.loads(done.stdout)
 
     def national_token(self) -> str:

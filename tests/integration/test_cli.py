@@ -134,6 +134,25 @@ def test_the_cli_leaves_the_environment_as_it_found_it(cli, capsys, tmp_path):
     assert dict(os.environ) == before
 
 
+def test_an_operator_command_s_aws_calls_are_not_sized_for_the_api_s_10_s(cli, monkeypatch):
+    """The CLI is not a Lambda: a slow or twice-throttled call to a busy stack must not end an operator's command."""
+    from chalicelib import bootstrap
+    from chalicelib.adapters.aws import call_budget
+    from relais_cli.context import OPERATOR_FUNCTION_TIMEOUT_SECONDS, Context
+
+    monkeypatch.setenv("RELAIS_FUNCTION_TIMEOUT_SECONDS", "10")  # the target's API function
+    ctx = Context.for_stage(None)
+    ctx.apply()
+    try:
+        config = bootstrap.client("sqs").meta.config
+        expected = call_budget(OPERATOR_FUNCTION_TIMEOUT_SECONDS)
+        assert (expected.read_timeout, expected.max_attempts) == (5.0, 3)
+        assert (config.read_timeout, config.retries["total_max_attempts"]) == (5.0, 3)
+    finally:
+        ctx.close()
+    assert os.environ["RELAIS_FUNCTION_TIMEOUT_SECONDS"] == "10"
+
+
 def test_a_second_pharmacy_with_the_same_finess_is_refused(cli, capsys, tmp_path):
     finess = new_finess()
     add_pharmacy(capsys, tmp_path, finess)
