@@ -5,11 +5,16 @@ Messages carry opaque result ids only; reasons are codes (``http-400:invalid``),
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib.domain.queue_messages import (
+    MalformedMessageError,
+    QueueMessage,
+    build_queue_message,
+    parse_queue_message,
+)
 from chalicelib.domain.records import utc_iso
 from chalicelib.observability import logger
 
@@ -45,7 +50,7 @@ class WorkQueue:
         )
         self._sqs.send_message(
             QueueUrl=self._dlq_url,
-            MessageBody=json.dumps({"result_id": result_id}),
+            MessageBody=build_queue_message(result_id),
             MessageAttributes={
                 "reason": {"DataType": "String", "StringValue": reason[:256]},
                 "attempts": {"DataType": "Number", "StringValue": str(attempts)},
@@ -62,7 +67,7 @@ class WorkQueue:
             chunk = result_ids[start : start + 10]
             answer = self._sqs.send_message_batch(
                 QueueUrl=self._queue_url,
-                Entries=[{"Id": str(i), "MessageBody": json.dumps({"result_id": rid})} for i, rid in enumerate(chunk)],
+                Entries=[{"Id": str(i), "MessageBody": build_queue_message(rid)} for i, rid in enumerate(chunk)],
             )
             if answer.get("Failed"):
                 raise RuntimeError(f"{len(answer['Failed'])} messages not queued")
@@ -100,11 +105,11 @@ class WorkQueue:
             self._sqs.change_message_visibility(QueueUrl=self._dlq_url, ReceiptHandle=handle, VisibilityTimeout=0)
         return sorted(seen.values(), key=lambda m: m["dead_lettered_at"] or "")
 
-    def redrive(self, *, result_id: str | None = None, on_redrive: Any = None) -> list[str]:
+    def redrive(self, *, result_id: str | None = None, on_redrive: Any = None) -> list[str | None]:
         """Move dead letters (all, or one result's) back to the work queue, each message's body as it was (a
-        notification's link generation with it); returns the result ids. ``on_redrive(result_id, generation)`` runs
-        before each is queued again."""
-        moved: list[str] = []
+        notification's link generation with it); returns the result ids (``None`` for a malformed body).
+        ``on_redrive(result_id, generation)`` runs before each well-formed letter is queued again."""
+        moved: list[str | None] = []
         while True:
             answer = self._sqs.receive_message(
                 QueueUrl=self._dlq_url,
@@ -118,11 +123,12 @@ class WorkQueue:
             if not messages:
                 break
             for message in messages:
-                rid = _describe(message)["result_id"]
+                parsed = _parsed(message)
+                rid = parsed.result_id if parsed is not None else None
                 if result_id is not None and rid != result_id:
                     continue
-                if on_redrive is not None and rid is not None:  # a body without a result: moved, answered malformed
-                    on_redrive(rid, _generation(message))
+                if on_redrive is not None and parsed is not None:  # a malformed body: moved, answered malformed
+                    on_redrive(parsed.result_id, parsed.generation)
                 self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=message["Body"])
                 self._sqs.delete_message(QueueUrl=self._dlq_url, ReceiptHandle=message["ReceiptHandle"])
                 moved.append(rid)
@@ -131,21 +137,19 @@ class WorkQueue:
         return moved
 
 
-def _generation(message: dict[str, Any]) -> int:
-    """The link generation a notification's body names (0 when none: the first link, or a national message)."""
+def _parsed(message: dict[str, Any]) -> QueueMessage | None:
+    """The result and link generation a letter names, read as the workers read it (``None``: malformed, which a
+    worker acknowledges without doing anything)."""
     try:
-        generation = json.loads(message["Body"]).get("generation", 0)
-    except (ValueError, AttributeError):
-        return 0
-    return generation if isinstance(generation, int) and not isinstance(generation, bool) else 0
+        return parse_queue_message(message["Body"])
+    except MalformedMessageError:
+        return None
 
 
 def _describe(message: dict[str, Any]) -> dict[str, Any]:
     attrs = message.get("MessageAttributes", {})
-    try:
-        result_id = json.loads(message["Body"]).get("result_id")
-    except ValueError:
-        result_id = None
+    parsed = _parsed(message)
+    result_id = parsed.result_id if parsed is not None else None
     sent = int(message.get("Attributes", {}).get("SentTimestamp", "0")) / 1000
     dead_at = attrs.get("dead_lettered_at", {}).get("StringValue")
     return {

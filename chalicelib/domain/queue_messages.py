@@ -48,6 +48,7 @@ def parse_queue_message(body: str) -> QueueMessage:
         not isinstance(result_id, str)
         or not RESULT_ID_MIN_LENGTH <= len(result_id) <= RESULT_ID_MAX_LENGTH
         or not isinstance(generation, int)
+        or isinstance(generation, bool)  # JSON's true is not generation 1
     ):
         raise MalformedMessageError("malformed queue message")
     return QueueMessage(result_id, generation)

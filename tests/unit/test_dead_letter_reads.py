@@ -51,12 +51,13 @@ def test_listing_and_redriving_long_poll_until_an_empty_answer():
 def test_a_redriven_letter_is_queued_again_with_its_body_as_it_was():
     """A notification's link generation goes back with it (the notifier sends generation 0 for a body without one:
     a resend's letter rebuilt as ``{"result_id"}`` would be dropped as superseded). The hook hears the generation;
-    a body without a result id is moved as is, without it."""
+    a body the workers would refuse as malformed (not JSON, a boolean generation) is moved as is, without it."""
+    r1, r2, r3 = (f"r{i:023d}" for i in (1, 2, 3))
     bodies = [
-        '{"result_id": "r1", "generation": 2}',
-        '{"result_id": "r2"}',
+        json.dumps({"result_id": r1, "generation": 2}),
+        json.dumps({"result_id": r2}),
         "not json",
-        '{"result_id": "r3", "generation": true}',
+        json.dumps({"result_id": r3, "generation": True}),
     ]
     sqs = FakeSqs([{"MessageId": f"m{i}", "ReceiptHandle": f"h{i}", "Body": b} for i, b in enumerate(bodies)])
     heard: list[tuple[str, int]] = []
@@ -65,5 +66,15 @@ def test_a_redriven_letter_is_queued_again_with_its_body_as_it_was():
 
     assert [m["MessageBody"] for m in sqs.sent] == bodies
     assert {m["QueueUrl"] for m in sqs.sent} == {"q"}
-    assert heard == [("r1", 2), ("r2", 0), ("r3", 0)]
-    assert moved == ["r1", "r2", None, "r3"]
+    assert heard == [(r1, 2), (r2, 0)]
+    assert moved == [r1, r2, None, None]
+
+
+def test_a_listed_letter_names_its_result_as_a_worker_reads_it():
+    """A listing shows the result a worker would act on, and no id for a body a worker refuses as malformed."""
+    bodies = [json.dumps({"result_id": "r" * 24}), json.dumps({"result_id": "short"}), "[]"]
+    sqs = FakeSqs([{"MessageId": f"m{i}", "ReceiptHandle": f"h{i}", "Body": b} for i, b in enumerate(bodies)])
+
+    letters = WorkQueue(sqs, queue_url="q", dlq_url="d").dead_letters()
+
+    assert sorted(str(d["result_id"]) for d in letters) == sorted(["r" * 24, "None", "None"])

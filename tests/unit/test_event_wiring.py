@@ -284,6 +284,7 @@ def test_a_national_message_is_generation_zero():
         json.dumps({"result_id": "x" * 65}),
         json.dumps({"result_id": RID, "generation": "1"}),
         json.dumps({"result_id": RID, "generation": 1.5}),
+        json.dumps({"result_id": RID, "generation": True}),
     ],
 )
 def test_a_malformed_message_is_refused_without_echoing_it(body):
