@@ -19,6 +19,9 @@ handler string (the decorated function) with ``(event, context)``.
 * each schedule (``schedule``, a ``rate(...)`` expression) → its handler, at the deployed rate, with an EventBridge
   "Scheduled Event"; the first run comes one period after start.
 
+Each handler's context counts down from its function's timeout in the template (``infra.iam.FUNCTIONS``: the notifier
+30 s, national delivery 60 s…), so code that watches the time left (retries, SMS pacing) stops when it would on AWS.
+
 Any other kind of event source fails the poller at start (it would otherwise run in AWS and never locally).
 Each source runs in its own thread, each queue in ``QUEUE_CONCURRENCY`` threads (batches in parallel, as Lambda
 scales out; ``RELAIS_LOCAL_QUEUE_CONCURRENCY`` from 1 to 16). The log says what ran and how it ended (counts,
@@ -355,6 +358,7 @@ class Poller:
         stream_retry_max_delay: float = 10.0,
         wait_seconds: int = QUEUE_WAIT_SECONDS,
         function_timeout_seconds: float = 60.0,
+        function_timeouts: Mapping[str, float] | None = None,
         shard_refresh_seconds: float = 5.0,
         queue_concurrency: int = QUEUE_CONCURRENCY,
     ) -> None:
@@ -372,7 +376,8 @@ class Poller:
         self.stream_retry_delay = stream_retry_delay
         self.stream_retry_max_delay = stream_retry_max_delay
         self.wait_seconds = wait_seconds
-        self.function_timeout_seconds = function_timeout_seconds
+        self.function_timeout_seconds = function_timeout_seconds  # a handler the template does not deploy (tests)
+        self.function_timeouts = dict(template_timeouts() if function_timeouts is None else function_timeouts)
         if not 1 <= queue_concurrency <= MAX_QUEUE_CONCURRENCY:
             raise ValueError(f"queue concurrency must be between 1 and {MAX_QUEUE_CONCURRENCY}: {queue_concurrency}")
         self.queue_concurrency = queue_concurrency
@@ -423,7 +428,8 @@ class Poller:
 
     def _invoke(self, spec: str, handler: Handler, event: dict[str, Any]) -> Any:
         """Call ``handler`` as Lambda does: ``(event, context)``."""
-        context = LambdaContext(spec.rpartition(":")[2], self.region, self.function_timeout_seconds)
+        timeout = self.function_timeouts.get(spec.replace(":", "."), self.function_timeout_seconds)
+        context = LambdaContext(spec.rpartition(":")[2], self.region, timeout)
         return handler(event, context)
 
     # --- DynamoDB streams --------------------------------------------------------------------------------------
@@ -671,6 +677,13 @@ def _log_to_stdout() -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
+
+
+def template_timeouts() -> dict[str, float]:
+    """Each deployed handler's timeout in seconds, by dotted name (``chalicelib.events.notify.on_notify_message``)."""
+    from infra.iam import FUNCTIONS
+
+    return {handler: float(spec.timeout) for handler, spec in FUNCTIONS.items()}
 
 
 def queue_concurrency(environ: Mapping[str, str]) -> int:

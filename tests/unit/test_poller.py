@@ -246,6 +246,29 @@ def test_by_default_the_poller_drives_the_event_sources_of_the_app(aws, settings
         poller.poll_queue_once("no_such_queue_url")
 
 
+def test_each_handler_s_context_counts_down_from_its_function_s_timeout(aws, settings, calls):
+    """As on AWS: the notifier's 30 s, not one figure for every handler (retries and SMS pacing watch the time)."""
+    from infra.iam import FUNCTIONS
+
+    app_poller = Poller(settings, stream_arns=aws, wait_seconds=0)
+    driven = [spec for spec, _ in app_poller.queue_handlers.values()] + [s.spec for s in app_poller.streams.values()]
+    driven += [app_poller.wiring.schedules[name].spec for name in app_poller.schedule_names]
+    for spec in driven:  # every deployed handler is timed by the template, none by the fallback
+        assert app_poller.function_timeouts[spec.replace(":", ".")] == FUNCTIONS[spec.replace(":", ".")].timeout
+    assert app_poller.function_timeouts["chalicelib.events.notify.on_notify_message"] == 30
+
+    poller = make_poller(
+        settings,
+        aws,
+        queue_handlers={"national_queue_url": f"{HERE}:record_batch"},
+        function_timeouts={f"{HERE}.record_batch": 7.0},
+    )
+    send(settings.national_queue_url, json.dumps({"result_id": "r-1"}))
+    poller.poll_queue_once("national_queue_url")
+    _, context = calls[0]
+    assert 6_000 < context.get_remaining_time_in_millis() <= 7_000
+
+
 def test_a_stream_whose_arn_is_not_known_is_not_read(aws, settings):
     poller = Poller(settings, stream_arns={"RELAIS_RESULTS_STREAM_ARN": aws["RELAIS_RESULTS_STREAM_ARN"]})
 
