@@ -52,6 +52,8 @@ def test_the_local_api_accepts_a_burst_of_connections_as_a_gateway_would(monkeyp
     monkeypatch.setattr(chalice_local.ThreadedHTTPServer, "request_queue_size", 5)
     monkeypatch.setattr(chalice_local.ChaliceRequestHandler, "disable_nagle_algorithm", False)
     monkeypatch.setattr(chalice_local.LocalGateway, "handle_request", chalice_local.LocalGateway.handle_request)
+    converter = chalice_local.LambdaEventConverter
+    monkeypatch.setattr(converter, "_is_binary", converter._is_binary)  # restored: other tests post text bodies
     monkeypatch.setattr(reloader, "run_with_reloader", reloader.run_with_reloader)  # restored after the test
     monkeypatch.setattr(api, "_console", lambda: None)  # no handler added to this process's root logger
     monkeypatch.setattr(cli, "main", lambda **kwargs: None)
@@ -60,6 +62,7 @@ def test_the_local_api_accepts_a_burst_of_connections_as_a_gateway_would(monkeyp
     assert chalice_local.ThreadedHTTPServer.request_queue_size == api.LISTEN_BACKLOG >= 128
     assert chalice_local.ChaliceRequestHandler.disable_nagle_algorithm is True
     assert getattr(chalice_local.LocalGateway.handle_request, "answers_unknown_paths", False)  # the 404 problem
+    assert converter._is_binary(converter(route_matcher=None), {"content-type": "application/json"}) is True  # base64
 
 
 def test_the_national_stand_in_answers_without_waiting_for_a_delayed_ack():
