@@ -6,6 +6,8 @@ on condition that the result is still at the version the correction was made fro
 the loser start again from the new version); the result set pending national delivery again with a fresh attempt
 budget; the next link generation, which revokes every earlier link at once; the patient status; and, for a result
 withdrawn on the UTC day it was received, its usage count moved to the month's ``withdrawn`` count (not billed).
+A withdrawal decided on "no message has gone out" (nothing to tell the patient) also requires that this still holds:
+the result has no ``patient_sent_at`` and the current generation's send claim is neither leased nor used.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from datetime import UTC, timedelta
 from pynamodb.expressions.update import Action
 
 from chalicelib.adapters.audit import audit_item
-from chalicelib.adapters.links import next_generation
+from chalicelib.adapters.links import next_generation, require_no_message_out
 from chalicelib.adapters.results_store import USAGE_DAYS, DynamoStore
 from chalicelib.adapters.tables import (
     CorrectionMap,
@@ -72,14 +74,13 @@ class CorrectionStore:
         ]
         if change.withdrawn:
             actions.append(ResultItem.withdrawn_at.set(correction.at))
+        condition = ResultItem.id.exists() & ResultItem.erased_at.does_not_exist() & at_version(record.version)
         tx = self._store.authenticated(grant)
         tx.put("audit", audit_item(audit, self._audit_retention_days))
-        tx.update(
-            "result",
-            ResultItem(id=record.id),
-            actions=actions,
-            condition=ResultItem.id.exists() & ResultItem.erased_at.does_not_exist() & at_version(record.version),
-        )
+        if change.nothing_sent:  # a message recorded or on its way since it was read: decide again
+            condition = condition & ResultItem.patient_sent_at.does_not_exist()
+            require_no_message_out(tx, record.id, change.previous_generation, epoch_seconds(correction.at))
+        tx.update("result", ResultItem(id=record.id), actions=actions, condition=condition)
         next_generation(tx, record.id, change.previous_generation, record.expires_at)
         if change.unbill:
             received = record.received_at.astimezone(UTC)
@@ -98,6 +99,6 @@ class CorrectionStore:
             )
         if tx.commit():
             return
-        if tx.failed("result") or tx.failed("generation"):
+        if tx.failed("result") or tx.failed("generation") or (change.nothing_sent and tx.failed("claim")):
             raise VersionConflictError("the result changed meanwhile")
         raise DependencyUnavailableError("dynamodb", retry_after=1)

@@ -106,6 +106,21 @@ def next_generation(tx: Transaction, result_id: str, previous: int, keep_until: 
     )
 
 
+def require_no_message_out(tx: Transaction, result_id: str, generation: int, now: int) -> None:
+    """Add to ``tx`` the check that no message of ``generation`` is out or on its way: its send claim has never been
+    taken, or its lease has run out with no channel sent and the generation not done. (A notifier checks the
+    generation only once it holds the lease: once ``tx`` moves the generation on, no message of it can go out.)"""
+    nothing_sent = ClaimItem.done_at.does_not_exist()
+    for attribute in SENT_AT.values():
+        nothing_sent = nothing_sent & attribute.does_not_exist()
+    tx.check(
+        "claim",
+        ClaimItem,
+        f"notify#{result_id}#{generation}",
+        condition=ClaimItem.pk.does_not_exist() | ((ClaimItem.lease_until < now) & nothing_sent),
+    )
+
+
 def link_key(token_sha256: str) -> str:
     return f"link#{token_sha256}"
 
@@ -224,6 +239,18 @@ class LinkStore:
         if current.done_at is None:
             raise ClaimBusyError(int(current.lease_until or 0) - now)
         return self._claim(current)
+
+    def may_have_sent(self, result_id: str, generation: int) -> bool:
+        """Whether a message of ``generation`` may have reached the patient: a channel sent, the generation done, or
+        its lease held now (a notifier between its send and its record of it)."""
+        now = epoch_seconds(self._clock())
+        with dynamodb_errors():
+            try:
+                item = ClaimItem.get(f"notify#{result_id}#{generation}", consistent_read=True)
+            except ClaimItem.DoesNotExist:
+                return False
+        claim = self._claim(item)
+        return claim.done or bool(claim.sent) or int(item.lease_until or 0) >= now
 
     @staticmethod
     def _claim(item: ClaimItem) -> Claim:

@@ -91,6 +91,8 @@ class NextVersion:
     patient_status: str  # "pending" when a message is due
     previous_generation: int  # the link generation read before (the commit moves it on by one)
     unbill: bool  # withdrawn on the UTC day it was received: out of the month's usage
+    #: decided on "no message has gone out" (a withdrawal then tells nobody): the commit requires that it still holds
+    nothing_sent: bool = False
 
 
 def check_window(sampled_at: datetime, now: datetime) -> None:

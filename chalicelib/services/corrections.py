@@ -68,6 +68,8 @@ class CorrectionCommits(Protocol):
 class Generations(Protocol):
     def current_generation(self, result_id: str) -> int: ...
 
+    def may_have_sent(self, result_id: str, generation: int) -> bool: ...
+
 
 class Metrics(Protocol):
     def count(self, name: str, value: float = 1) -> None: ...
@@ -173,6 +175,12 @@ class CorrectionService:
         except ConflictError as exc:
             req.reject(exc, record.id)
         version = record.version + 1
+        previous_generation = self.generations.current_generation(record.id)
+        # A notifier may have sent the message and not recorded it yet (patient_sent_at comes after the send): its
+        # claim says so. A withdrawal decided on "nothing went out" commits only if that still holds.
+        contacted = record.patient_sent_at is not None or (
+            bool(message_channels(record.channels)) and self.generations.may_have_sent(record.id, previous_generation)
+        )
         ciphertext = self.vault.seal(
             record.id,
             record.pharmacy_id,
@@ -185,9 +193,10 @@ class CorrectionService:
             ciphertext=ciphertext,
             correction=Correction(version, correction.reason, now, self._digest(record, correction.reference)),
             withdrawn=correction.withdraws,
-            patient_status=_patient_status(record, withdraws=correction.withdraws),
-            previous_generation=self.generations.current_generation(record.id),
+            patient_status=_patient_status(record, withdraws=correction.withdraws, contacted=contacted),
+            previous_generation=previous_generation,
             unbill=correction.withdraws and now.astimezone(UTC).date() == record.received_at.astimezone(UTC).date(),
+            nothing_sent=correction.withdraws and not contacted and bool(message_channels(record.channels)),
         )
 
     def _digest(self, record: ResultRecord, reference: str) -> str:
@@ -205,16 +214,17 @@ class CorrectionService:
         send_in_request(self.notify, self.enqueue_notify, record.id, generation, request_seconds=self.request_seconds)
 
 
-def _patient_status(record: ResultRecord, *, withdraws: bool) -> str:
+def _patient_status(record: ResultRecord, *, withdraws: bool, contacted: bool) -> str:
     """The patient status after the correction: ``pending`` when a message is due (a result with channels; for a
-    withdrawal, only when a message had gone out), else ``not_requested`` (a withdrawal before any message: there
-    is nothing to tell) or the status it had (no channel). A result whose only channel is ``paper`` is ``pending``
-    after a correction (its slip's link is revoked: the pharmacy makes a new slip) and ``failed`` after a withdrawal
-    made once a slip was: the slip's link no longer opens, no message can tell the patient and no new slip can be
-    made (a withdrawn result gets none), so the pharmacy must tell the patient itself."""
+    withdrawal, only when a message had gone out — ``contacted``, or may have: one on its way counts), else
+    ``not_requested`` (a withdrawal before any message: there is nothing to tell) or the status it had (no
+    channel). A result whose only channel is ``paper`` is ``pending`` after a correction (its slip's link is
+    revoked: the pharmacy makes a new slip) and ``failed`` after a withdrawal made once a slip was: the slip's link
+    no longer opens, no message can tell the patient and no new slip can be made (a withdrawn result gets none), so
+    the pharmacy must tell the patient itself."""
     if not record.channels:
         return record.patient_status
-    if withdraws and record.patient_sent_at is None:
+    if withdraws and not contacted:
         return "not_requested"
     if withdraws and not message_channels(record.channels):
         return "failed"

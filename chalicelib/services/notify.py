@@ -33,6 +33,7 @@ resend the next day. The other channels are still sent.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -179,8 +180,6 @@ class NotifyService:
         if record.patient_status != "pending" or not message_channels(record.channels):
             return "not_pending"
         try:
-            if self.links.current_generation(result_id) != generation:
-                return "superseded"
             claim = self.links.acquire_claim(
                 result_id, generation, lease_seconds=LEASE_SECONDS, keep_until=record.expires_at
             )
@@ -190,6 +189,17 @@ class NotifyService:
             raise
         if claim.done:
             return "duplicate"
+        try:
+            # Read with the lease held, not before: a withdrawal that found no message out moves the generation on
+            # only while no lease is held (adapters/corrections.py), so a message it did not count never goes out.
+            current = self.links.current_generation(result_id)
+        except Exception as exc:
+            self._failed(record, generation, attempt, exc)
+            raise
+        if current != generation:
+            with contextlib.suppress(Exception):  # the lease runs out anyway
+                self.links.release_claim(result_id, generation)
+            return "superseded"
         try:
             sent = self._send(record, generation, claim)
             try:

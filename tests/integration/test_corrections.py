@@ -195,3 +195,80 @@ def test_a_correction_needs_no_message_when_the_patient_asked_for_none(patient_e
     assert correct(client, actor, rid, positive()).status_code == 202
     assert len(sent_sms()) == sent_before
     assert json.loads(get_result(client, actor, rid).body)["patient"]["status"] == "not_requested"
+
+
+# -- a withdrawal racing the first message (patient_sent_at is written after the send) ------------------------------
+
+
+def test_a_withdrawal_while_the_first_sms_is_out_but_not_recorded_tells_the_patient(patient_env, monkeypatch):
+    """The notifier sent the SMS and has not recorded it yet: the withdrawal finds its claim held, counts the
+    message as sent, and the patient is told of the withdrawal (before, it was ``not_requested``: nothing said)."""
+    from chalicelib.adapters.links import LinkStore
+    from tests.integration.patient_support import notify
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid = new_result(actor, notify=("sms",))
+    finish, answers = LinkStore.finish, []
+
+    def withdraw_before_the_record(self: Any, result_id: str, generation: int, **kwargs: Any) -> None:
+        if not answers:  # once: the withdrawal's own message goes through the real finish
+            answers.append(None)
+            answers[0] = correct(client, actor, rid, withdrawal())
+        finish(self, result_id, generation, **kwargs)
+
+    monkeypatch.setattr(LinkStore, "finish", withdraw_before_the_record)
+
+    assert notify(rid) == "superseded"
+    assert answers[0].status_code == 202
+    first, notice = sent_sms()
+    assert "/r#" in first[1] and "/r#" not in notice[1], "the result's link, then the withdrawal's notice"
+    assert result_item(rid)["patient_status"]["S"] == "sent"
+
+
+def test_a_withdrawal_that_found_no_message_out_commits_only_if_none_left_meanwhile(patient_env, monkeypatch):
+    """A notifier takes the lease between the withdrawal's read and its commit: the commit is refused, read again,
+    and the withdrawal's notice is due (the message being sent would otherwise go unexplained)."""
+    from chalicelib import bootstrap
+    from chalicelib.adapters.corrections import CorrectionStore
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid = new_result(actor, notify=("sms",))
+    commit, commits = CorrectionStore.commit_correction, []
+
+    def lease_taken_first(self: Any, grant: Any, audit: Any, record: Any, change: Any) -> None:
+        commits.append(change.nothing_sent)
+        if len(commits) == 1:
+            bootstrap.link_store().acquire_claim(rid, 0, lease_seconds=60, keep_until=record.expires_at)
+        commit(self, grant, audit, record, change)
+
+    monkeypatch.setattr(CorrectionStore, "commit_correction", lease_taken_first)
+
+    assert correct(client, actor, rid, withdrawal()).status_code == 202
+    assert commits == [True, False], "refused on a held lease, then decided again"
+    [(_, notice)] = sent_sms()
+    assert "/r#" not in notice
+    assert len(audit_events("result.correct", "success")) == 1
+
+
+def test_a_first_message_whose_generation_a_withdrawal_moved_on_is_never_sent(patient_env, monkeypatch):
+    """The notifier reads the generation once it holds the lease: a withdrawal that committed with no message out
+    (before the lease was taken) leaves nothing to send, not a message whose link is already void."""
+    from chalicelib.adapters.links import LinkStore
+    from tests.integration.patient_support import notify
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid = new_result(actor, notify=("sms",))
+    acquire, answers = LinkStore.acquire_claim, []
+
+    def withdrawn_first(self: Any, result_id: str, generation: int, **kwargs: Any) -> Any:
+        if not answers:
+            answers.append(None)
+            answers[0] = correct(client, actor, rid, withdrawal())
+        return acquire(self, result_id, generation, **kwargs)
+
+    monkeypatch.setattr(LinkStore, "acquire_claim", withdrawn_first)
+
+    assert notify(rid) == "superseded"
+    assert answers[0].status_code == 202
+    assert sent_sms() == []
+    assert result_item(rid)["patient_status"]["S"] == "not_requested"

@@ -145,6 +145,7 @@ class FakeResults:
     commits: list[NextVersion] = field(default_factory=list)
     messages: list[tuple[str, int]] = field(default_factory=list)
     queued: list[tuple[str, int, int]] = field(default_factory=list)  # (id, generation, delay): the sends' backstops
+    in_flight: bool = False  # the current generation's claim: a message may be out, not recorded yet
 
     def get_result(self, result_id: str) -> ResultRecord | None:
         return self.record if result_id == self.record.id else None
@@ -163,6 +164,9 @@ class FakeResults:
 
     def current_generation(self, result_id: str) -> int:
         return 0
+
+    def may_have_sent(self, result_id: str, generation: int) -> bool:
+        return self.in_flight
 
 
 class Counter:
@@ -357,4 +361,21 @@ def test_the_patient_status_after_a_correction_of_a_result_with_paper(channels, 
         RID, "ph_1", "REF-1", "pk_1", FIXED_NOW, 2_000_000_000, b"", channels=channels, patient_status=status,
         patient_sent_at=FIXED_NOW if sent else None,
     )  # fmt: skip
-    assert _patient_status(record, withdraws=withdraws) == expected
+    assert _patient_status(record, withdraws=withdraws, contacted=sent) == expected
+
+
+@pytest.mark.parametrize("in_flight", [False, True])
+def test_a_withdrawal_counts_a_message_on_its_way_as_sent(in_flight):
+    """patient_sent_at is written after the send: a withdrawal between the two finds the claim held, and the
+    patient, who got (or is getting) the first message, is told of the withdrawal. With no message out, nothing is
+    sent, and the commit requires that this still holds."""
+    svc, results, _, _ = service()
+    results.record = replace(results.record, patient_status="pending", patient_sent_at=None)
+    results.in_flight = in_flight
+
+    svc.correct(signed(json.dumps({"correction_reference": "W-1", "reason": "entered_in_error"}).encode()), RID)
+
+    (change,) = results.commits
+    assert change.patient_status == ("pending" if in_flight else "not_requested")
+    assert change.nothing_sent is not in_flight
+    assert results.messages == ([(RID, 1)] if in_flight else [])
