@@ -87,6 +87,8 @@ class Links(Protocol):
 
     def current_generation(self, result_id: str) -> int: ...
 
+    def may_have_sent(self, result_id: str, generation: int) -> bool: ...
+
     def acquire_claim(self, result_id: str, generation: int, *, lease_seconds: int, keep_until: int) -> ClaimView: ...
 
     def record_send(self, result_id: str, generation: int, send: SendRecord) -> None: ...
@@ -231,6 +233,13 @@ class NotifyService:
         pharmacy = self.get_pharmacy(record.pharmacy_id)
         now = self.clock()
         kind = message_kind(record)
+        if (
+            kind == "ready"
+            and record.corrections
+            and generation > 0
+            and self.links.may_have_sent(record.id, generation - 1)
+        ):
+            kind = "corrected"  # the previous generation's message went out, or was going out, unrecorded when read
         expires = link_expiry(now, self.link_ttl_hours)
         url, sent = "", str(kind)  # a withdrawal's message has no link
         if kind != "withdrawn":

@@ -272,3 +272,28 @@ def test_a_first_message_whose_generation_a_withdrawal_moved_on_is_never_sent(pa
     assert answers[0].status_code == 202
     assert sent_sms() == []
     assert result_item(rid)["patient_status"]["S"] == "not_requested"
+
+
+def test_a_correction_while_the_first_sms_is_out_but_not_recorded_says_corrected(patient_env, monkeypatch):
+    """The patient holds the first link (sent, its record not written yet): the correction's message says the
+    result was corrected and the earlier link no longer works, not the first message's text again."""
+    from chalicelib.adapters.links import LinkStore
+    from tests.integration.patient_support import notify
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid = new_result(actor, notify=("sms",))
+    finish, answers = LinkStore.finish, []
+
+    def correct_before_the_record(self: Any, result_id: str, generation: int, **kwargs: Any) -> None:
+        if not answers:
+            answers.append(None)
+            answers[0] = correct(client, actor, rid, positive())
+        finish(self, result_id, generation, **kwargs)
+
+    monkeypatch.setattr(LinkStore, "finish", correct_before_the_record)
+
+    assert notify(rid) == "superseded"
+    assert answers[0].status_code == 202
+    first, corrected = sent_sms()
+    assert "corrigé" not in first[1] and "corrigé" in corrected[1]
+    assert json.loads(view(client, token_in(corrected[1])).body)["test"]["result"] == "positive"
