@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,48 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60.0
 CHILDREN = ("aws", "national", "api", "poller")
+
+
+def resend_on_503(send: Callable[[], requests.Response], attempts: int = 4) -> requests.Response:
+    """``send()``, called again (``attempts`` calls at most) while it answers 503; the last answer.
+
+    The local AWS throttles at random, as AWS does (``infra/local/faults.py``), and the API then answers 503 with
+    ``Retry-After`` once its own retries are spent: a correct answer, not the one under test. Every 503 must say when
+    to try again; the next call waits that long (2 s at most). ``send`` makes the whole request each time, its
+    signature included (a fresh nonce: a signed request is never sent twice). Not for a test about 503s or 429s
+    themselves, nor where a request sent again would change what the test counts.
+    """
+    answer = send()
+    for _ in range(attempts - 1):
+        if answer.status_code != 503:
+            return answer
+        assert answer.headers.get("Retry-After"), "a 503 says when to try again"
+        time.sleep(min(float(answer.headers["Retry-After"]), 2.0))
+        answer = send()
+    assert answer.status_code != 503 or answer.headers.get("Retry-After"), "a 503 says when to try again"
+    return answer
+
+
+def show_result_in_page(page: Any, birth_date: str, attempts: int = 3) -> None:
+    """Give the birth date on an open result page and wait for ``#result``; submit again (``attempts`` in all) while
+    the page shows its network error instead, as it tells the patient to (a 503 from a throttled local AWS: the page
+    does not retry by itself)."""
+    script = (REPO_ROOT / "chalicelib" / "static" / "result.js").read_text(encoding="utf-8")
+    found = re.search(r'errNetwork: "([^"]+)"', script)  # the first is French, the page's first language
+    assert found, "errNetwork not found in chalicelib/static/result.js"
+    network_error = found.group(1)
+    for _ in range(attempts):
+        page.fill("#birth-date", birth_date)
+        page.click("#submit")  # the submit handler clears #error and disables the button before it asks
+        page.wait_for_function(
+            "() => !document.getElementById('result').hidden"
+            " || (!document.getElementById('submit').disabled && document.getElementById('error').textContent !== '')",
+            timeout=25_000,
+        )
+        if page.is_visible("#result") or page.text_content("#error") != network_error:
+            break
+        page.wait_for_timeout(1_000)  # as a patient would, before trying again
+    assert page.is_visible("#result"), f"no result shown; the page says: {page.text_content('#error')!r}"
 
 
 def free_ports(count: int) -> list[int]:

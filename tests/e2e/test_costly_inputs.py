@@ -8,7 +8,7 @@ import json
 import pytest
 import requests
 
-from tests.e2e.conftest import LocalStack
+from tests.e2e.conftest import LocalStack, resend_on_503
 from tests.e2e.test_patient_flow import signed_post
 from tests.factories import valid_body
 
@@ -21,7 +21,7 @@ def test_a_body_full_of_errors_gets_at_most_twenty_and_says_there_were_more(loca
     body.update({f"unknown_{i:04d}": i for i in range(400)})
     raw = json.dumps(body).encode()
     assert len(raw) < 16_384
-    answer = signed_post(local_stack, key_id, private_key, "/v1/results", raw)
+    answer = resend_on_503(lambda: signed_post(local_stack, key_id, private_key, "/v1/results", raw))
     assert answer.status_code == 400, answer.text
     problem = answer.json()
     assert len(problem["errors"]) == 20 and problem["errors_truncated"] is True
@@ -31,11 +31,13 @@ def test_a_body_full_of_errors_gets_at_most_twenty_and_says_there_were_more(loca
 def test_deeply_nested_json_is_a_400_on_the_pharmacy_and_patient_endpoints(local_stack: LocalStack) -> None:
     _, key_id, private_key = local_stack.register_pharmacy("Pharmacie des Profondeurs")
     nested = ("[" * 5_000 + "]" * 5_000).encode()  # past the parser's recursion limit, under 16 KiB
-    pharmacy = signed_post(local_stack, key_id, private_key, "/v1/results", nested)
-    patient = requests.post(  # the patient body's 1 KiB cap comes first: as deep as it allows
-        f"{local_stack.api_url}/v1/patient/result",
-        data=("[" * 512 + "]" * 512).encode(),
-        headers={"Content-Type": "application/json"},
-        timeout=30,
+    pharmacy = resend_on_503(lambda: signed_post(local_stack, key_id, private_key, "/v1/results", nested))
+    patient = resend_on_503(  # the patient body's 1 KiB cap comes first: as deep as it allows
+        lambda: requests.post(
+            f"{local_stack.api_url}/v1/patient/result",
+            data=("[" * 512 + "]" * 512).encode(),
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
     )
     assert (pharmacy.status_code, patient.status_code) == (400, 400), (pharmacy.text, patient.text)

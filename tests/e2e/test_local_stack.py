@@ -19,7 +19,7 @@ import requests
 
 from chalicelib.domain.records import new_id
 from infra.local.poller import app_wiring
-from tests.e2e.conftest import REPO_ROOT, LocalStack, free_ports, group_alive, start_stack
+from tests.e2e.conftest import REPO_ROOT, LocalStack, free_ports, group_alive, resend_on_503, start_stack
 from tests.factories import valid_body
 from tests.signing import sign
 
@@ -32,15 +32,21 @@ PERSONAL_VALUES = ("Martin", "Claire", "284127512345687", "1984-12-03", "+336123
 
 
 def submit(stack: LocalStack, key_id: str, private_key: Any, body: dict[str, Any]) -> requests.Response:
+    """The signed submission, sent again after a 503 (nothing was accepted)."""
     raw = json.dumps(body).encode()
     url = f"{stack.api_url}/v1/results"
-    headers = sign("POST", url, key_id=key_id, private_key=private_key, body=raw)
-    return requests.post(url, data=raw, headers=headers, timeout=30)
+    return resend_on_503(
+        lambda: requests.post(
+            url, data=raw, headers=sign("POST", url, key_id=key_id, private_key=private_key, body=raw), timeout=30
+        )
+    )
 
 
 def follow(stack: LocalStack, key_id: str, private_key: Any, result_id: str) -> requests.Response:
     url = f"{stack.api_url}/v1/results/{result_id}"
-    return requests.get(url, headers=sign("GET", url, key_id=key_id, private_key=private_key), timeout=30)
+    return resend_on_503(
+        lambda: requests.get(url, headers=sign("GET", url, key_id=key_id, private_key=private_key), timeout=30)
+    )
 
 
 def wait_for(what: str, check: Any, timeout: float, interval: float = 0.3) -> Any:
@@ -120,7 +126,7 @@ def test_the_stack_starts_with_its_first_receipt_key_published(local_stack):
     import re
 
     [kid] = re.findall(r"receipt signing key (\S+) published", local_stack.log_text())
-    answer = requests.get(f"{local_stack.api_url}/.well-known/jwks.json", timeout=5)
+    answer = resend_on_503(lambda: requests.get(f"{local_stack.api_url}/.well-known/jwks.json", timeout=5))
     assert kid in [key["kid"] for key in answer.json()["keys"]]
     assert answer.headers["Cache-Control"] == "public, max-age=300"
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
+from tests.e2e.conftest import resend_on_503
 from tests.factories import valid_body
 from tests.signing import sign
 
@@ -21,8 +22,10 @@ def _submit(stack, key_id, private_key, reference: str) -> str:
     body["notify"] = []
     raw = json.dumps(body).encode()
     url = f"{stack.api_url}/v1/results"
-    answer = requests.post(
-        url, data=raw, headers=sign("POST", url, key_id=key_id, private_key=private_key, body=raw), timeout=30
+    answer = resend_on_503(
+        lambda: requests.post(
+            url, data=raw, headers=sign("POST", url, key_id=key_id, private_key=private_key, body=raw), timeout=30
+        )
     )
     assert answer.status_code == 201, answer.text
     return str(answer.json()["id"])
@@ -30,7 +33,9 @@ def _submit(stack, key_id, private_key, reference: str) -> str:
 
 def _national_status(stack, key_id, private_key, result_id: str) -> dict:
     url = f"{stack.api_url}/v1/results/{result_id}"
-    answer = requests.get(url, headers=sign("GET", url, key_id=key_id, private_key=private_key), timeout=30)
+    answer = resend_on_503(
+        lambda: requests.get(url, headers=sign("GET", url, key_id=key_id, private_key=private_key), timeout=30)
+    )
     assert answer.status_code == 200
     return dict(answer.json()["national"])
 
