@@ -138,6 +138,7 @@ class NationalStatusStore:
             [
                 ResultItem.national_status.set("failed"),
                 ResultItem.national_failure.set(reason),
+                ResultItem.national_dead_lettered_at.remove(),  # until this failure's letter is written
                 ResultItem.pending_national.remove(),
                 ResultItem.national_attempts.add(1),
                 ResultItem.national_lease_until.remove(),
@@ -150,6 +151,17 @@ class NationalStatusStore:
         if self._status(result_id) == "reported":
             raise NotFoundError("no such result")
         raise VersionSupersededError("a later version is due")
+
+    @staticmethod
+    def mark_dead_lettered(result_id: str, now: datetime, version: int = 1) -> None:
+        """Its dead letter is written: another copy of the message that finds the result ``failed`` sends none
+        (without this mark, it sends the letter that SQS refused after the status was set). Nothing when the result
+        moved on meanwhile (a redrive, a correction)."""
+        update_if(
+            ResultItem(id=result_id),
+            [ResultItem.national_dead_lettered_at.set(now)],
+            ResultItem.id.exists() & (ResultItem.national_status == "failed") & at_version(version),
+        )
 
     @staticmethod
     def _status(result_id: str) -> str | None:
@@ -166,6 +178,7 @@ class NationalStatusStore:
                 ResultItem.national_status.set("pending"),
                 ResultItem.pending_national.set(pending_key(result_id)),
                 ResultItem.national_failure.remove(),
+                ResultItem.national_dead_lettered_at.remove(),
                 ResultItem.national_attempts.set(0),  # a redrive starts a new attempt budget
                 ResultItem.national_lease_until.remove(),
             ],

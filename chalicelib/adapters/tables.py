@@ -294,6 +294,7 @@ class ResultItem(Model):
     national_lease_until = UTCDateTimeAttribute(null=True)  # one message copy delivers at a time (NationalStatusStore)
     national_requeued_at = UTCDateTimeAttribute(null=True)  # last time reconciliation queued it again
     national_failure = UnicodeAttribute(null=True)  # e.g. "http-400:invalid" — codes only, never free text
+    national_dead_lettered_at = UTCDateTimeAttribute(null=True)  # its dead letter written (after status failed)
     pending_index = PendingNationalIndex()
     patient_status = UnicodeAttribute(default="not_requested")
     patient_sent_at = UTCDateTimeAttribute(null=True)

@@ -108,6 +108,9 @@ class ResultRecord:
     channels: tuple[str, ...] = ()
     national_status: str = "pending"
     national_reported_at: datetime | None = None
+    national_failure: str | None = None  # the last attempt's reason code when national_status is failed
+    national_attempts: int = 0
+    national_dead_lettered: bool = False  # its dead letter was written (national_status failed)
     patient_status: str = "not_requested"
     patient_sent_at: datetime | None = None
     link_expires_at: datetime | None = None

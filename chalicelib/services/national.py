@@ -63,6 +63,8 @@ class StatusPort(Protocol):
 
     def mark_failed(self, result_id: str, reason: str, version: int = 1) -> None: ...
 
+    def mark_dead_lettered(self, result_id: str, now: datetime, version: int = 1) -> None: ...
+
 
 class QueuePort(Protocol):
     def retry_later(self, receipt_handle: str, seconds: int) -> None: ...
@@ -134,9 +136,13 @@ class NationalDelivery:
         if record.national_status == "reported":
             return "already-reported"
         if record.national_status == "failed":
-            # Dead-lettered by another message of the same result (e.g. one queued again by reconciliation):
-            # only an operator's redrive (which sets it pending again) sends it anew.
-            return "already-dead-lettered"
+            if record.national_dead_lettered or not record.national_failure:
+                # Dead-lettered by another message of the same result (e.g. one queued again by reconciliation):
+                # only an operator's redrive (which sets it pending again) sends it anew.
+                return "already-dead-lettered"
+            # Failed, but its dead letter was never written (SQS refused it after the status was set, and the message
+            # came back): written now. Two copies may both write it; a letter is never lost.
+            return self._dead_letter(record, record.national_failure, record.national_attempts)
         now = self.clock()
         failed_before = self.statuses.claim_delivery(record.id, now, now + timedelta(seconds=self._lease()))
         if failed_before is None:
@@ -175,15 +181,20 @@ class NationalDelivery:
                 return "already-reported"
             except VersionSupersededError:
                 return self._superseded(delivery)
-            self.queue.dead_letter(record.id, final, attempts, version=version)
-            self.metrics.count("NationalDeadLettered")
-            return "dead-lettered"
+            return self._dead_letter(record, final, attempts)
         self._audit(record, "retry", reason)
         self.statuses.count_failure(record.id, version=version)
         delay = backoff_seconds(attempts, base=self.backoff_base, cap=self.backoff_cap, retry_after=answer.retry_after)
         self.queue.retry_later(delivery.receipt_handle, delay)
         self.metrics.count("NationalRetried")
         raise RetryLater(reason)
+
+    def _dead_letter(self, record: ResultRecord, reason: str, attempts: int) -> str:
+        """Write the failed result's dead letter, then mark it written (a failure of either: the message comes back)."""
+        self.queue.dead_letter(record.id, reason, attempts, version=record.version)
+        self.statuses.mark_dead_lettered(record.id, self.clock(), version=record.version)
+        self.metrics.count("NationalDeadLettered")
+        return "dead-lettered"
 
     def _superseded(self, delivery: Delivery) -> str:
         """A correction made a later version during this attempt: the message comes back soon to deliver it."""

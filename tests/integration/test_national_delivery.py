@@ -8,12 +8,14 @@ import secrets
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import boto3
 import pytest
 
 from chalicelib import bootstrap
 from chalicelib.domain.records import Pharmacy, PharmacyKey, ResultRecord, new_id
+from chalicelib.errors import DependencyUnavailableError
 from infra.local.national import serve
 from tests.factories import valid_body
 from tests.signing import new_keypair, sign, to_signed_request
@@ -104,6 +106,26 @@ def _stored(result_id: str) -> ResultRecord:
     return record
 
 
+def _lambda_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The SQS event Lambda hands the national handler for these received messages."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m["Attributes"],
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:eu-west-3:123456789012:q",
+                "awsRegion": "eu-west-3",
+            }
+            for m in messages
+        ]
+    }
+
+
 def _drain(deadline_s: float) -> None:
     """Drive the national queue like Lambda: receive, call the handler, delete what succeeded."""
     from chalicelib.events.national import handle_national_batch
@@ -120,23 +142,7 @@ def _drain(deadline_s: float) -> None:
                 return
             time.sleep(0.2)
             continue
-        event = {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": m["Attributes"],
-                    "messageAttributes": {},
-                    "md5OfBody": m["MD5OfBody"],
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:eu-west-3:123456789012:q",
-                    "awsRegion": "eu-west-3",
-                }
-                for m in messages
-            ]
-        }
-        failed = {f["itemIdentifier"] for f in handle_national_batch(event)["batchItemFailures"]}
+        failed = {f["itemIdentifier"] for f in handle_national_batch(_lambda_event(messages))["batchItemFailures"]}
         for m in messages:
             if m["MessageId"] not in failed:
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
@@ -176,6 +182,51 @@ def test_a_permanent_refusal_dead_letters_one_result_without_holding_back_the_ot
     assert set(statuses.values()) == {"reported"}
     letters = bootstrap.national_queue().dead_letters()
     assert [(d["result_id"], d["reason"].split(":")[0]) for d in letters] == [(bad, "http-422")]
+
+
+def test_a_dead_letter_sqs_refused_is_written_when_the_message_comes_back(national, monkeypatch):
+    """The status is set failed first; when SQS then refuses the letter, the attempt fails and its message comes
+    back: it finds the result failed with no letter written, and writes it (without posting again)."""
+    from chalicelib.adapters.queues import WorkQueue
+    from chalicelib.events.national import handle_national_batch
+
+    [rid] = _seed_results(1)
+    original = bootstrap.national_client().post_bundle
+    monkeypatch.setattr(
+        bootstrap.national_client(), "post_bundle", lambda bundle: original({**bundle, "type": "not-a-bundle-type"})
+    )
+    refusals = iter([DependencyUnavailableError("sqs")])
+    dead_letter = WorkQueue.dead_letter
+
+    def refused_once(self: Any, *args: Any, **kwargs: Any) -> None:
+        error = next(refusals, None)
+        if error is not None:
+            raise error
+        dead_letter(self, *args, **kwargs)
+
+    monkeypatch.setattr(WorkQueue, "dead_letter", refused_once)
+    bootstrap.national_queue().enqueue([rid])
+    sqs = boto3.client("sqs")
+    [message] = sqs.receive_message(
+        QueueUrl=os.environ["RELAIS_NATIONAL_QUEUE_URL"], AttributeNames=["All"], WaitTimeSeconds=1
+    )["Messages"]
+
+    first = handle_national_batch(_lambda_event([message]))
+    assert first["batchItemFailures"] == [{"itemIdentifier": message["MessageId"]}]
+    record = _stored(rid)
+    assert (record.national_status, record.national_dead_lettered) == ("failed", False)
+    assert bootstrap.national_queue().dead_letters() == []
+    posts = len(national.state.deliveries)
+
+    again = handle_national_batch(_lambda_event([message]))  # the same message, back after its lease
+
+    assert again["batchItemFailures"] == []
+    [letter] = bootstrap.national_queue().dead_letters()
+    assert (letter["result_id"], letter["reason"].split(":")[0], letter["attempts"]) == (rid, "http-422", 1)
+    assert _stored(rid).national_dead_lettered
+    assert len(national.state.deliveries) == posts, "nothing posted again"
+    bootstrap.national_statuses().mark_pending(rid)  # a redrive: a later failure writes its own letter
+    assert not _stored(rid).national_dead_lettered
 
 
 def test_reconciliation_queues_again_results_left_pending_once_per_threshold(national):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -126,7 +127,10 @@ def test_a_permanent_4xx_dead_letters_with_a_reason_free_of_personal_data():
     service = make_service(FakeNational(Answer(400, body=outcome)), queue=queue, statuses=statuses)
     assert service.deliver(Delivery(RID, "rh", 1)) == "dead-lettered"
     assert queue.calls == [("dead_letter", RID, "http-400:invalid", 1)]
-    assert statuses.calls == [("mark_failed", RID, "http-400:invalid")]
+    assert [c[:3] for c in statuses.calls] == [
+        ("mark_failed", RID, "http-400:invalid"),
+        ("mark_dead_lettered", RID, FIXED_NOW + timedelta(seconds=3)),
+    ]
     assert VALID_NIR not in str(queue.calls)
 
 
@@ -148,7 +152,7 @@ def test_retries_end_in_the_dead_letter_queue_after_the_results_last_attempt():
     assert service.deliver(Delivery(RID, "rh", 1)) == "dead-lettered"  # this copy's first receive, the 4th POST
     ((name, rid, reason, attempts),) = queue.calls
     assert (name, rid, attempts) == ("dead_letter", RID, 4) and reason.startswith("retries-exhausted:http-500")
-    assert statuses.calls == [("mark_failed", RID, reason)]
+    assert [c[:2] for c in statuses.calls] == [("mark_failed", RID), ("mark_dead_lettered", RID)]
 
 
 def test_attempts_are_counted_per_result_not_per_message_copy():
@@ -255,6 +259,38 @@ def test_a_result_already_dead_lettered_by_another_message_is_not_sent_again():
         make_service(national, record=record_with("failed")).deliver(Delivery(RID, "rh", 1)) == "already-dead-lettered"
     )
     assert national.received == []
+
+
+def test_a_failed_result_whose_dead_letter_was_never_written_gets_it_when_its_message_comes_back():
+    """SQS refused the letter after the status was set: the message came back (the attempt raised), and finds the
+    result failed with no letter written. It writes the letter (reason and attempts as recorded), posting nothing."""
+    national, queue, statuses = FakeNational(Answer(201)), Recorder(), Statuses()
+    failed = replace(record_with("failed"), national_failure="retries-exhausted:http-503", national_attempts=6)
+    service = make_service(national, record=failed, queue=queue, statuses=statuses)
+
+    assert service.deliver(Delivery(RID, "rh", 2)) == "dead-lettered"
+    assert queue.calls == [("dead_letter", RID, "retries-exhausted:http-503", 6)]
+    assert [c[:2] for c in statuses.calls] == [("mark_dead_lettered", RID)]
+    assert national.received == []
+
+    written = replace(failed, national_dead_lettered=True)
+    queue.calls.clear()
+    assert (
+        make_service(national, record=written, queue=queue).deliver(Delivery(RID, "rh", 3)) == "already-dead-lettered"
+    )
+    assert queue.calls == []
+
+
+def test_a_dead_letter_sqs_refuses_leaves_the_message_to_come_back():
+    class RefusingQueue(Recorder):
+        def dead_letter(self, *args, **kwargs):
+            raise DependencyUnavailableError("sqs")
+
+    queue, statuses = RefusingQueue(), Statuses()
+    with pytest.raises(DependencyUnavailableError):
+        make_service(FakeNational(Answer(400)), queue=queue, statuses=statuses).deliver(Delivery(RID, "rh", 1))
+    assert [c[:2] for c in statuses.calls] == [("mark_failed", RID)], "failed, not marked as dead-lettered"
+    assert [c[:2] for c in queue.calls] == [("retry_later", "rh")], "back once this copy's lease has ended"
 
 
 def test_a_result_reported_meanwhile_is_not_marked_failed():
