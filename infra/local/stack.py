@@ -97,6 +97,19 @@ LOCAL_DEFAULTS: Final = {
 }
 
 
+def poller_environment(child_env: dict[str, str]) -> dict[str, str]:
+    """The poller's environment: the stack's, with the AWS call budget of the shortest worker function in the
+    template (the notifier's 30 s: 3 attempts, 3 s read timeouts) rather than the API's 10 s, since one poller runs
+    every worker. Its clients then wait and retry as the notifier's do on AWS, and less than national delivery's
+    (60 s). A ``RELAIS_FUNCTION_TIMEOUT_SECONDS`` given to the stack is kept."""
+    from infra.iam import FUNCTIONS
+
+    if "RELAIS_FUNCTION_TIMEOUT_SECONDS" in child_env:
+        return dict(child_env)
+    shortest = min(spec.timeout for handler, spec in FUNCTIONS.items() if handler != "app.app")
+    return {**child_env, "RELAIS_FUNCTION_TIMEOUT_SECONDS": str(shortest)}
+
+
 class StackError(RuntimeError):
     """The stack cannot start; the message says what to do."""
 
@@ -475,7 +488,9 @@ class Stack:
         if self.env.get("RELAIS_LOCAL_AUTORELOAD", "1").strip().lower() in ("0", "false", "no", "off"):
             api_argv.append("--no-autoreload")
         self._start("api", "chalice local", api_argv, child_env)
-        self._start("poller", "event poller", [sys.executable, "-m", "infra.local.poller"], child_env)
+        self._start(
+            "poller", "event poller", [sys.executable, "-m", "infra.local.poller"], poller_environment(child_env)
+        )
 
         self._wait_until("the national stand-in", lambda: self._listening(self.ports.national))
         self._wait_until("GET /v1/health", self._healthy)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -169,6 +170,17 @@ def test_the_state_file_describes_the_stack_for_the_cli(local_stack):
     assert "RELAIS_NATIONAL_TOKEN" not in env
     assert stat.S_IMODE(local_stack.state_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(local_stack.state_file.parent.stat().st_mode) == 0o700
+
+
+def test_the_poller_s_aws_calls_are_sized_for_the_shortest_worker_not_the_api(local_stack):
+    """One poller runs every worker: its clients get the notifier's 30 s budget, the API keeps its 10 s."""
+
+    def environment(pid: int) -> dict[str, str]:
+        raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        return dict(item.decode().partition("=")[::2] for item in raw if b"=" in item)
+
+    assert environment(local_stack.children["poller"])["RELAIS_FUNCTION_TIMEOUT_SECONDS"] == "30"
+    assert "RELAIS_FUNCTION_TIMEOUT_SECONDS" not in environment(local_stack.children["api"])
 
 
 def test_the_national_token_is_a_secure_string_under_the_stack_key(local_stack):

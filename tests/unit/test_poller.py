@@ -494,3 +494,13 @@ def test_a_wrong_queue_concurrency_is_refused_with_its_range(value):
 def test_a_poller_refuses_a_concurrency_out_of_range(aws, settings):
     with pytest.raises(ValueError, match="between 1 and 16"):
         make_poller(settings, aws, queue_concurrency=0)
+
+
+def test_the_stack_gives_the_poller_the_budget_of_its_shortest_worker_unless_told_otherwise():
+    from infra.iam import FUNCTIONS
+    from infra.local.stack import poller_environment
+
+    workers = [spec.timeout for handler, spec in FUNCTIONS.items() if handler != "app.app"]
+    assert poller_environment({"A": "1"}) == {"A": "1", "RELAIS_FUNCTION_TIMEOUT_SECONDS": str(min(workers))}
+    given = {"RELAIS_FUNCTION_TIMEOUT_SECONDS": "12"}
+    assert poller_environment(given) == given
