@@ -97,6 +97,11 @@ class DependencyUnavailableError(RelaisError):
         self.retry_after = retry_after
 
 
+class SendNotRecordedError(DependencyUnavailableError):
+    """A patient's message went out and its record (claim, audit event, ``patient_sent_at``) could not be written:
+    the notifier keeps its lease until it runs out, so that the message still reads as on its way."""
+
+
 class NoSendSlotError(DependencyUnavailableError):
     """The account's sending rate or monthly budget leaves no room for a message now: it waits in its queue (the
     queue is the buffer), and is tried again after the queue's whole visibility timeout."""

@@ -7,7 +7,8 @@ the loser start again from the new version); the result set pending national del
 budget; the next link generation, which revokes every earlier link at once; the patient status; and, for a result
 withdrawn on the UTC day it was received, its usage count moved to the month's ``withdrawn`` count (not billed).
 A withdrawal decided on "no message has gone out" (nothing to tell the patient) also requires that this still holds:
-the result has no ``patient_sent_at`` and the current generation's send claim is neither leased nor used.
+the result has no ``patient_sent_at`` and the send claims of the current generation and the few before it are
+neither leased nor used.
 """
 
 from __future__ import annotations
@@ -77,9 +78,10 @@ class CorrectionStore:
         condition = ResultItem.id.exists() & ResultItem.erased_at.does_not_exist() & at_version(record.version)
         tx = self._store.authenticated(grant)
         tx.put("audit", audit_item(audit, self._audit_retention_days))
+        claims: list[str] = []
         if change.nothing_sent:  # a message recorded or on its way since it was read: decide again
             condition = condition & ResultItem.patient_sent_at.does_not_exist()
-            require_no_message_out(tx, record.id, change.previous_generation, epoch_seconds(correction.at))
+            claims = require_no_message_out(tx, record.id, change.previous_generation, epoch_seconds(correction.at))
         tx.update("result", ResultItem(id=record.id), actions=actions, condition=condition)
         next_generation(tx, record.id, change.previous_generation, record.expires_at)
         if change.unbill:
@@ -99,6 +101,6 @@ class CorrectionStore:
             )
         if tx.commit():
             return
-        if tx.failed("result") or tx.failed("generation") or (change.nothing_sent and tx.failed("claim")):
+        if tx.failed("result") or tx.failed("generation") or any(tx.failed(name) for name in claims):
             raise VersionConflictError("the result changed meanwhile")
         raise DependencyUnavailableError("dynamodb", retry_after=1)

@@ -35,7 +35,7 @@ from chalicelib.config import Settings
 from chalicelib.domain.channels import channel_spec
 from chalicelib.domain.links import ClaimBusyError, Link, SendRecord, SupersededError
 from chalicelib.domain.records import AuditEvent, AuthGrant, seconds_to_midnight_utc
-from chalicelib.errors import DependencyUnavailableError, RateLimitedError
+from chalicelib.errors import DependencyUnavailableError, RateLimitedError, SendNotRecordedError
 
 #: Whatever the TTL of a link, its item is kept this long after expiry (so a late click is "expired",
 #: audited with its link id, rather than "unknown"), then DynamoDB deletes it.
@@ -106,19 +106,34 @@ def next_generation(tx: Transaction, result_id: str, previous: int, keep_until: 
     )
 
 
-def require_no_message_out(tx: Transaction, result_id: str, generation: int, now: int) -> None:
-    """Add to ``tx`` the check that no message of ``generation`` is out or on its way: its send claim has never been
-    taken, or its lease has run out with no channel sent and the generation not done. (A notifier checks the
-    generation only once it holds the lease: once ``tx`` moves the generation on, no message of it can go out.)"""
+#: How many generations, the current one included, are asked whether a message may be on its way: a notifier's
+#: lease (2 minutes) can outlive a few moves of the generation (resends, slips, corrections: a few a day), not more.
+RECENT_GENERATIONS = 5
+
+
+def recent_generations(generation: int) -> range:
+    """``generation`` and the ones before it whose message may still be on its way (:data:`RECENT_GENERATIONS`)."""
+    return range(max(0, generation - RECENT_GENERATIONS + 1), generation + 1)
+
+
+def require_no_message_out(tx: Transaction, result_id: str, generation: int, now: int) -> list[str]:
+    """Add to ``tx`` the check that no message of ``generation`` or of the generations just before it is out or on
+    its way: each send claim never taken, or its lease run out with no channel sent and the generation not done.
+    (A notifier checks the generation only once it holds the lease: once ``tx`` moves the generation on, no message
+    of an earlier one can go out.) The names of the checks, for :meth:`Transaction.failed`."""
     nothing_sent = ClaimItem.done_at.does_not_exist()
     for attribute in SENT_AT.values():
         nothing_sent = nothing_sent & attribute.does_not_exist()
-    tx.check(
-        "claim",
-        ClaimItem,
-        f"notify#{result_id}#{generation}",
-        condition=ClaimItem.pk.does_not_exist() | ((ClaimItem.lease_until < now) & nothing_sent),
-    )
+    names = []
+    for earlier in recent_generations(generation):
+        names.append(f"claim{earlier}")
+        tx.check(
+            names[-1],
+            ClaimItem,
+            f"notify#{result_id}#{earlier}",
+            condition=ClaimItem.pk.does_not_exist() | ((ClaimItem.lease_until < now) & nothing_sent),
+        )
+    return names
 
 
 def link_key(token_sha256: str) -> str:
@@ -241,16 +256,18 @@ class LinkStore:
         return self._claim(current)
 
     def may_have_sent(self, result_id: str, generation: int) -> bool:
-        """Whether a message of ``generation`` may have reached the patient: a channel sent, the generation done, or
-        its lease held now (a notifier between its send and its record of it)."""
+        """Whether a message of ``generation``, or of the generations just before it (:func:`recent_generations`),
+        may have reached the patient: a channel sent, a generation done, or a lease held now (a notifier between its
+        send and its record of it, or still to send)."""
         now = epoch_seconds(self._clock())
+        keys = [f"notify#{result_id}#{earlier}" for earlier in recent_generations(generation)]
         with dynamodb_errors():
-            try:
-                item = ClaimItem.get(f"notify#{result_id}#{generation}", consistent_read=True)
-            except ClaimItem.DoesNotExist:
-                return False
-        claim = self._claim(item)
-        return claim.done or bool(claim.sent) or int(item.lease_until or 0) >= now
+            items = list(ClaimItem.batch_get(keys, consistent_read=True))
+        for item in items:
+            claim = self._claim(item)
+            if claim.done or claim.sent or int(item.lease_until or 0) >= now:
+                return True
+        return False
 
     @staticmethod
     def _claim(item: ClaimItem) -> Claim:
@@ -260,7 +277,8 @@ class LinkStore:
     def record_send(self, result_id: str, generation: int, send: SendRecord) -> None:
         """Mark one channel sent for this generation, write its audit event and the result's ``patient_sent_at``
         (the patient was given a message: a later correction's says "corrected", a withdrawal's is due, even when
-        the attempt then fails on another channel or a resend supersedes it), atomically."""
+        the attempt then fails on another channel or a resend supersedes it), atomically. SendNotRecordedError when
+        it cannot be written."""
         claim = ClaimItem(pk=f"notify#{result_id}#{generation}")
         tx = Transaction(self._connection)
         tx.update("claim", claim, actions=_sent_actions(send))
@@ -269,8 +287,12 @@ class LinkStore:
         tx.update(
             "result", result, actions=[ResultItem.patient_sent_at.set(send.audit.at)], condition=ResultItem.id.exists()
         )
-        if not tx.commit():  # the result is gone (erased): nothing to record it on
-            raise DependencyUnavailableError("dynamodb")
+        try:
+            committed = tx.commit()
+        except Exception as exc:
+            raise SendNotRecordedError("dynamodb") from exc
+        if not committed:  # the result is gone (erased): nothing to record it on
+            raise SendNotRecordedError("dynamodb")
 
     def release_claim(self, result_id: str, generation: int) -> None:
         """Give the lease back after a failure, so that the retry need not wait for it to run out."""

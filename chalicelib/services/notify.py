@@ -53,7 +53,7 @@ from chalicelib.domain.links import (
 from chalicelib.domain.messages import DEFAULT_LANGUAGE, Language, MessageKind, link_url
 from chalicelib.domain.model import Submission
 from chalicelib.domain.records import AuditEvent, Pharmacy, ResultRecord, new_id
-from chalicelib.errors import NoSendSlotError, RateLimitedError, RelaisError
+from chalicelib.errors import NoSendSlotError, RateLimitedError, RelaisError, SendNotRecordedError
 
 ACTOR = "system:notifier"
 ACTION = "patient.notify"
@@ -209,6 +209,8 @@ class NotifyService:
                     if sent.pending is not None:
                         self.links.record_send(result_id, generation, sent.pending)
                     self._capped(record, generation, sent.capped)
+                    with contextlib.suppress(Exception):  # a lease left held reads as a message on its way
+                        self.links.release_claim(result_id, generation)
                     return "capped"
                 self.links.finish(
                     result_id,
@@ -220,7 +222,9 @@ class NotifyService:
             except SupersededError:
                 return "superseded"
         except Exception as exc:
-            self._failed(record, generation, attempt, exc)
+            # A send whose record could not be written keeps the lease until it runs out: meanwhile a withdrawal
+            # counts the message as on its way (``LinkStore.may_have_sent``), as it may well have reached the patient.
+            self._failed(record, generation, attempt, exc, holds_claim=not isinstance(exc, SendNotRecordedError))
             raise NotifyFailedError(_code(exc), no_slot=isinstance(exc, NoSendSlotError)) from None
         return "unconfirmed" if sent.unconfirmed else "sent"
 

@@ -297,3 +297,48 @@ def test_a_correction_while_the_first_sms_is_out_but_not_recorded_says_corrected
     first, corrected = sent_sms()
     assert "corrigé" not in first[1] and "corrigé" in corrected[1]
     assert json.loads(view(client, token_in(corrected[1])).body)["test"]["result"] == "positive"
+
+
+def _earlier_generation_on_its_way(rid: str) -> None:
+    """A notifier of generation 0 holds its lease (still to send), and a resend moved the generation to 1 without
+    its own message starting yet."""
+    from chalicelib import bootstrap
+    from chalicelib.adapters.tables import StateItem
+
+    keep = int(result_item(rid)["expires_at"]["N"])
+    bootstrap.link_store().acquire_claim(rid, 0, lease_seconds=60, keep_until=keep)
+    StateItem(pk=f"linkcur#{rid}").update(actions=[StateItem.n.set(1), StateItem.expires_at.set(keep)])
+
+
+def test_a_withdrawal_counts_a_message_of_an_earlier_generation_still_on_its_way(patient_env):
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid = new_result(actor, notify=("sms",))
+    _earlier_generation_on_its_way(rid)
+
+    assert correct(client, actor, rid, withdrawal()).status_code == 202
+
+    [(_, notice)] = sent_sms()
+    assert "/r#" not in notice, "the withdrawal's notice is due"
+
+
+def test_a_withdrawal_commit_is_refused_by_an_earlier_generation_s_lease_taken_meanwhile(patient_env, monkeypatch):
+    from chalicelib.adapters.corrections import CorrectionStore
+    from chalicelib.adapters.tables import StateItem
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    rid = new_result(actor, notify=("sms",))
+    StateItem(pk=f"linkcur#{rid}").update(actions=[StateItem.n.set(1)])  # a resend, its message not started
+    commit, decided = CorrectionStore.commit_correction, []
+
+    def lease_taken_first(self: Any, grant: Any, audit: Any, record: Any, change: Any) -> None:
+        decided.append(change.nothing_sent)
+        if len(decided) == 1:
+            _earlier_generation_on_its_way(rid)
+        commit(self, grant, audit, record, change)
+
+    monkeypatch.setattr(CorrectionStore, "commit_correction", lease_taken_first)
+
+    assert correct(client, actor, rid, withdrawal()).status_code == 202
+    assert decided == [True, False]
+    [(_, notice)] = sent_sms()
+    assert "/r#" not in notice

@@ -375,6 +375,7 @@ def test_past_its_daily_sms_cap_a_pharmacy_s_result_gets_no_sms_and_fails_its_pa
     (capped,) = audit_events("patient.notify", "failed")
     assert (capped["record"], capped["reason"]) == (third, "sms:daily_cap")
     assert notify(third) == "not_pending"  # a redelivery sends nothing more
+    assert _claim_item(third)["lease_until"]["N"] == "0", "released: a held lease reads as a message on its way"
     other = new_result(register_pharmacy(), notify=("sms",))
     assert notify(other) == "sent"  # another pharmacy's cap is its own
 
@@ -620,3 +621,25 @@ def test_an_sms_whose_answer_was_lost_is_recorded_as_sent_and_never_sent_again(p
     assert [r.split(":")[0] for r in reasons] == ["email", "sms"]
     assert reasons[1].endswith(":unconfirmed:DeliveryError:ReadTimeoutError")
     assert not audit_events("patient.notify", "retry")
+
+
+@pytest.mark.parametrize(("failure", "lease_kept"), [("not-recorded", True), ("end-only", False)])
+def test_a_send_whose_record_failed_keeps_its_lease_until_it_runs_out(patient_env, monkeypatch, failure, lease_kept):
+    """The SMS went out and nothing of it could be written (SendNotRecordedError): the lease stays, so that a
+    withdrawal meanwhile counts the message as on its way. When only the attempt's end failed (the send itself
+    recorded), the lease is released as after any failure, for the retry."""
+    from chalicelib.adapters.links import LinkStore
+    from chalicelib.errors import DependencyUnavailableError, SendNotRecordedError
+    from chalicelib.services.notify import NotifyFailedError
+
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    error = SendNotRecordedError("dynamodb") if lease_kept else DependencyUnavailableError("dynamodb")
+
+    def failing(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(LinkStore, "finish", failing)
+    with pytest.raises(NotifyFailedError):
+        notify(rid)
+    assert len(sent_sms()) == 1
+    assert (int(_claim_item(rid)["lease_until"]["N"]) > 0) is lease_kept
