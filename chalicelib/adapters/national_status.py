@@ -171,9 +171,11 @@ class NationalStatusStore:
             except ResultItem.DoesNotExist:
                 return None
 
-    def mark_pending(self, result_id: str) -> None:
-        self._update(
-            result_id,
+    def mark_pending(self, result_id: str) -> bool:
+        """A ``failed`` result back to ``pending`` for a redrive; False, changing nothing, when it is not failed (a
+        second letter of a result already redriven and reported, or corrected meanwhile: its message finds it so)."""
+        return update_if(
+            ResultItem(id=result_id),
             [
                 ResultItem.national_status.set("pending"),
                 ResultItem.pending_national.set(pending_key(result_id)),
@@ -182,6 +184,7 @@ class NationalStatusStore:
                 ResultItem.national_attempts.set(0),  # a redrive starts a new attempt budget
                 ResultItem.national_lease_until.remove(),
             ],
+            ResultItem.id.exists() & (ResultItem.national_status == "failed"),
         )
 
     @staticmethod

@@ -225,8 +225,12 @@ def test_a_dead_letter_sqs_refused_is_written_when_the_message_comes_back(nation
     assert (letter["result_id"], letter["reason"].split(":")[0], letter["attempts"]) == (rid, "http-422", 1)
     assert _stored(rid).national_dead_lettered
     assert len(national.state.deliveries) == posts, "nothing posted again"
-    bootstrap.national_statuses().mark_pending(rid)  # a redrive: a later failure writes its own letter
+    statuses = bootstrap.national_statuses()
+    assert statuses.mark_pending(rid)  # a redrive: a later failure writes its own letter
     assert not _stored(rid).national_dead_lettered
+    statuses.mark_reported(rid, datetime.now(UTC))
+    assert not statuses.mark_pending(rid), "a second letter's redrive leaves a reported result alone"
+    assert _stored(rid).national_status == "reported"
 
 
 def test_reconciliation_queues_again_results_left_pending_once_per_threshold(national):
