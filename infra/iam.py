@@ -140,7 +140,8 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         access=Access(
             tables={
                 "ResultsTable": ("dynamodb:GetItem", "dynamodb:UpdateItem"),
-                "StateTable": _READ_WRITE,
+                # BatchGetItem: the send claims of earlier generations, for a corrected result (LinkStore.may_have_sent)
+                "StateTable": (*_READ_WRITE, "dynamodb:BatchGetItem"),
                 "RegistryTable": ("dynamodb:GetItem",),
                 "AuditTable": ("dynamodb:PutItem",),
             },

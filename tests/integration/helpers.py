@@ -257,3 +257,54 @@ def pharmacy(aws: dict[str, str]) -> PharmacyActor:
 def other_pharmacy(aws: dict[str, str]) -> PharmacyActor:
     """A second, unrelated active pharmacy."""
     return register_pharmacy()
+
+
+# -- a function's DynamoDB calls against its IAM policy (moto authorizes everything) --------------------------------
+
+_TRANSACT_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "ConditionCheck": "ConditionCheckItem",
+    "Delete": "DeleteItem",
+}
+
+
+def dynamodb_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """``(IAM action, table name)`` of every DynamoDB call made from now on, a transaction's per item (as IAM
+    authorizes it), pynamodb's and boto3's alike."""
+    from botocore.client import BaseClient
+
+    calls: list[tuple[str, str]] = []
+    real = BaseClient._make_api_call
+
+    def recording(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+        if self.meta.service_model.service_name == "dynamodb":
+            if operation_name in ("TransactWriteItems", "TransactGetItems"):
+                for item in api_params["TransactItems"]:
+                    for kind, body in item.items():
+                        calls.append((_TRANSACT_ACTIONS.get(kind, "GetItem"), body["TableName"]))
+            elif "RequestItems" in api_params:
+                calls.extend((operation_name, table) for table in api_params["RequestItems"])
+            else:
+                calls.append((operation_name, api_params["TableName"]))
+        return real(self, operation_name, api_params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording)
+    return calls
+
+
+def not_allowed(handler: str, calls: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(IAM action, logical table)`` of the recorded ``calls`` that the policy of ``handler``'s function
+    (``infra/iam.py``) does not allow."""
+    from chalicelib import bootstrap
+    from infra.iam import FUNCTIONS
+
+    s = bootstrap.settings()
+    logical = {
+        s.results_table: "ResultsTable",
+        s.state_table: "StateTable",
+        s.registry_table: "RegistryTable",
+        s.audit_table: "AuditTable",
+    }
+    allowed = FUNCTIONS[handler].access.tables
+    return sorted({(a, logical[t]) for a, t in calls if f"dynamodb:{a}" not in allowed.get(logical[t], ())})

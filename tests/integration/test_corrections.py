@@ -342,3 +342,20 @@ def test_a_withdrawal_commit_is_refused_by_an_earlier_generation_s_lease_taken_m
     assert decided == [True, False]
     [(_, notice)] = sent_sms()
     assert "/r#" not in notice
+
+
+def test_the_api_s_dynamodb_calls_for_corrections_are_all_allowed_by_its_policy(patient_env, monkeypatch):
+    """A correction and a withdrawal decided on "nothing sent" (its claim checks): every call in the API's policy."""
+    from chalicelib import bootstrap
+    from tests.integration.helpers import dynamodb_calls, not_allowed
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    corrected, withdrawn = new_result(actor, notify=("sms",)), new_result(actor, notify=("sms",))
+    calls = dynamodb_calls(monkeypatch)
+
+    assert correct(client, actor, corrected, positive()).status_code == 202
+    assert correct(client, actor, withdrawn, withdrawal()).status_code == 202
+
+    state = bootstrap.settings().state_table
+    assert {("BatchGetItem", state), ("ConditionCheckItem", state)} <= set(calls), "both paths exercised"
+    assert not_allowed("app.app", calls) == []

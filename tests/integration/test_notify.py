@@ -643,3 +643,27 @@ def test_a_send_whose_record_failed_keeps_its_lease_until_it_runs_out(patient_en
         notify(rid)
     assert len(sent_sms()) == 1
     assert (int(_claim_item(rid)["lease_until"]["N"]) > 0) is lease_kept
+
+
+# -- what the notify function calls is what its IAM policy allows (moto authorizes everything) ----------------------
+
+
+def test_the_notifier_s_dynamodb_calls_are_all_allowed_by_its_policy(patient_env, monkeypatch):
+    """A first message, and one for a corrected result after the correction's own send failed (the notifier then
+    asks the earlier generations' claims, a BatchGetItem): every call is in the notify function's policy."""
+    from chalicelib import bootstrap
+    from tests.integration.helpers import dynamodb_calls, not_allowed
+    from tests.integration.test_corrections import correct, positive
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    first, corrected = new_result(actor, notify=("sms",)), new_result(actor, notify=("sms",))
+    sender = use_sender({"sms"})
+    assert correct(client, actor, corrected, positive()).status_code == 202  # its send failed: the copy is queued
+    sender.fail.clear()
+
+    calls = dynamodb_calls(monkeypatch)
+    assert notify(first) == "sent"
+    assert notify(corrected, generation=1) == "sent"
+
+    assert ("BatchGetItem", bootstrap.settings().state_table) in calls, "the corrected path was exercised"
+    assert not_allowed("chalicelib.events.notify.on_notify_message", calls) == []
