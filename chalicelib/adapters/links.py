@@ -106,6 +106,11 @@ def next_generation(tx: Transaction, result_id: str, previous: int, keep_until: 
     )
 
 
+def claim_key(result_id: str, generation: int) -> str:
+    """The key of a generation's send claim."""
+    return f"notify#{result_id}#{generation}"
+
+
 #: How many generations, the current one included, are asked whether a message may be on its way: a notifier's
 #: lease (2 minutes) can outlive a few moves of the generation (resends, slips, corrections: a few a day), not more.
 RECENT_GENERATIONS = 5
@@ -130,7 +135,7 @@ def require_no_message_out(tx: Transaction, result_id: str, generation: int, now
         tx.check(
             names[-1],
             ClaimItem,
-            f"notify#{result_id}#{earlier}",
+            claim_key(result_id, earlier),
             condition=ClaimItem.pk.does_not_exist() | ((ClaimItem.lease_until < now) & nothing_sent),
         )
     return names
@@ -242,7 +247,7 @@ class LinkStore:
         A claim already done is returned as such (nothing is leased: the caller has nothing to do).
         """
         now = epoch_seconds(self._clock())
-        item = ClaimItem(pk=f"notify#{result_id}#{generation}")
+        item = ClaimItem(pk=claim_key(result_id, generation))
         if update_if(
             item,
             [ClaimItem.lease_until.set(now + lease_seconds), ClaimItem.expires_at.set(keep_until)],
@@ -260,7 +265,7 @@ class LinkStore:
         may have reached the patient: a channel sent, a generation done, or a lease held now (a notifier between its
         send and its record of it, or still to send)."""
         now = epoch_seconds(self._clock())
-        keys = [f"notify#{result_id}#{earlier}" for earlier in recent_generations(generation)]
+        keys = [claim_key(result_id, earlier) for earlier in recent_generations(generation)]
         with dynamodb_errors():
             items = list(ClaimItem.batch_get(keys, consistent_read=True))
         for item in items:
@@ -279,7 +284,7 @@ class LinkStore:
         (the patient was given a message: a later correction's says "corrected", a withdrawal's is due, even when
         the attempt then fails on another channel or a resend supersedes it), atomically. SendNotRecordedError when
         it cannot be written."""
-        claim = ClaimItem(pk=f"notify#{result_id}#{generation}")
+        claim = ClaimItem(pk=claim_key(result_id, generation))
         tx = Transaction(self._connection)
         tx.update("claim", claim, actions=_sent_actions(send))
         tx.put("audit", audit_item(send.audit, self._audit_retention_days))
@@ -296,7 +301,7 @@ class LinkStore:
 
     def release_claim(self, result_id: str, generation: int) -> None:
         """Give the lease back after a failure, so that the retry need not wait for it to run out."""
-        claim = ClaimItem(pk=f"notify#{result_id}#{generation}")
+        claim = ClaimItem(pk=claim_key(result_id, generation))
         with dynamodb_errors():
             retrying_conflicts(
                 lambda: claim.update(actions=[ClaimItem.lease_until.set(0)], condition=ClaimItem.pk.exists())
@@ -384,13 +389,13 @@ class LinkStore:
         tx.check("generation", StateItem, f"linkcur#{result_id}", condition=condition)
         tx.update("result", ResultItem(id=result_id), actions=actions, condition=required)
         if claim_open:
-            pk = f"notify#{result_id}#{generation}"
+            pk = claim_key(result_id, generation)
             tx.check("claim_open", ClaimItem, pk, condition=ClaimItem.done_at.does_not_exist())
         if close_claim_at is not None:
             claim_actions: list[Action] = [ClaimItem.done_at.set(close_claim_at)]
             if last_send is not None:
                 claim_actions += _sent_actions(last_send)
-            tx.update("claim", ClaimItem(pk=f"notify#{result_id}#{generation}"), actions=claim_actions)
+            tx.update("claim", ClaimItem(pk=claim_key(result_id, generation)), actions=claim_actions)
             if last_send is not None:
                 tx.put("audit", audit_item(last_send.audit, self._audit_retention_days))
         if tx.commit():

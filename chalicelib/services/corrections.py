@@ -178,8 +178,9 @@ class CorrectionService:
         previous_generation = self.generations.current_generation(record.id)
         # A notifier may have sent the message and not recorded it yet (patient_sent_at comes after the send): its
         # claim says so. A withdrawal decided on "nothing went out" commits only if that still holds.
+        messages = bool(message_channels(record.channels))
         contacted = record.patient_sent_at is not None or (
-            bool(message_channels(record.channels)) and self.generations.may_have_sent(record.id, previous_generation)
+            messages and self.generations.may_have_sent(record.id, previous_generation)
         )
         ciphertext = self.vault.seal(
             record.id,
@@ -196,7 +197,7 @@ class CorrectionService:
             patient_status=_patient_status(record, withdraws=correction.withdraws, contacted=contacted),
             previous_generation=previous_generation,
             unbill=correction.withdraws and now.astimezone(UTC).date() == record.received_at.astimezone(UTC).date(),
-            nothing_sent=correction.withdraws and not contacted and bool(message_channels(record.channels)),
+            nothing_sent=correction.withdraws and not contacted and messages,
         )
 
     def _digest(self, record: ResultRecord, reference: str) -> str:
