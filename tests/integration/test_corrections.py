@@ -200,23 +200,30 @@ def test_a_correction_needs_no_message_when_the_patient_asked_for_none(patient_e
 # -- a withdrawal racing the first message (patient_sent_at is written after the send) ------------------------------
 
 
+def _correct_once_before(monkeypatch: Any, step: str, patient_env: Any, rid: str, body: dict[str, Any]) -> list[Any]:
+    """Make the notifier's ``LinkStore.<step>`` (``acquire_claim``, ``finish``…) send this correction first, once
+    (the correction's own message then goes through the real step); the list receives the correction's answer."""
+    from chalicelib.adapters.links import LinkStore
+
+    real, answers = getattr(LinkStore, step), []
+
+    def correction_first(self: Any, result_id: str, generation: int, **kwargs: Any) -> Any:
+        if not answers:
+            answers.append(None)  # set before the call: the correction's own send comes through here too
+            answers[0] = correct(patient_env["client"], patient_env["pharmacy"], rid, body)
+        return real(self, result_id, generation, **kwargs)
+
+    monkeypatch.setattr(LinkStore, step, correction_first)
+    return answers
+
+
 def test_a_withdrawal_while_the_first_sms_is_out_but_not_recorded_tells_the_patient(patient_env, monkeypatch):
     """The notifier sent the SMS and has not recorded it yet: the withdrawal finds its claim held, counts the
     message as sent, and the patient is told of the withdrawal (before, it was ``not_requested``: nothing said)."""
-    from chalicelib.adapters.links import LinkStore
     from tests.integration.patient_support import notify
 
-    client, actor = patient_env["client"], patient_env["pharmacy"]
-    rid = new_result(actor, notify=("sms",))
-    finish, answers = LinkStore.finish, []
-
-    def withdraw_before_the_record(self: Any, result_id: str, generation: int, **kwargs: Any) -> None:
-        if not answers:  # once: the withdrawal's own message goes through the real finish
-            answers.append(None)
-            answers[0] = correct(client, actor, rid, withdrawal())
-        finish(self, result_id, generation, **kwargs)
-
-    monkeypatch.setattr(LinkStore, "finish", withdraw_before_the_record)
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    answers = _correct_once_before(monkeypatch, "finish", patient_env, rid, withdrawal())
 
     assert notify(rid) == "superseded"
     assert answers[0].status_code == 202
@@ -253,20 +260,10 @@ def test_a_withdrawal_that_found_no_message_out_commits_only_if_none_left_meanwh
 def test_a_first_message_whose_generation_a_withdrawal_moved_on_is_never_sent(patient_env, monkeypatch):
     """The notifier reads the generation once it holds the lease: a withdrawal that committed with no message out
     (before the lease was taken) leaves nothing to send, not a message whose link is already void."""
-    from chalicelib.adapters.links import LinkStore
     from tests.integration.patient_support import notify
 
-    client, actor = patient_env["client"], patient_env["pharmacy"]
-    rid = new_result(actor, notify=("sms",))
-    acquire, answers = LinkStore.acquire_claim, []
-
-    def withdrawn_first(self: Any, result_id: str, generation: int, **kwargs: Any) -> Any:
-        if not answers:
-            answers.append(None)
-            answers[0] = correct(client, actor, rid, withdrawal())
-        return acquire(self, result_id, generation, **kwargs)
-
-    monkeypatch.setattr(LinkStore, "acquire_claim", withdrawn_first)
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    answers = _correct_once_before(monkeypatch, "acquire_claim", patient_env, rid, withdrawal())
 
     assert notify(rid) == "superseded"
     assert answers[0].status_code == 202
@@ -277,20 +274,11 @@ def test_a_first_message_whose_generation_a_withdrawal_moved_on_is_never_sent(pa
 def test_a_correction_while_the_first_sms_is_out_but_not_recorded_says_corrected(patient_env, monkeypatch):
     """The patient holds the first link (sent, its record not written yet): the correction's message says the
     result was corrected and the earlier link no longer works, not the first message's text again."""
-    from chalicelib.adapters.links import LinkStore
     from tests.integration.patient_support import notify
 
-    client, actor = patient_env["client"], patient_env["pharmacy"]
-    rid = new_result(actor, notify=("sms",))
-    finish, answers = LinkStore.finish, []
-
-    def correct_before_the_record(self: Any, result_id: str, generation: int, **kwargs: Any) -> None:
-        if not answers:
-            answers.append(None)
-            answers[0] = correct(client, actor, rid, positive())
-        finish(self, result_id, generation, **kwargs)
-
-    monkeypatch.setattr(LinkStore, "finish", correct_before_the_record)
+    client = patient_env["client"]
+    rid = new_result(patient_env["pharmacy"], notify=("sms",))
+    answers = _correct_once_before(monkeypatch, "finish", patient_env, rid, positive())
 
     assert notify(rid) == "superseded"
     assert answers[0].status_code == 202
