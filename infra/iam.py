@@ -25,6 +25,8 @@ class Access:
 
     tables: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # table → dynamodb actions
     indexes: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)  # (table, index) → actions
+    # (table, action) → the partition keys it is limited to (IAM patterns, condition dynamodb:LeadingKeys)
+    on_keys: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     stream_of: str | None = None  # table whose stream triggers the function
     consumes: tuple[str, ...] = ()  # queues the function is triggered by (event source mapping)
     changes_visibility: tuple[str, ...] = ()  # queues whose messages it puts back with a delay
@@ -67,6 +69,9 @@ FUNCTIONS: dict[str, FunctionSpec] = {
                 "ResultsTable": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
                 "AuditTable": ("dynamodb:PutItem",),
             },
+            # The minute's aggregate of failed authentications is counted in place (adapters/audit.py
+            # count_failure): UpdateItem under an actor's partitions only, never a result's events.
+            on_keys={("AuditTable", "dynamodb:UpdateItem"): ("actor#*",)},
             sends_to=("NotifyQueue", "NationalQueue"),
             # reference-key and receipt-key: opened once per process (reference_key.py, receipt_keys.py), sealed by
             # the first process of the stage that needs one (a receipt key rotated in: by the operator's command)
@@ -200,13 +205,17 @@ def _dynamodb(a: Access) -> list[Statement]:
     statements = [_allow(f"Table{table}", actions, [_arn(table)]) for table, actions in sorted(a.tables.items())]
     for (table, index), actions in sorted(a.indexes.items()):
         statements.append(_allow(f"Index{table}", actions, [_sub(f"${{{table}.Arn}}/index/{index}")]))
+    for (table, action), patterns in sorted(a.on_keys.items()):
+        on_keys = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": list(patterns)}}
+        sid = f"Table{table}{action.removeprefix('dynamodb:')}OnKeys"
+        statements.append(_allow(sid, [action], [_arn(table)], Condition=on_keys))
     if a.stream_of:
         read = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"]
         statements.append(_allow("ReadStream", read, [_arn(a.stream_of, "StreamArn")]))
         # ListStreams is authorised on the table's stream pattern (DynamoDB developer guide, Lambda triggers).
         pattern = _ACCOUNT.replace("{service}", "dynamodb") + f"table/${{{a.stream_of}}}/stream/*"
         statements.append(_allow("ListStreamsOfTable", ["dynamodb:ListStreams"], [_sub(pattern)]))
-    used = sorted({*a.tables, *(t for t, _ in a.indexes), *([a.stream_of] if a.stream_of else [])})
+    used = sorted({*a.tables, *(t for t, _ in (*a.indexes, *a.on_keys)), *([a.stream_of] if a.stream_of else [])})
     if used:
         # The tables are under the stage's key: DynamoDB decrypts the table key on the caller's behalf.
         tables = [{"Ref": t} for t in used]

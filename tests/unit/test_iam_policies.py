@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,23 @@ def test_every_envelope_purpose_the_code_uses_is_granted_to_some_function():
 
     granted = set().union(*(d | e for d, e in map(_purposes, iam.all_policies().values())))
     assert {RESULT_PURPOSE, SEAL_CONTEXT["purpose"], REFERENCE_KEY_PURPOSE, RECEIPT_KEY_PURPOSE} <= granted
+
+
+def test_the_api_updates_audit_items_under_actor_partitions_only():
+    """The minute's aggregate of failed authentications is counted in place; a result's audit events stay
+    write-once for the API (its plain statement on the table has PutItem alone)."""
+    from chalicelib.adapters.audit import _audit_subject
+    from chalicelib.domain.records import AuditEvent
+
+    statements = {s["Sid"]: s for s in iam.all_policies()["app.app"]["Statement"]}
+    assert statements["TableAuditTable"]["Action"] == ["dynamodb:PutItem"]
+    on_keys = statements["TableAuditTableUpdateItemOnKeys"]
+    assert on_keys["Action"] == ["dynamodb:UpdateItem"]
+    assert on_keys["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["actor#*"]}}
+    at = datetime.now(UTC)
+    anonymous = AuditEvent(actor="anonymous", action="auth.failure", outcome="denied", at=at, event_id="e1")
+    claimed = AuditEvent(actor="key:key_x", action="auth.failure", outcome="denied", at=at, event_id="e2")
+    assert all(_audit_subject(e).startswith("actor#") for e in (anonymous, claimed))  # the aggregates' partitions
 
 
 # -- the packaged template ----------------------------------------------------------------------------------------
