@@ -90,6 +90,8 @@ _.request_queue_size  # infra/local/api.py: socketserver's listen backlog, read 
 _._old_receipt_handles  # infra/local/moto_sqs.py: moto's Message reads it to list a message's receipt handles
 _.get_headers  # infra/local/throttling.py: werkzeug's HTTPException API, called when moto answers the error
 _.injected  # infra/local/faults.py: faults for a block of a test (used by the tests only)
+_.enforced  # infra/local/local_iam.py: the IAM check for a block (tests/conftest.py `aws`)
+_.running_as  # infra/local/local_iam.py: a test's step inside another function's handler runs as that function
 _.disable_nagle_algorithm  # infra/local/api.py, national.py: read by http.server's StreamRequestHandler.setup
 
 # --- the paper slip (chalicelib/adapters/slip_pdf.py): fpdf2 settings it reads when writing the PDF -------------

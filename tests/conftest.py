@@ -48,9 +48,11 @@ def aws() -> Iterator[dict[str, str]]:
     from moto import mock_aws
 
     from chalicelib import bootstrap
+    from infra.local import local_iam
     from infra.provision import provision
 
-    with mock_aws():
+    # Each function's calls checked against its IAM policy, as AWS checks them (moto authorizes everything).
+    with mock_aws(), local_iam.enforced() as refused:
         env = provision(boto3.client("cloudformation", region_name="eu-west-3"), "test")
         # The in-process test client sends one key's requests far faster than a pharmacy could: the per-key rate
         # would refuse some of them at random. Tests of that rate set their own (tests/integration/test_floods.py).
@@ -67,6 +69,7 @@ def aws() -> Iterator[dict[str, str]]:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+        assert not refused, "calls infra/iam.py does not allow: " + "; ".join(sorted(map(str, set(refused))))
 
 
 from tests.chromium import browser  # noqa: E402, F401 - the session's one Playwright, for the browser and e2e tiers

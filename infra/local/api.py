@@ -140,7 +140,14 @@ def main(argv: list[str]) -> int:
     from chalice import local as chalice_local
     from chalice.cli import cli, reloader
 
+    from infra.local import local_iam
+
     _console()
+    try:
+        local_iam.install_from_environment()  # the API function's calls checked against its IAM policy
+    except ValueError as error:
+        print(f"api: {error}", file=sys.stderr)
+        return 2
     chalice_local.ThreadedHTTPServer.request_queue_size = LISTEN_BACKLOG
     # http.server writes headers and body apart: with Nagle's algorithm on, a kept-alive client waited ~40 ms for a
     # delayed ACK on every request (API Gateway has no such delay).

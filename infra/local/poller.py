@@ -700,8 +700,10 @@ def main() -> int:
     """Run the poller with the settings of the environment until SIGINT or SIGTERM."""
     _log_to_stdout()
     from chalicelib.config import SettingsError, get_settings
+    from infra.local import local_iam
 
     try:
+        local_iam.install_from_environment()  # each handler's calls checked against its function's IAM policy
         poller = Poller(get_settings(), queue_concurrency=queue_concurrency(os.environ))
     except (SettingsError, ValueError) as error:
         print(f"poller: {error}", file=sys.stderr)

@@ -19,7 +19,9 @@ Settings: ``RELAIS_API_PORT`` (8000), ``RELAIS_AWS_PORT`` (5000), ``RELAIS_NATIO
 ``app.py``, ``chalicelib/`` or ``.chalice/`` change, see :mod:`infra.local.api`; 0: not), ``RELAIS_START_TIMEOUT``
 (60 s), ``RELAIS_LOCAL_QUEUE_CONCURRENCY`` (4 consumers per queue, 1 to 16), and the local AWS's faults
 (``RELAIS_LOCAL_FAULTS``, ``RELAIS_LOCAL_TRANSACTION_CONFLICTS``... read by the moto server: infra/local/README.md;
-:func:`infra.local.faults.environment` gives them). Any ``RELAIS_*`` application setting
+:func:`infra.local.faults.environment` gives them), ``RELAIS_LOCAL_IAM`` (on: the API and the poller refuse a
+function's AWS call that its policy in ``infra/iam.py`` does not allow, :mod:`infra.local.local_iam`; off: not).
+Any ``RELAIS_*`` application setting
 in the environment (say ``RELAIS_LINK_TTL_HOURS``) is passed to the application. Nothing here prints personal data;
 the application logs opaque ids only, and the children's output is relayed as it is.
 """
@@ -46,7 +48,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Final
 
-from infra.local import faults
+from infra.local import faults, local_iam
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 STAGE: Final = "local"
@@ -321,6 +323,10 @@ class Stack:
         self.api_url = f"http://{HOST}:{self.ports.api}"
         self.national_url = f"http://{HOST}:{self.ports.national}"
         self.state_file = state_dir(self.env) / STATE_FILE_NAME
+        try:
+            self.iam_checked = local_iam.enabled(self.env)
+        except ValueError as error:
+            raise StackError(str(error)) from None
         self.start_timeout = float(self.env.get("RELAIS_START_TIMEOUT", "") or 60)
         self.children: list[Child] = []
         self.stopping = threading.Event()
@@ -462,6 +468,12 @@ class Stack:
             "stack",
             f"local AWS faults {aws_env.get(faults.SWITCH)} (seed {aws_env.get(faults.SEED, '-')}; "
             "replay: RELAIS_LOCAL_FAULTS_SEED=<seed>; off: RELAIS_LOCAL_FAULTS=off; see infra/local/README.md)",
+        )
+        self.console.say(
+            "stack",
+            "each function's AWS calls checked against its IAM policy (infra/iam.py; off: RELAIS_LOCAL_IAM=off)"
+            if self.iam_checked
+            else "RELAIS_LOCAL_IAM=off: functions' AWS calls are not checked against their IAM policies (unlike AWS)",
         )
         self._start(
             "aws",

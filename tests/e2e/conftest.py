@@ -147,6 +147,11 @@ class LocalStack:
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def refused_calls(self) -> list[str]:
+        """The calls the local IAM check refused (``infra/local/local_iam.py``): a function's code needs an action
+        its policy in ``infra/iam.py`` lacks — AWS would refuse it too."""
+        return [line for line in self.log_text().splitlines() if "local IAM refused a call" in line]
+
     def client(self, service: str) -> Any:
         """A boto3 client on the stack's moto server."""
         import boto3
@@ -306,5 +311,6 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     try:
         assert stack.stop() == 0, stack.log_text()[-4000:]
         stack.assert_everything_stopped()
+        assert stack.refused_calls() == []
     finally:
         stack.kill_everything()

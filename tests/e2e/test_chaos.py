@@ -171,6 +171,7 @@ def test_nothing_is_lost_and_nothing_done_twice_with_every_fault_on(tmp_path):
     requests_sent = sum(answers.values())
     refused = answers[503]
     assert set(answers) <= {200, 201, 429, 503}, answers
+    assert stack.refused_calls() == [], "a function made a call its IAM policy does not allow"
     assert refused <= 0.01 * requests_sent, f"{refused} of {requests_sent} requests got 503; {replay}"
     print(
         f"chaos: {COUNT} results, answers {dict(answers)}, {len(dead)} dead letters, "

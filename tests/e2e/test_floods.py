@@ -34,6 +34,7 @@ def strict_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
     finally:
         stack.stop()
         stack.kill_everything()
+    assert stack.refused_calls() == []
 
 
 def _submit(stack: LocalStack, key_id: str, private_key: Any, reference: str) -> requests.Response:

@@ -411,6 +411,12 @@ def test_a_bad_port_setting_is_named(tmp_path):
     assert "RELAIS_NATIONAL_PORT" in done.stdout
 
 
+def test_a_bad_local_iam_switch_is_named(tmp_path):
+    done = run_stack_expecting_failure(tmp_path, RELAIS_LOCAL_IAM="maybe")
+    assert done.returncode == 1
+    assert "cannot start: RELAIS_LOCAL_IAM must be on or off, not 'maybe'" in done.stdout
+
+
 def test_sigint_stops_every_process_the_stack_started(tmp_path):
     stack = start_stack(tmp_path)
     try:

@@ -183,5 +183,6 @@ def test_failures_sent_together_from_one_address_get_the_limit_in_404s_and_the_r
         assert sorted(a.status_code for a in answers) == [404] * 4 + [429] * 4
         assert all(1 <= int(a.headers["Retry-After"]) <= 600 for a in answers if a.status_code == 429)
         assert stack.stop() == 0
+        assert stack.refused_calls() == []
     finally:
         stack.kill_everything()

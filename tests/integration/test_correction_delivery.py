@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import urllib3
 
 from chalicelib import bootstrap
+from infra.local import local_iam
 from tests.integration.test_national_delivery import TOKEN, _drain, _pharmacy, _submit, national
 from tests.signing import sign, to_signed_request
 
@@ -92,14 +93,15 @@ def test_a_correction_during_an_earlier_versions_post_delivers_the_later_one_nex
     def post_then_correct(bundle):
         answer = original(bundle)
         if not corrected:  # the pharmacy corrects while version 1's POST is under way
-            corrected.append(
-                _correct(
-                    key_id,
-                    private_key,
-                    rid,
-                    {"correction_reference": "C1", "reason": "wrong_result", "result": "invalid"},
+            with local_iam.running_as("app.app"):  # the API's doing, in the middle of the national function's
+                corrected.append(
+                    _correct(
+                        key_id,
+                        private_key,
+                        rid,
+                        {"correction_reference": "C1", "reason": "wrong_result", "result": "invalid"},
+                    )
                 )
-            )
         return answer
 
     monkeypatch.setattr(client, "post_bundle", post_then_correct)

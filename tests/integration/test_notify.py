@@ -646,24 +646,49 @@ def test_a_send_whose_record_failed_keeps_its_lease_until_it_runs_out(patient_en
 
 
 # -- what the notify function calls is what its IAM policy allows (moto authorizes everything) ----------------------
+# Every integration test runs under the local IAM check (tests/conftest.py `aws`); this one shows it catching the
+# call the notifier once made without its policy allowing it.
 
 
-def test_the_notifier_s_dynamodb_calls_are_all_allowed_by_its_policy(patient_env, monkeypatch):
-    """A first message, and one for a corrected result after the correction's own send failed (the notifier then
-    asks the earlier generations' claims, a BatchGetItem): every call is in the notify function's policy."""
-    from chalicelib import bootstrap
-    from tests.integration.helpers import dynamodb_calls, not_allowed
+def test_a_corrected_result_s_message_makes_only_calls_the_notifier_s_policy_allows(patient_env):
+    """After the correction's own send failed, the notifier asks the earlier generations' claims (a BatchGetItem,
+    which its policy once lacked): the message goes out, and the fixture finds no call refused."""
     from tests.integration.test_corrections import correct, positive
 
     client, actor = patient_env["client"], patient_env["pharmacy"]
-    first, corrected = new_result(actor, notify=("sms",)), new_result(actor, notify=("sms",))
+    corrected = new_result(actor, notify=("sms",))
     sender = use_sender({"sms"})
     assert correct(client, actor, corrected, positive()).status_code == 202  # its send failed: the copy is queued
     sender.fail.clear()
 
-    calls = dynamodb_calls(monkeypatch)
-    assert notify(first) == "sent"
     assert notify(corrected, generation=1) == "sent"
+    assert len(sent_sms()) == 1  # nothing went out before: the first message's text, for the corrected result
 
-    assert ("BatchGetItem", bootstrap.settings().state_table) in calls, "the corrected path was exercised"
-    assert not_allowed("chalicelib.events.notify.on_notify_message", calls) == []
+
+def test_a_call_the_notifier_s_policy_lacks_is_refused_as_aws_refuses_it(patient_env, monkeypatch):
+    """A message for a corrected result after the correction's own send failed: the notifier asks the earlier
+    generations' claims (a BatchGetItem). Without that action in its policy, the call fails before reaching moto."""
+    from dataclasses import replace
+
+    from chalicelib.services.notify import NotifyFailedError
+    from infra import iam
+    from infra.local import local_iam
+    from tests.integration.test_corrections import correct, positive
+
+    client, actor = patient_env["client"], patient_env["pharmacy"]
+    corrected = new_result(actor, notify=("sms",))
+    sender = use_sender({"sms"})
+    assert correct(client, actor, corrected, positive()).status_code == 202  # its send failed: the copy is queued
+    sender.fail.clear()
+    key = "chalicelib.events.notify.on_notify_message"
+    spec = iam.FUNCTIONS[key]
+    state = tuple(a for a in spec.access.tables["StateTable"] if a != "dynamodb:BatchGetItem")
+    narrower = replace(spec, access=replace(spec.access, tables={**spec.access.tables, "StateTable": state}))
+    monkeypatch.setitem(iam.FUNCTIONS, key, narrower)
+
+    with pytest.raises(NotifyFailedError, match="DependencyUnavailable"):  # AWS's AccessDeniedException, retried
+        notify(corrected, generation=1)
+    refused = local_iam.refused()
+    assert sorted({str(d) for d in refused}) == ["notify function: dynamodb:BatchGetItem on StateTable"]
+    assert sent_sms() == []
+    refused.clear()  # shown: the fixture would otherwise fail the test for it
