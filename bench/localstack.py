@@ -234,13 +234,16 @@ class BenchStack(Stack):
 
     def log_summary(self) -> dict[str, int]:
         """Lines of the stack's log that tell of trouble: failed or retried batches (each retry costs CPU too)."""
-        counts = dict.fromkeys(("poller_batches_failed", "poller_stream_retries", "warnings_or_errors"), 0)
+        keys = ("poller_batches_failed", "poller_stream_retries", "warnings_or_errors", "iam_refused_calls")
+        counts = dict.fromkeys(keys, 0)
         with self.log_path.open(encoding="utf-8", errors="replace") as log:
             for line in log:
                 if line.startswith("[poller]") and re.search(r"message\(s\) -> .*: \d+ done, [1-9]\d* failed", line):
                     counts["poller_batches_failed"] += 1
                 elif line.startswith("[poller] stream:") and "failed on" in line:
                     counts["poller_stream_retries"] += 1
+                elif "local IAM refused a call" in line:  # infra/local/local_iam.py: AWS would refuse it too
+                    counts["iam_refused_calls"] += 1
                 elif '"level":"WARNING"' in line or '"level":"ERROR"' in line or "Traceback" in line:
                     counts["warnings_or_errors"] += 1
         return counts
