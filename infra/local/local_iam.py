@@ -16,7 +16,10 @@ declared). A call outside it fails before reaching moto with the service's own a
 (function, action, resource: never a parameter's value) and is kept in the list :func:`enforced` yields.
 
 Not checked: calls outside a handler (provisioning, the operator's CLI, the poller receiving messages and reading
-streams as Lambda's event source mappings do), calls from threads a handler starts (Relais starts none), and what
+streams as Lambda's event source mappings do; a test calling a service directly, unless it says which function it
+stands for with :func:`running_as`), calls from threads a handler starts (Relais starts none), a call served from a
+cache another function of the same process filled (clients, data keys, pharmacies: on AWS each function has its
+own), and what
 AWS services do on a function's behalf (DynamoDB, SQS and SSM using the key: the template grants those through
 ``kms:ViaService`` conditions that ``tests/unit/test_iam_policies.py`` checks).
 
@@ -26,16 +29,16 @@ AWS services do on a function's behalf (DynamoDB, SQS and SSM using the key: the
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import functools
 import importlib
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
 from types import CodeType, FrameType
@@ -53,10 +56,10 @@ _ROOT: Final = Path(__file__).resolve().parents[2]  # the project: its app.py is
 _FUNCTION: ContextVar[str | None] = ContextVar("relais_local_function", default=None)
 
 #: What a handler hands its event to, by dotted name → the handler's function. Tests call these directly, without
-#: chalice's wrapper: when no handler runs, a call made below one of them on the stack runs as that function.
+#: chalice's wrapper: when no handler runs, a call made below one of them on the stack runs as that function. Only
+#: code that no other function runs belongs here (``NotifyService.notify`` does not: the API sends in-request too).
 DELEGATES: Final = {
     "chalicelib.events.notify.handle_notify_batch": "chalicelib.events.notify.on_notify_message",
-    "chalicelib.services.notify.NotifyService.notify": "chalicelib.events.notify.on_notify_message",
     "chalicelib.events.national.handle_national_batch": "chalicelib.events.national.on_national_message",
     "chalicelib.events.national.reconcile_pending": "chalicelib.events.national.on_reconcile_schedule",
     "chalicelib.events.dispatch.dispatch_results": "chalicelib.events.dispatch.on_results_stream",
@@ -175,11 +178,17 @@ def _dynamodb(a: Access, operation: str, params: Mapping[str, Any], r: Resources
             continue
         elif (table, action) in a.on_keys:
             leading = next(iter(key.get(partition_key(table), {}).values()), "")
-            if not any(fnmatch.fnmatchcase(str(leading), p) for p in a.on_keys[table, action]):
+            if not any(_string_like(p).fullmatch(str(leading)) for p in a.on_keys[table, action]):
                 refused.append((action, f"{table} outside the partitions {list(a.on_keys[table, action])}"))
         else:
             refused.append((action, table))
     return refused
+
+
+@functools.cache
+def _string_like(pattern: str) -> re.Pattern[str]:
+    """IAM's ``StringLike``: ``*`` any characters, ``?`` one; everything else literal (``[`` included)."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.DOTALL)
 
 
 @functools.cache
@@ -197,8 +206,8 @@ def _sqs(a: Access, operation: str, params: Mapping[str, Any], r: Resources) -> 
     allowed_on: tuple[str, ...] = ()
     if action == "SendMessage":
         allowed_on = a.sends_to
-    elif action == "ChangeMessageVisibility":
-        allowed_on = a.changes_visibility
+    elif action == "ChangeMessageVisibility":  # granted with the queue's consumption only (infra/iam.py _sqs)
+        allowed_on = tuple(q for q in a.changes_visibility if q in a.consumes)
     elif action in ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes"):
         allowed_on = a.consumes
     if queue is not None and queue in allowed_on:
@@ -208,9 +217,8 @@ def _sqs(a: Access, operation: str, params: Mapping[str, Any], r: Resources) -> 
 
 def _kms(a: Access, operation: str, params: Mapping[str, Any], r: Resources) -> _Refused:
     purposes = {"GenerateDataKey": a.encrypts, "Decrypt": a.decrypts}.get(operation, ())
-    key = params.get("KeyId")
-    if key is not None and key != r.key_arn:
-        return [(f"kms:{operation}", "a key other than the stage's DataKey")]
+    if params.get("KeyId") != r.key_arn:  # the encryption SDK names the key, Decrypt included (strict mode)
+        return [(f"kms:{operation}", "a key other than the stage's DataKey, or none named")]
     context = dict(params.get("EncryptionContext") or {})
     purpose = context.get("purpose")
     if set(context) != {"purpose", "stage"} or context["stage"] != r.stage:
@@ -244,7 +252,7 @@ def _sns(a: Access, operation: str, params: Mapping[str, Any], r: Resources) -> 
 def _ses(a: Access, operation: str, params: Mapping[str, Any], r: Resources) -> _Refused:
     if operation != "SendEmail" or not a.email:
         return [(f"ses:{operation}", "EmailSender")]
-    if parseaddr(params.get("Source", ""))[1].lower() != parseaddr(r.email_sender)[1].lower():
+    if parseaddr(params.get("Source", ""))[1] != r.email_sender:  # ses:FromAddress, StringEquals: case counts
         return [("ses:SendEmail", "a sender other than EmailSender")]
     if params.get("ConfigurationSetName", r.ses_configuration_set) != r.ses_configuration_set:
         return [("ses:SendEmail", "a configuration set other than SesConfigurationSet")]
@@ -270,7 +278,7 @@ class _State:
     lock: threading.Lock
     installed: bool = False
     enforcing: bool = False
-    denied: list[Denial] = field(default_factory=list)
+    denied: list[Denial] | None = None  # the innermost enforced() block's list; outside one, refusals are only logged
 
 
 _state = _State(threading.Lock())
@@ -298,18 +306,21 @@ def install(*, enforce: bool = True) -> None:
 def enforced() -> Iterator[list[Denial]]:
     """The check on for a block (a test); yields the calls refused in it."""
     install(enforce=False)
+    denied: list[Denial] = []
     with _state.lock:
-        before, _state.enforcing = _state.enforcing, True
-        del _state.denied[:]
+        before = _state.enforcing, _state.denied
+        _state.enforcing, _state.denied = True, denied
     try:
-        yield _state.denied
+        yield denied
     finally:
         with _state.lock:
-            _state.enforcing = before
+            _state.enforcing, _state.denied = before
 
 
 def refused() -> list[Denial]:
-    """The calls refused since :func:`enforced` began (the list it yields)."""
+    """The calls refused in the innermost :func:`enforced` block so far (the list it yields)."""
+    if _state.denied is None:
+        raise RuntimeError("no enforced() block is running")
     return _state.denied
 
 
@@ -336,13 +347,15 @@ def _handler_key(target: Any) -> str | None:
     """The ``FUNCTIONS`` key of a chalice handler object, or None (an app or handler the template does not deploy:
     the benchmark's floor app, say, also a ``Chalice`` in a module ``app``)."""
     func = getattr(target, "func", None)
+    func = getattr(func, "_original_func", func)  # chalice's PureLambdaWrapper (@app.lambda_function)
     if func is not None:
-        key = f"{func.__module__}.{func.__name__}"
+        key = f"{getattr(func, '__module__', '')}.{getattr(func, '__name__', '')}"
         return key if key in FUNCTIONS else None
     for key in FUNCTIONS:
         module_name, _, attribute = key.rpartition(".")
         module = sys.modules.get(module_name)
-        if getattr(module, attribute, None) is target and Path(getattr(module, "__file__", "")).parent == _ROOT:
+        source = getattr(module, "__file__", None)
+        if getattr(module, attribute, None) is target and source and Path(source).resolve().parent == _ROOT:
             return key
     return None
 
@@ -374,7 +387,8 @@ def _patch() -> None:
             refused = denials(handler, service, operation_name, api_params, _resources())
             if refused:
                 with _state.lock:
-                    _state.denied.extend(refused)
+                    if _state.denied is not None:
+                        _state.denied.extend(refused)
                 for denial in refused:
                     log.error("local IAM refused a call: %s (infra/iam.py does not allow it)", denial)
                 code, status = _DENIED_AS.get(service, _DEFAULT_DENIED_AS)

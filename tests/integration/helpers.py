@@ -153,14 +153,17 @@ def get_statement(client: Client, actor: PharmacyActor, month: str | None, **sig
 
 
 def submit_direct(actor: PharmacyActor, body: dict[str, Any] | bytes) -> tuple[int, dict[str, Any]]:
-    """Call the ingest service as the route does, without the (non thread-safe) Chalice test client."""
+    """Call the ingest service as the route does, without the (non thread-safe) Chalice test client; its calls
+    are checked against the API's IAM policy (``infra/local/local_iam.py``) as the route's would be."""
     from chalicelib import bootstrap
+    from infra.local import local_iam
 
     raw = encode(body)
     url = f"{BASE_URL}{RESULTS_PATH}"
     headers = sign("POST", url, key_id=actor.key_id, private_key=actor.private_key, body=raw)
     request = to_signed_request("POST", url, headers, raw)
-    accepted = bootstrap.results_service().submit(request)
+    with local_iam.running_as("app.app"):
+        accepted = bootstrap.results_service().submit(request)
     return (201 if accepted.created else 200), accepted.view()
 
 

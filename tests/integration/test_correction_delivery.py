@@ -20,7 +20,8 @@ def _correct(key_id: str, private_key: object, rid: str, body: dict) -> int:
     raw = json.dumps(body).encode()
     url = f"{URL}/{rid}/correction"
     headers = sign("POST", url, key_id=key_id, private_key=private_key, body=raw)
-    return bootstrap.correction_service().correct(to_signed_request("POST", url, headers, raw), rid).version
+    with local_iam.running_as("app.app"):  # the route's doing, whatever function's step it is called from
+        return bootstrap.correction_service().correct(to_signed_request("POST", url, headers, raw), rid).version
 
 
 def _deliver(rid: str) -> None:
@@ -93,15 +94,14 @@ def test_a_correction_during_an_earlier_versions_post_delivers_the_later_one_nex
     def post_then_correct(bundle):
         answer = original(bundle)
         if not corrected:  # the pharmacy corrects while version 1's POST is under way
-            with local_iam.running_as("app.app"):  # the API's doing, in the middle of the national function's
-                corrected.append(
-                    _correct(
-                        key_id,
-                        private_key,
-                        rid,
-                        {"correction_reference": "C1", "reason": "wrong_result", "result": "invalid"},
-                    )
+            corrected.append(
+                _correct(
+                    key_id,
+                    private_key,
+                    rid,
+                    {"correction_reference": "C1", "reason": "wrong_result", "result": "invalid"},
                 )
+            )
         return answer
 
     monkeypatch.setattr(client, "post_bundle", post_then_correct)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 from typing import Any
@@ -28,7 +29,7 @@ R = Resources(
     stage="test",
     national_parameter="/relais/test/national-token",
     national_secret="",
-    email_sender="Relais <resultats@relais.example>",
+    email_sender="resultats@relais.example",
     ses_configuration_set="relais-test",
 )  # fmt: skip
 
@@ -124,7 +125,10 @@ def test_the_key_only_for_declared_purposes_under_the_envelope_context():
         "encryption context"
     ]
     assert refused(NOTIFY, "kms", "Decrypt", KeyId="arn:aws:kms:eu-west-3:1:key/other", EncryptionContext=context) == [
-        "notify function: kms:Decrypt on a key other than the stage's DataKey"
+        "notify function: kms:Decrypt on a key other than the stage's DataKey, or none named"
+    ]
+    assert refused(NOTIFY, "kms", "Decrypt", EncryptionContext=context) == [
+        "notify function: kms:Decrypt on a key other than the stage's DataKey, or none named"
     ]
     assert refused(NOTIFY, "kms", "Encrypt", KeyId=KEY, EncryptionContext=context) == [
         "notify function: kms:Encrypt on DataKey for purpose 'result'"
@@ -142,6 +146,10 @@ def test_messages_parameters_and_other_services():
     assert refused(NOTIFY, "sns", "SetSMSAttributes", attributes={}) == ["notify function: sns:SetSMSAttributes on *"]
     email = {"Destination": {}, "Message": {}, "ConfigurationSetName": "relais-test"}
     assert refused(NOTIFY, "ses", "SendEmail", Source="resultats@relais.example", **email) == []
+    assert refused(NOTIFY, "ses", "SendEmail", Source="Relais <resultats@relais.example>", **email) == []
+    assert refused(NOTIFY, "ses", "SendEmail", Source="Resultats@relais.example", **email) == [
+        "notify function: ses:SendEmail on a sender other than EmailSender"
+    ]  # ses:FromAddress under StringEquals: case counts
     assert refused(NOTIFY, "ses", "SendEmail", Source="other@relais.example", **email) == [
         "notify function: ses:SendEmail on a sender other than EmailSender"
     ]
@@ -205,3 +213,43 @@ def test_which_function_runs_handler_then_delegate_on_the_stack_and_a_test_s_own
         with local_iam.running_as(None):
             assert delegate() is None  # a test's step inside it: as the test
     assert delegate() == NOTIFY
+
+
+def test_a_visibility_change_needs_the_queue_consumed_too(monkeypatch):
+    """infra/iam.py grants ChangeMessageVisibility inside the consuming statement only."""
+    from dataclasses import replace
+
+    from infra import iam
+
+    spec = iam.FUNCTIONS[OUTBOX]
+    monkeypatch.setitem(
+        iam.FUNCTIONS, OUTBOX, replace(spec, access=replace(spec.access, changes_visibility=("NationalQueue",)))
+    )
+    assert refused(OUTBOX, "sqs", "ChangeMessageVisibility", QueueUrl="https://q/national") == [
+        "outbox function: sqs:ChangeMessageVisibility on NationalQueue"
+    ]
+
+
+def test_partition_patterns_are_iam_string_like():
+    like = local_iam._string_like
+    assert like("actor#*").fullmatch("actor#anonymous#7") and not like("actor#*").fullmatch("result#x")
+    assert like("a?c").fullmatch("abc") and not like("a?c").fullmatch("abbc")
+    assert like("[ab]*").fullmatch("[ab]x") and not like("[ab]*").fullmatch("ax")  # brackets are literal
+
+
+def test_each_enforced_block_keeps_its_own_refusals():
+    with local_iam.enforced() as outer:
+        outer.append("outer")  # type: ignore[arg-type]
+        with local_iam.enforced() as inner:
+            assert inner == [] and local_iam.refused() is inner
+        assert local_iam.refused() is outer and outer == ["outer"]
+    with pytest.raises(RuntimeError, match="no enforced"):
+        local_iam.refused()
+
+
+def test_a_lambda_function_wrapper_is_seen_through():
+    from chalicelib.events.notify import on_notify_message
+
+    wrapper = types.SimpleNamespace(func=types.SimpleNamespace(_original_func=on_notify_message.func))
+    assert local_iam._handler_key(wrapper) == NOTIFY
+    assert local_iam._handler_key(types.SimpleNamespace(func=functools.partial(print))) is None
