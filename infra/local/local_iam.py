@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import logging
 import os
 import re
@@ -118,22 +117,16 @@ class Resources:
     @classmethod
     def of(cls, s: Any) -> Resources:
         """From :class:`chalicelib.config.Settings` (the names the template hands each function)."""
-        tables = {
-            s.registry_table: "RegistryTable",
-            s.results_table: "ResultsTable",
-            s.state_table: "StateTable",
-            s.audit_table: "AuditTable",
-            s.audit_chain_table: "AuditChainTable",
-        }
-        queues = {
-            s.national_queue_url: "NationalQueue",
-            s.notify_queue_url: "NotifyQueue",
-            s.national_dlq_url: "NationalDeadLetterQueue",
-            s.notify_dlq_url: "NotifyDeadLetterQueue",
+        from infra.provision import OUTPUT_ENV
+
+        # each stack output's logical id → the setting that names it (RELAIS_RESULTS_TABLE → results_table), if any
+        named = {
+            output.removesuffix("Url"): getattr(s, env.removeprefix("RELAIS_").lower(), "")
+            for output, env in OUTPUT_ENV.items()
         }
         return cls(
-            tables={name: logical for name, logical in tables.items() if name},
-            queues={url: logical for url, logical in queues.items() if url},
+            tables={name: logical for logical, name in named.items() if name and logical.endswith("Table")},
+            queues={url: logical for logical, url in named.items() if url and logical.endswith("Queue")},
             key_arn=s.kms_key_arn,
             stage=s.stage,
             national_parameter=s.national_token_parameter,
@@ -355,9 +348,16 @@ def _handler_key(target: Any) -> str | None:
         module_name, _, attribute = key.rpartition(".")
         module = sys.modules.get(module_name)
         source = getattr(module, "__file__", None)
-        if getattr(module, attribute, None) is target and source and Path(source).resolve().parent == _ROOT:
+        if getattr(module, attribute, None) is target and source and _in_project(source):
             return key
     return None
+
+
+@functools.cache
+def _in_project(source: str) -> bool:
+    """Whether a module file is the project's own (``app.py`` beside ``infra/``); resolved once per file, not per
+    request."""
+    return Path(source).resolve().parent == _ROOT
 
 
 def _as_function(call: Callable[..., Any]) -> Callable[..., Any]:
@@ -420,21 +420,9 @@ def _delegate_on_stack() -> str | None:
 
 @functools.cache
 def _delegate_codes() -> dict[CodeType, str]:
-    return {_resolve(dotted).__code__: key for dotted, key in DELEGATES.items()}
+    from infra.local.poller import handler_spec, resolve
 
-
-def _resolve(dotted: str) -> Any:
-    """``package.module.Class.method`` → the function: the longest importable prefix, then attributes."""
-    parts = dotted.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        try:
-            target: Any = importlib.import_module(".".join(parts[:split]))
-        except ModuleNotFoundError:
-            continue
-        for name in parts[split:]:
-            target = getattr(target, name)
-        return target
-    raise ValueError(f"{dotted}: no module")
+    return {resolve(handler_spec(dotted)).__code__: key for dotted, key in DELEGATES.items()}  # type: ignore[attr-defined]
 
 
 def _resources() -> Resources:
