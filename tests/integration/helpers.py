@@ -260,3 +260,16 @@ def pharmacy(aws: dict[str, str]) -> PharmacyActor:
 def other_pharmacy(aws: dict[str, str]) -> PharmacyActor:
     """A second, unrelated active pharmacy."""
     return register_pharmacy()
+
+
+def without_action(monkeypatch: pytest.MonkeyPatch, handler: str, table: str, action: str) -> None:
+    """``handler``'s function loses ``action`` on ``table`` in ``infra/iam.py`` for the test: what its policy would
+    be had the action been forgotten (the local IAM check then refuses the call)."""
+    from dataclasses import replace
+
+    from infra import iam
+
+    spec = iam.FUNCTIONS[handler]
+    actions = tuple(a for a in spec.access.tables[table] if a != action)
+    access = replace(spec.access, tables={**spec.access.tables, table: actions})
+    monkeypatch.setitem(iam.FUNCTIONS, handler, replace(spec, access=access))

@@ -338,20 +338,16 @@ def test_the_api_s_calls_for_a_withdrawal_are_checked_against_its_policy(patient
     """A withdrawal decided on "nothing sent" asks the send claims (BatchGetItem) and commits on their condition
     checks (ConditionCheckItem): the local IAM check (every integration test runs under it) refuses both when the
     API's policy lacks them, and the pharmacy gets a 503 with nothing changed."""
-    from dataclasses import replace
-
-    from infra import iam
+    from tests.integration.helpers import without_action
 
     client, actor = patient_env["client"], patient_env["pharmacy"]
     withdrawn = new_result(actor, notify=("sms",))
-    spec = iam.FUNCTIONS["app.app"]
     for action in ("dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem"):
-        state = tuple(a for a in spec.access.tables["StateTable"] if a != action)
-        narrower = replace(spec, access=replace(spec.access, tables={**spec.access.tables, "StateTable": state}))
-        monkeypatch.setitem(iam.FUNCTIONS, "app.app", narrower)
+        with monkeypatch.context() as one_missing:
+            without_action(one_missing, "app.app", "StateTable", action)
 
-        assert correct(client, actor, withdrawn, withdrawal()).status_code == 503
-        refused = local_iam.refused()
-        assert {str(d) for d in refused} == {f"api function: {action} on StateTable"}
-        refused.clear()  # shown: the fixture would otherwise fail the test for it
+            assert correct(client, actor, withdrawn, withdrawal()).status_code == 503
+            refused = local_iam.refused()
+            assert {str(d) for d in refused} == {f"api function: {action} on StateTable"}
+            refused.clear()  # shown: the fixture would otherwise fail the test for it
     assert result_item(withdrawn)["version"]["N"] == "1"

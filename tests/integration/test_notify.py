@@ -668,11 +668,9 @@ def test_a_corrected_result_s_message_makes_only_calls_the_notifier_s_policy_all
 def test_a_call_the_notifier_s_policy_lacks_is_refused_as_aws_refuses_it(patient_env, monkeypatch):
     """A message for a corrected result after the correction's own send failed: the notifier asks the earlier
     generations' claims (a BatchGetItem). Without that action in its policy, the call fails before reaching moto."""
-    from dataclasses import replace
-
     from chalicelib.services.notify import NotifyFailedError
-    from infra import iam
     from infra.local import local_iam
+    from tests.integration.helpers import without_action
     from tests.integration.test_corrections import correct, positive
 
     client, actor = patient_env["client"], patient_env["pharmacy"]
@@ -680,11 +678,7 @@ def test_a_call_the_notifier_s_policy_lacks_is_refused_as_aws_refuses_it(patient
     sender = use_sender({"sms"})
     assert correct(client, actor, corrected, positive()).status_code == 202  # its send failed: the copy is queued
     sender.fail.clear()
-    key = "chalicelib.events.notify.on_notify_message"
-    spec = iam.FUNCTIONS[key]
-    state = tuple(a for a in spec.access.tables["StateTable"] if a != "dynamodb:BatchGetItem")
-    narrower = replace(spec, access=replace(spec.access, tables={**spec.access.tables, "StateTable": state}))
-    monkeypatch.setitem(iam.FUNCTIONS, key, narrower)
+    without_action(monkeypatch, "chalicelib.events.notify.on_notify_message", "StateTable", "dynamodb:BatchGetItem")
 
     with pytest.raises(NotifyFailedError, match="DependencyUnavailable"):  # AWS's AccessDeniedException, retried
         notify(corrected, generation=1)
